@@ -1,0 +1,1 @@
+"""Data preparation: tokenizing TinyStories with tiktoken into Arrow shards, and reading them back for training."""

@@ -1,0 +1,1 @@
+"""Model definitions: nano GPT-OSS and the GPT-2 baseline, their presets, checkpoints and HF export."""

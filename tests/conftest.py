@@ -1,0 +1,39 @@
+"""Shared test fixtures: where the shared data lies, and one small Ray instance for the whole session."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # cli.py lives at the root
+
+SHARED = Path(os.environ.get("GPTOSS_SHARED_DIR", REPO.parent / "shared"))
+TINYSTORIES = SHARED / "data" / "tinystories"
+TIKTOKEN_DIR = SHARED / "data" / "tiktoken"
+
+
+@pytest.fixture(scope="session")
+def tinystories_dir() -> Path:
+    if not (TINYSTORIES / "train.txt").exists():
+        pytest.skip(f"shared TinyStories text not found at {TINYSTORIES} (set GPTOSS_SHARED_DIR)")
+    return TINYSTORIES
+
+
+@pytest.fixture(scope="session")
+def tiktoken_dir() -> Path:
+    if not (TIKTOKEN_DIR / "o200k_base.tiktoken").exists():
+        pytest.skip(f"shared tiktoken rank files not found at {TIKTOKEN_DIR} (set GPTOSS_SHARED_DIR)")
+    return TIKTOKEN_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One 2-CPU Ray instance shared by every Ray test: start-up costs seconds here."""
+    from orchestrator.runtime import init_ray, shutdown_ray
+
+    info = init_ray(num_cpus=2)
+    yield info
+    shutdown_ray()

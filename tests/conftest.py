@@ -37,3 +37,13 @@ def ray_session():
     info = init_ray(num_cpus=2)
     yield info
     shutdown_ray()
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory, tinystories_dir, tiktoken_dir, ray_session) -> Path:
+    """A small prepared dataset (first 3000 train stories, real validation split), shared by the training tests."""
+    from data_pipeline import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "tinystories"
+    prepare(PrepareConfig(out=str(out), source=str(tinystories_dir), tokenizer_dir=str(tiktoken_dir), limit=3000))
+    return out

@@ -1,0 +1,146 @@
+"""Training-run configuration: the TrainConfig dataclass, its validation, and per-preset defaults."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+DEFAULT_STORAGE = "./runs"
+
+# Learning rates that train each preset family stably at its scale (small models tolerate larger steps).
+_DEFAULT_LR = {"debug": 3e-3, "cpu": 1e-3, "seed": 3e-4}
+
+# CLI override flag -> model config field.
+MODEL_OVERRIDE_FLAGS = {
+    "layers": "n_layers",
+    "d_model": "d_model",
+    "heads": "n_heads",
+    "kv_heads": "n_kv_heads",
+    "head_dim": "head_dim",
+    "experts": "num_experts",
+    "top_k": "experts_per_token",
+    "intermediate": "intermediate_size",
+    "window": "sliding_window",
+    "dropout": "dropout",
+    "aux_loss_coef": "aux_loss_coef",
+}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def default_lr(preset: str) -> float:
+    family = preset.split("-")[0]
+    return _DEFAULT_LR.get(family, 1e-3)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the CLI maps its flags onto these fields and nothing else."""
+
+    data: str = "data/tinystories"
+    arch: str = "gptoss"
+    preset: str = "cpu-tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    seq_len: int = 256
+    batch_size: int = 16  # per worker, per micro-step
+    grad_accum: int = 1
+    max_steps: Optional[int] = None
+    max_tokens: Optional[int] = None
+    lr: Optional[float] = None  # None: the preset family's default
+    min_lr: Optional[float] = None  # None: lr / 10
+    warmup_steps: Optional[int] = None  # None: 5% of the steps, at most 200
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_windows: int = 128  # fixed validation windows per eval (0: the whole split)
+    log_every: int = 10
+    workers: Optional[int] = None  # None: one per GPU, else 1
+    cpu: bool = False  # force CPU workers even when GPUs exist
+    gpu: bool = False  # require GPU workers
+    threads_per_worker: Optional[int] = None  # CPU workers: torch threads (None: CPUs / workers)
+    address: Optional[str] = None
+    storage: str = DEFAULT_STORAGE
+    name: Optional[str] = None  # None: "<arch>-<preset>"
+    resume: bool = True
+    keep: int = 2
+    max_failures: int = 0
+    seed: int = 0
+    compile: bool = False
+    wandb: bool = False
+    wandb_project: str = "nano-gpt-oss"
+    wandb_group: Optional[str] = None
+    prompt: str = "Once upon a time"
+    sample_tokens: int = 120
+    tokenizer_dir: Optional[str] = None
+    verbose: bool = False
+    inject_failure_at: Optional[int] = None  # testing: rank world-1 dies once at this step
+
+    def __post_init__(self):
+        from gptoss import ARCHS
+
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        positive = dict(seq_len=self.seq_len, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                        eval_every=self.eval_every, log_every=self.log_every, keep=self.keep)
+        for name, value in positive.items():
+            if value is None or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        for name in ("max_steps", "max_tokens", "warmup_steps", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "warmup_steps" else 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.max_steps is not None and self.max_tokens is not None:
+            raise ValueError("give --max-steps or --max-tokens, not both")
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
+        if self.min_lr is not None and self.min_lr < 0:
+            raise ValueError(f"--min-lr must be >= 0, got {self.min_lr}")
+        if self.eval_windows < 0:
+            raise ValueError(f"--eval-windows must be >= 0, got {self.eval_windows}")
+        if self.max_failures < -1:
+            raise ValueError(f"--max-failures must be >= -1 (-1: retry forever), got {self.max_failures}")
+        if self.cpu and self.gpu:
+            raise ValueError("--cpu and --gpu contradict each other; give one")
+        if self.name is not None and not _NAME_RE.match(self.name):
+            raise ValueError(f"--name must be letters, digits, '.', '_' or '-' (at most 100), got {self.name!r}")
+        unknown = set(self.model_overrides) - set(MODEL_OVERRIDE_FLAGS.values()) - {"vocab_size", "max_seq_len", "tie_embeddings"}
+        if unknown:
+            raise ValueError(f"unknown model override(s) {sorted(unknown)}; allowed: {sorted(MODEL_OVERRIDE_FLAGS.values())}")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.arch}-{self.preset}"
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else default_lr(self.preset)
+
+    @property
+    def resolved_min_lr(self) -> float:
+        return self.min_lr if self.min_lr is not None else self.resolved_lr / 10
+
+    def tokens_per_step(self, world_size: int) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum * world_size
+
+    def total_steps(self, world_size: int) -> int:
+        if self.max_tokens is not None:
+            return max(1, math.ceil(self.max_tokens / self.tokens_per_step(world_size)))
+        return self.max_steps if self.max_steps is not None else 500
+
+    def resolved_warmup(self, steps: int) -> int:
+        if self.warmup_steps is not None:
+            return min(self.warmup_steps, steps)
+        return min(200, max(1, steps // 20))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

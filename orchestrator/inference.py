@@ -1,0 +1,177 @@
+"""Using a trained checkpoint: locate and open it, generate text through its tokenizer, evaluate it on a split."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+
+from orchestrator.train_loop import MANIFEST_FILE, TRAIN_STATE_FILE, evaluate_windows
+
+
+@dataclass
+class CheckpointBundle:
+    path: str
+    model: torch.nn.Module
+    manifest: dict
+    state: dict
+
+
+def _is_checkpoint_dir(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "model.safetensors")) and os.path.exists(os.path.join(path, "config.json"))
+
+
+def find_checkpoint(path: str) -> str:
+    """A checkpoint directory as given, or the best (lowest val loss) checkpoint of a run directory."""
+    if _is_checkpoint_dir(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no checkpoint or run directory at {path}")
+    candidates = [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.startswith("checkpoint_")]
+    candidates = [c for c in candidates if _is_checkpoint_dir(c)]
+    if not candidates:
+        raise ValueError(f"{path} holds no checkpoint (model.safetensors + config.json); pass a checkpoint_* directory or a run directory")
+
+    def val_loss(ckpt: str) -> float:
+        try:
+            with open(os.path.join(ckpt, TRAIN_STATE_FILE)) as f:
+                return float(json.load(f).get("val_loss", math.inf))
+        except (OSError, ValueError):
+            return math.inf
+
+    return min(candidates, key=lambda c: (val_loss(c), -candidates.index(c)))
+
+
+@contextmanager
+def open_checkpoint(path: str, storage=None) -> Iterator[CheckpointBundle]:
+    """Open a checkpoint on local disk, or download one from a storage URI first."""
+    from gptoss import load_checkpoint
+
+    with _local_copy(path, storage) as local:
+        ckpt = find_checkpoint(local)
+        model = load_checkpoint(ckpt, map_location="cpu")
+        model.eval()
+        manifest_path = os.path.join(ckpt, MANIFEST_FILE)
+        if not os.path.exists(manifest_path):
+            raise ValueError(f"{ckpt} has no {MANIFEST_FILE}; it was not written by `python cli.py train`")
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        state = {}
+        if os.path.exists(os.path.join(ckpt, TRAIN_STATE_FILE)):
+            with open(os.path.join(ckpt, TRAIN_STATE_FILE)) as f:
+                state = json.load(f)
+        yield CheckpointBundle(ckpt, model, manifest, state)
+
+
+@contextmanager
+def _local_copy(path: str, storage=None) -> Iterator[str]:
+    if "://" not in path and (storage is None or storage.is_local):
+        yield path
+        return
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (storage.fs, path)
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
+        pafs.copy_files(root, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield tmp
+
+
+def generate_text(bundle: CheckpointBundle, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+                  top_k: Optional[int] = 50, top_p: Optional[float] = None, seed: Optional[int] = 0,
+                  tokenizer_dir: Optional[str] = None) -> str:
+    """Prompt plus the generated continuation, decoded through the checkpoint's tokenizer and compaction map."""
+    from data_pipeline import load_tokenizer
+    from gptoss import generate
+
+    tokenizer = load_tokenizer(bundle.manifest, tokenizer_dir=tokenizer_dir)
+    prompt_ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
+    max_len = getattr(bundle.model.config, "max_seq_len", None)
+    if max_len is not None and len(prompt_ids) + max_new_tokens > max_len:
+        raise ValueError(f"prompt ({len(prompt_ids)} tokens) + --max-tokens {max_new_tokens} exceeds the model's "
+                         f"max_seq_len {max_len}; ask for fewer tokens")
+    new_ids = generate(bundle.model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                       eos_token_id=tokenizer.eot_id, seed=seed)
+    new_ids = [t for t in new_ids if t != tokenizer.eot_id]
+    return prompt + tokenizer.decode(new_ids)
+
+
+def check_compatible(bundle: CheckpointBundle, data_manifest: dict, data_dir: str) -> None:
+    """A checkpoint can only be scored on data in its own token space: same tokenizer, vocab and compaction."""
+    mine, theirs = bundle.manifest, data_manifest
+    for key in ("tokenizer", "vocab_size", "compacted"):
+        if mine.get(key) != theirs.get(key):
+            raise ValueError(f"checkpoint {bundle.path} was trained with {key}={mine.get(key)!r} but {data_dir} has "
+                             f"{key}={theirs.get(key)!r}; evaluate on data prepared with the same tokenizer settings")
+    if mine.get("compacted") and _compaction_map(mine) != _compaction_map(theirs):
+        raise ValueError(f"checkpoint {bundle.path} and {data_dir} use different compact vocabularies; "
+                         f"evaluate on the data the model was trained on")
+    model_vocab = bundle.model.config.vocab_size
+    if model_vocab != theirs.get("vocab_size"):
+        raise ValueError(f"checkpoint vocab {model_vocab} does not match {data_dir} vocab {theirs.get('vocab_size')}")
+
+
+def _compaction_map(manifest: dict):
+    for key in ("compaction", "compaction_map", "compact_map"):
+        if key in manifest:
+            return manifest[key]
+    return None
+
+
+def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
+                        seq_len: Optional[int] = None, tokenizer_dir: Optional[str] = None, progress: bool = True) -> dict:
+    """Loss, perplexity and bits/byte of a checkpoint over every window of a split (one process)."""
+    from data_pipeline import TokenWindows, load_manifest, load_tokenizer
+
+    data_dir = os.path.abspath(data_dir)
+    manifest = load_manifest(data_dir)
+    if split not in manifest.get("splits", {}):
+        raise ValueError(f"split {split!r} not in {data_dir}; choose one of {sorted(manifest.get('splits', {}))}")
+    with open_checkpoint(path) as bundle:
+        check_compatible(bundle, manifest, data_dir)
+        seq_len = seq_len or int(bundle.state.get("config", {}).get("seq_len", 256))
+        if seq_len > bundle.model.config.max_seq_len:
+            raise ValueError(f"--seq-len {seq_len} is beyond the model's max_seq_len {bundle.model.config.max_seq_len}")
+        windows = TokenWindows(data_dir, split, seq_len)
+        tokenizer = load_tokenizer(manifest, tokenizer_dir=tokenizer_dir)
+        byte_lengths = torch.as_tensor(tokenizer.token_byte_lengths(), dtype=torch.int64)
+        batches = windows.eval_batches(batch_size, None)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=math.ceil(windows.num_windows / batch_size), desc=f"evaluate {split}", unit="batch")
+        result = evaluate_windows(bundle.model, batches, byte_lengths, torch.device("cpu"), _no_autocast(), 1)
+        return dict(checkpoint=bundle.path, split=split, loss=result["loss"], perplexity=math.exp(result["loss"]),
+                    bits_per_byte=result["bpb"], tokens=result["tokens"], seq_len=seq_len)
+
+
+def _no_autocast():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def export_checkpoint(path: str, out_dir: str) -> str:
+    """Hugging Face directory for a checkpoint, with the token map a compacted vocabulary needs; returns a summary line."""
+    import shutil
+
+    from gptoss import export_hf
+
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory")
+    with open_checkpoint(path) as bundle:
+        tmp = f"{out_dir.rstrip('/')}.tmp-export"
+        shutil.rmtree(tmp, ignore_errors=True)
+        export_hf(bundle.model, tmp)
+        # The model's ids are the data's ids: a compacted vocabulary needs its map to talk to tiktoken.
+        with open(os.path.join(tmp, "tokenizer_manifest.json"), "w") as f:
+            json.dump(bundle.manifest, f)
+        if os.path.exists(out_dir):
+            os.rmdir(out_dir)
+        os.replace(tmp, out_dir)
+        arch = bundle.model.config.arch
+    return f"exported {arch} checkpoint {bundle.path} -> {out_dir} (Hugging Face format; tokenizer map in tokenizer_manifest.json)"

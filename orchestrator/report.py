@@ -1,0 +1,244 @@
+"""Sweep reports: results.csv/json, REPORT.md (GPT-OSS vs GPT-2 tables) and PNG plots, rebuilt from the trial runs."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from typing import Optional
+
+from orchestrator.storage import Storage, open_storage
+
+TRIALS_DIR = "trials"
+COLUMNS = [
+    "trial", "arch", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr",
+    "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
+    "non_embedding_params", "bytes_bf16", "flops_per_token", "train_flops", "tokens_per_s", "wall_s", "checkpoint",
+]
+
+
+def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[str, list[dict]]]:
+    """One row per finished trial (a trial run with a summary), and each trial's eval curve."""
+    rows, curves = [], {}
+    for trial_path in storage.list_dirs(f"{sweep_path}/{TRIALS_DIR}"):
+        name = trial_path.rsplit("/", 1)[-1]
+        if ".old-" in name or not storage.exists(f"{trial_path}/summary.json"):
+            continue
+        summary = json.loads(storage.read_text(f"{trial_path}/summary.json"))
+        config = json.loads(storage.read_text(f"{trial_path}/config.json"))
+        cfg, model, params = config["config"], config.get("model_config", {}), summary["params"]
+        records = []
+        if storage.exists(f"{trial_path}/metrics.jsonl"):
+            records = [json.loads(l) for l in storage.read_text(f"{trial_path}/metrics.jsonl").splitlines() if l.strip()]
+        evals = [r for r in records if r.get("kind") == "eval"]
+        curves[name] = [dict(tokens=r["tokens"], val_loss=r["val_loss"]) for r in evals]
+        fpt = config.get("flops_per_token")
+        rows.append(dict(
+            trial=name, arch=cfg["arch"], n_layers=model.get("n_layers"), d_model=model.get("d_model"),
+            n_heads=model.get("n_heads"),
+            num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
+            experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
+            seed=cfg["seed"], lr=cfg["lr"] if cfg.get("lr") is not None else config.get("lr"),
+            steps=summary["steps"], tokens=summary["tokens"], final_val_loss=summary["final_val_loss"],
+            best_val_loss=summary["best_val_loss"], val_bpb=summary["final_val_bpb"], total_params=params["total"],
+            active_params=params["active"], non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
+            bytes_bf16=params.get("bytes_bf16", 2 * params["total"]), flops_per_token=fpt,
+            train_flops=fpt * summary["tokens"] if fpt else None, tokens_per_s=summary.get("tokens_per_s"),
+            wall_s=summary.get("wall_s"), checkpoint=summary.get("best_checkpoint"),
+        ))
+    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], str(r["num_experts"]), r["seed"], r["trial"]))
+    return rows, curves
+
+
+def _mean_std(values: list[float]) -> tuple[float, Optional[float]]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = _mean_std(values)
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def _millions(n) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def headline_table(rows: list[dict]) -> list[str]:
+    """Per depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement."""
+    by_depth: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
+        by_depth[r["n_layers"]][key].append(r)
+    lines = ["| layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for depth in sorted(by_depth):
+        groups = by_depth[depth]
+        gpt2 = groups.get(("gpt2", ""), [])
+        for key in sorted(k for k in groups if k[0] == "gptoss"):
+            oss = groups[key]
+            oss_loss = [r["final_val_loss"] for r in oss]
+            gpt2_loss = [r["final_val_loss"] for r in gpt2]
+            improvement = "n/a"
+            if gpt2_loss:
+                g, o = statistics.fmean(gpt2_loss), statistics.fmean(oss_loss)
+                improvement = f"{(g - o) / g * 100:+.1f}%"
+            lines.append(f"| {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | {improvement} | "
+                         f"{_pm([r['val_bpb'] for r in oss])} | {_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
+                         f"{len(oss)} / {len(gpt2)} |")
+        if not any(k[0] == "gptoss" for k in groups) and gpt2:
+            lines.append(f"| {depth} | | n/a | {_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | "
+                         f"{_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
+    return lines
+
+
+def architecture_table(rows: list[dict]) -> list[str]:
+    seen, lines = set(), [
+        "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | size bf16 | tokens/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        key = (r["arch"], r["num_experts"], r["experts_per_token"], r["n_layers"], r["d_model"], r["n_heads"])
+        if key in seen:
+            continue
+        seen.add(key)
+        same = [x for x in rows if (x["arch"], x["num_experts"], x["experts_per_token"], x["n_layers"], x["d_model"], x["n_heads"]) == key]
+        tps = [x["tokens_per_s"] for x in same if x["tokens_per_s"]]
+        experts = f"{r['num_experts']} ({r['experts_per_token']})" if r["arch"] == "gptoss" else "-"
+        speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
+        lines.append(f"| {r['arch']} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
+                     f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
+                     f"{speed} |")
+    return lines
+
+
+def params_table(rows: list[dict]) -> list[str]:
+    lines = ["| trial | active params | total params | train FLOPs | final val loss |", "|---|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: r["active_params"]):
+        flops = f"{r['train_flops']:.3g}" if r.get("train_flops") else "n/a"
+        lines.append(f"| {r['trial']} | {_millions(r['active_params'])} | {_millions(r['total_params'])} | {flops} | {r['final_val_loss']:.4f} |")
+    return lines
+
+
+def best_experts_table(rows: list[dict]) -> list[str]:
+    lines = ["| layers | best expert count | mean val loss | all counts (mean val loss) |", "|---:|---:|---:|---|"]
+    by_depth: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["arch"] == "gptoss":
+            by_depth[r["n_layers"]][r["num_experts"]].append(r["final_val_loss"])
+    for depth in sorted(by_depth):
+        means = {e: statistics.fmean(v) for e, v in by_depth[depth].items()}
+        best = min(means, key=means.get)
+        others = ", ".join(f"{e}: {m:.4f}" for e, m in sorted(means.items()))
+        lines.append(f"| {depth} | {best} | {means[best]:.4f} | {others} |")
+    return lines
+
+
+def _fig_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def plot_curves(rows: list[dict], curves: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"gptoss": "tab:orange", "gpt2": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labelled = set()
+    for r in rows:
+        pts = curves.get(r["trial"], [])
+        if not pts:
+            continue
+        label = r["arch"] if r["arch"] not in labelled else None
+        labelled.add(r["arch"])
+        ax.plot([p["tokens"] for p in pts], [p["val_loss"] for p in pts], color=colors.get(r["arch"], "gray"),
+                alpha=0.75, marker=".", label=label)
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Validation loss during training, every trial")
+    ax.grid(alpha=0.3)
+    ax.legend(title="architecture")
+    fig.tight_layout()
+    data = _fig_bytes(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_loss_vs_params(rows: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"gptoss": "tab:orange", "gpt2": "tab:blue"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, key, title in ((axes[0], "active_params", "active parameters per token"), (axes[1], "total_params", "total parameters")):
+        for arch in ("gpt2", "gptoss"):
+            pts = [r for r in rows if r["arch"] == arch]
+            if pts:
+                ax.scatter([r[key] / 1e6 for r in pts], [r["final_val_loss"] for r in pts], color=colors[arch], label=arch)
+                for r in pts:
+                    tag = f"L{r['n_layers']}" + (f"E{r['num_experts']}" if arch == "gptoss" else "")
+                    ax.annotate(tag, (r[key] / 1e6, r["final_val_loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"{title} (millions)")
+        ax.set_title(f"Final val loss vs {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final validation loss (nats/token)")
+    axes[0].legend(title="architecture")
+    fig.tight_layout()
+    data = _fig_bytes(fig)
+    plt.close(fig)
+    return data
+
+
+def render_markdown(rows: list[dict], sweep: dict) -> str:
+    base = sweep.get("base", {})
+    settings = {k: base.get(k) for k in ("data", "preset", "seq_len", "batch_size", "grad_accum", "max_steps",
+                                          "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay", "eval_every",
+                                          "eval_windows") if k in base}
+    out = [f"# Sweep report: {sweep.get('name', '?')}", "",
+           f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
+           "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
+           "deviation over seeds.", "",
+           "## 1. GPT-OSS vs GPT-2 per depth", "", *headline_table(rows), "",
+           "## 2. Architectures", "", *architecture_table(rows), "",
+           "## 3. Validation loss against parameters and compute", "",
+           "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
+           "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
+           "![val loss curves](loss_curves.png)", "",
+           "## 4. Best expert count per depth", "", *best_experts_table(rows), "",
+           "## 5. Settings", "", "```json", json.dumps(dict(settings=settings, grid=sweep.get("grid", {}),
+                                                             workers_per_trial=sweep.get("workers_per_trial")), indent=1), "```", ""]
+    return "\n".join(out)
+
+
+def write_report(sweep_dir: str) -> dict:
+    """(Re)build every report file of a sweep from its trial runs; returns where they are."""
+    storage = open_storage(sweep_dir) if "://" in sweep_dir else _existing_local(sweep_dir)
+    root = storage.root
+    sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
+    rows, curves = collect_rows(storage, root)
+    if not rows:
+        raise ValueError(f"{sweep_dir} holds no finished trials (trials/<name>/summary.json); run `python cli.py sweep` first")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_text(f"{root}/results.csv", buf.getvalue())
+    storage.write_text(f"{root}/results.json", json.dumps(rows, indent=1))
+    storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves))
+    storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows))
+    storage.write_text(f"{root}/REPORT.md", render_markdown(rows, sweep))
+    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows)
+
+
+def _existing_local(path: str) -> Storage:
+    import os
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no sweep directory at {path}")
+    return open_storage(path)

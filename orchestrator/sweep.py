@@ -1,0 +1,298 @@
+"""Ray Tune sweeps: expand the grid (arch x depth x experts x ...), run each point as a Ray Train run, resume, report."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from ray import tune
+
+from orchestrator.config import TrainConfig
+from orchestrator.runtime import ClusterError
+
+# Grid axes: train-level fields, and model fields that apply to one architecture only.
+TRAIN_AXES = ("arch", "seed", "lr")
+GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sliding_window", "aux_loss_coef"}
+GPT2_ONLY = {"dropout", "tie_embeddings"}
+_SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "num_experts": "E",
+          "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
+          "aux_loss_coef": "aux", "dropout": "do", "seed": "s", "lr": "lr"}
+TRIALS_DIR = "trials"
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass
+class SweepConfig:
+    """A grid of training runs; `base` holds every train flag, `grid` the axes (field -> values)."""
+
+    base: TrainConfig
+    grid: dict[str, list] = field(default_factory=dict)
+    name: str = "sweep"
+    workers_per_trial: int = 1
+    max_concurrent: Optional[int] = None  # None: as many as the cluster's resources allow
+    asha: bool = False
+
+    def __post_init__(self):
+        from gptoss import ARCHS
+
+        allowed = set(TRAIN_AXES) | set(_SHORT)
+        for axis, values in self.grid.items():
+            if axis not in allowed:
+                raise ValueError(f"unknown sweep axis {axis!r}; allowed: {', '.join(sorted(allowed))}")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep axis {axis!r} is empty; give at least one value")
+        for arch in self.grid.get("arch", [self.base.arch]):
+            if arch not in ARCHS:
+                raise ValueError(f"unknown arch {arch!r} in the sweep; allowed: {', '.join(ARCHS)}")
+        if self.workers_per_trial < 1:
+            raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ValueError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
+        TrainConfig(**{**self.base.to_dict(), "name": self.name})  # the sweep name must be a valid run name
+
+    def to_dict(self) -> dict:
+        return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
+                    max_concurrent=self.max_concurrent, asha=self.asha)
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    name: str
+    arch: str
+    params: tuple  # sorted (field, value) pairs of this point
+
+    def train_config(self, base: TrainConfig, storage: str, workers: int, group: str) -> TrainConfig:
+        values = dict(self.params)
+        overrides = dict(base.model_overrides)
+        overrides.update({k: v for k, v in values.items() if k not in TRAIN_AXES})
+        for key in (GPT2_ONLY if self.arch == "gptoss" else GPTOSS_ONLY):
+            overrides.pop(key, None)
+        data = base.to_dict()
+        data.update(arch=self.arch, model_overrides=overrides, name=self.name, storage=storage, workers=workers,
+                    wandb_group=group, resume=True)
+        for key in ("seed", "lr"):
+            if key in values:
+                data[key] = values[key]
+        return TrainConfig.from_dict(data)
+
+
+def expand_grid(cfg: SweepConfig) -> list[TrialPoint]:
+    """Every distinct point; axes that do not apply to an architecture are dropped, so gpt2 runs once per depth."""
+    grid = dict(cfg.grid)
+    grid.setdefault("arch", [cfg.base.arch])
+    axes = sorted(grid, key=lambda a: (a != "arch", a))
+    points, seen = [], set()
+    for combo in itertools.product(*(grid[a] for a in axes)):
+        values = dict(zip(axes, combo))
+        arch = values.pop("arch")
+        drop = GPT2_ONLY if arch == "gptoss" else GPTOSS_ONLY
+        params = tuple(sorted((k, v) for k, v in values.items() if k not in drop))
+        if (arch, params) in seen:
+            continue
+        seen.add((arch, params))
+        points.append(TrialPoint(_point_name(arch, params), arch, params))
+    return points
+
+
+def _point_name(arch: str, params: tuple) -> str:
+    parts = [arch] + [f"{_SHORT.get(k, k)}{_fmt(v)}" for k, v in params]
+    return "-".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int) -> None:
+    """Build every point's model config before anything runs; name every point that is invalid."""
+    from gptoss import build_config
+
+    bad = []
+    for point in points:
+        tcfg = point.train_config(cfg.base, "unused", cfg.workers_per_trial, cfg.name)
+        try:
+            model_cfg = build_config(point.arch, tcfg.preset, **{**tcfg.model_overrides, "vocab_size": vocab_size})
+            if tcfg.seq_len > model_cfg.max_seq_len:
+                raise ValueError(f"--seq-len {tcfg.seq_len} exceeds max_seq_len {model_cfg.max_seq_len}")
+        except ValueError as exc:
+            bad.append(f"{point.name}: {' '.join(str(exc).split())}")
+    if bad:
+        raise ValueError(f"{len(bad)} of {len(points)} grid points make invalid models: " + "; ".join(bad))
+
+
+# ----------------------------------------------------------------------------------------------
+# The trial: one Ray Train run launched from a Tune trial, which itself reserves (almost) no CPU.
+
+
+def _trial(params: dict) -> None:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator.trainer import SUMMARY_FILE, run_training
+    from orchestrator.storage import open_storage
+
+    cfg = TrainConfig.from_dict(params["train"])
+    storage = open_storage(cfg.storage)
+    summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
+    if storage.exists(summary_path):
+        summary = json.loads(storage.read_text(summary_path))
+        if summary.get("steps") == params["total_steps"]:
+            # Finished in an earlier, interrupted sweep: report its result and do not train again.
+            tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
+                         "best_val_loss": summary["best_val_loss"], "reused": 1})
+            return
+    run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()])
+
+
+def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
+    """Grid points, validated against the data, before Ray starts."""
+    from data_pipeline import load_manifest
+
+    from orchestrator.trainer import plan_run
+
+    points = expand_grid(cfg)
+    manifest = load_manifest(os.path.abspath(cfg.base.data))
+    validate_points(cfg, points, int(manifest["vocab_size"]))
+    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name)
+    plan_run(first, workers=cfg.workers_per_trial)  # data, batch and tokenizer checks, once
+    return points, manifest
+
+
+def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
+    """Run (or resume) the sweep and write its report; returns the report's summary."""
+    from orchestrator.report import write_report
+    from orchestrator.runtime import init_ray
+    from orchestrator.storage import open_storage
+
+    points, _ = plan_sweep(cfg)
+    info = init_ray(cfg.base.address, cfg.base.verbose)
+    use_gpu = (info.gpus >= 1 and not cfg.base.cpu) or cfg.base.gpu
+    if cfg.base.gpu and info.gpus < 1:
+        raise ClusterError(f"--gpu was given but the cluster at {info.address} has no GPUs")
+    capacity = info.gpus if use_gpu else info.cpus
+    if cfg.workers_per_trial > capacity:
+        kind = "GPUs" if use_gpu else "CPUs"
+        raise ClusterError(f"--workers-per-trial {cfg.workers_per_trial} exceeds the cluster's {capacity:g} {kind}; "
+                           f"use --workers-per-trial <= {int(capacity)}")
+    concurrent = cfg.max_concurrent or max(1, int(capacity // cfg.workers_per_trial))
+    threads = cfg.base.threads_per_worker or max(1, int(info.cpus // (concurrent * cfg.workers_per_trial)))
+    concurrent = min(concurrent, len(points))
+
+    storage = open_storage(cfg.base.storage)
+    sweep_uri = storage.uri_of(cfg.name)
+    storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
+        dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
+    trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
+    base = TrainConfig.from_dict({**cfg.base.to_dict(), "threads_per_worker": None if use_gpu else threads})
+    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name)
+    total_steps = probe.total_steps(cfg.workers_per_trial)
+    param_space = {"trial": tune.grid_search([
+        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name).to_dict(),
+             total_steps=total_steps) for p in points])}
+
+    scheduler = None
+    if cfg.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        evals = max(1, total_steps // base.eval_every)
+        scheduler = ASHAScheduler(time_attr="step", max_t=total_steps, grace_period=max(1, evals // 4) * base.eval_every,
+                                  reduction_factor=2)
+    console = SweepConsole(show_progress, len(points))
+    if show_progress:
+        console.say(f"sweep {cfg.name}: {len(points)} trials, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
+                    f"per trial{'' if use_gpu else f' x {threads} thread(s)'}, {total_steps} steps each -> {sweep_uri}")
+    # A trial only launches a trainer; its workers hold the real CPUs. A whole CPU per trial would starve them.
+    trainable = tune.with_resources(lambda params: _trial(params["trial"]), {"CPU": 0.01})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=scheduler, metric="val_loss", mode="min",
+                                    trial_name_creator=lambda t: t.config["trial"]["name"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
+        run_config=tune.RunConfig(name="tune", storage_path=sweep_uri, verbose=0, callbacks=[console],
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    started = time.time()
+    results = tuner.fit()
+    errors = [r for r in results if r.error is not None]
+    report = write_report(sweep_uri)
+    report["wall_s"] = time.time() - started
+    report["errors"] = len(errors)
+    if show_progress:
+        console.say(f"sweep {cfg.name} done in {report['wall_s']:.0f}s: {report['trials']} trials reported, "
+                    f"{len(errors)} failed; report: {report['report']}")
+    if errors:
+        first = " ".join(str(errors[0].error).split())[:300]
+        raise ClusterError(f"{len(errors)} trial(s) failed (the report covers the rest); first error: {first}")
+    return report
+
+
+class SweepConsole(tune.Callback):
+    """One line per trial as it starts and ends, and a live table of every trial's latest evaluation."""
+
+    def __init__(self, enabled: bool, total: int, table_every_s: float = 30.0):
+        self.enabled, self.total, self.table_every_s = enabled, total, table_every_s
+        self.rows: dict[str, dict] = {}
+        self.last_table = time.time()
+        self.done = 0
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)
+
+    def _row(self, trial) -> dict:
+        t = trial.config["trial"]["train"]
+        mo = t["model_overrides"]
+        return self.rows.setdefault(trial.trial_id, dict(trial=trial.config["trial"]["name"], arch=t["arch"],
+                                                         depth=mo.get("n_layers", "-"), experts=mo.get("num_experts", "-"),
+                                                         step="-", val_loss=math.nan))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        self.say(f"[start] {row['trial']}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self._row(trial)
+        row["step"] = result.get("step", row["step"])
+        row["val_loss"] = result.get("val_loss", row["val_loss"])
+        if time.time() - self.last_table > self.table_every_s:
+            self.last_table = time.time()
+            self.say(self.table())
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        row = self._row(trial)
+        self.say(f"[done {self.done}/{self.total}] {row['trial']}  step {row['step']}  val loss {row['val_loss']:.4f}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.say(f"[failed {self.done}/{self.total}] {self._row(trial)['trial']}")
+
+    def table(self) -> str:
+        head = f"{'trial':<40} {'arch':<7} {'depth':>5} {'experts':>7} {'step':>6} {'val loss':>9}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows.values():
+            loss = f"{r['val_loss']:.4f}" if not math.isnan(r["val_loss"]) else "-"
+            lines.append(f"{r['trial']:<40} {r['arch']:<7} {r['depth']!s:>5} {r['experts']!s:>7} {r['step']!s:>6} {loss:>9}")
+        return "\n".join(lines)
+
+
+def load_sweep_yaml(path: str) -> dict:
+    """A sweep file: train flags at the top level (names as in TrainConfig) and a `grid:` of axis -> list."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"sweep config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"sweep config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"sweep config {path} must be a mapping of settings with a `grid:` section")
+    return data

@@ -1,0 +1,124 @@
+"""The prepared directory's manifest.json and shard files: names, atomic writes, loading and verifying."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "nano-gpt-oss/arrow-tokens/v1"
+STAGING_NAME = ".prepare-staging"
+SHARD_RE = re.compile(r"^(train|validation)-\d{5}\.arrow$")
+_REQUIRED = ("format", "tokenizer", "vocab_size", "eot_id", "compacted", "dtype", "splits", "fingerprint")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.arrow"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, then rename: readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_token_shard(path: str | os.PathLike, tokens: np.ndarray) -> str:
+    """One uncompressed Arrow IPC file, one record batch, column `tokens`; written atomically. Returns its sha256."""
+    import pyarrow as pa
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    batch = pa.record_batch([pa.array(tokens)], names=["tokens"])
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            with pa.ipc.new_file(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+        digest = sha256_of(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return digest
+
+
+def read_token_shard(path: str | os.PathLike) -> np.ndarray:
+    """A shard's tokens as a read-only numpy view of the memory-mapped file (zero-copy)."""
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path), "r")
+    reader = pa.ipc.open_file(source)
+    if reader.num_record_batches == 1:
+        column = reader.get_batch(0).column("tokens")
+        return column.to_numpy(zero_copy_only=True)
+    # Not written by us (several batches): one copy to present a contiguous array.
+    return np.concatenate([reader.get_batch(i).column("tokens").to_numpy() for i in range(reader.num_record_batches)])
+
+
+def _invalid(data_dir, why: str) -> ValueError:
+    return ValueError(f"{data_dir} has no valid {MANIFEST_NAME} ({why}); run `python cli.py prepare --out {data_dir}` first")
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict:
+    """The manifest of a prepared directory; a one-line ValueError if it is missing, unreadable or incomplete."""
+    data_dir = Path(data_dir)
+    path = data_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise _invalid(data_dir, "missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _invalid(data_dir, f"unreadable: {type(exc).__name__}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _invalid(data_dir, "not a manifest of this format")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise _invalid(data_dir, f"lacks {', '.join(missing)}")
+    for split, info in manifest["splits"].items():
+        for shard in info.get("shards", []):
+            file = data_dir / shard["file"]
+            if not file.is_file() or file.stat().st_size != shard["bytes"]:
+                raise _invalid(data_dir, f"shard {shard['file']} is missing or has the wrong size")
+    manifest["data_dir"] = str(data_dir)
+    return manifest
+
+
+def verify_shards(data_dir: str | os.PathLike, manifest: dict) -> bool:
+    """True if every shard the manifest lists is present with its recorded sha256."""
+    data_dir = Path(data_dir)
+    for info in manifest["splits"].values():
+        for shard in info["shards"]:
+            file = data_dir / shard["file"]
+            if not file.is_file() or file.stat().st_size != shard["bytes"] or sha256_of(file) != shard["sha256"]:
+                return False
+    return True
+
+
+def token_byte_lengths(manifest: dict) -> np.ndarray:
+    """UTF-8 bytes of each model id's token (0 for special tokens), as recorded by prepare: for bits per byte."""
+    if "token_bytes" not in manifest:
+        raise ValueError("this prepared directory predates per-token byte counts; rebuild it with `python cli.py prepare --force`")
+    lengths = np.asarray(manifest["token_bytes"], dtype=np.int64)
+    if len(lengths) != manifest["vocab_size"]:
+        raise ValueError(f"manifest token_bytes has {len(lengths)} entries for vocab {manifest['vocab_size']}; rebuild with --force")
+    return lengths

@@ -1,0 +1,257 @@
+"""tiktoken encodings that work offline (rank files from a local folder, verified by tiktoken's own sha256), and the model-side tokenizer that applies a compact vocabulary."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .config import SUPPORTED_TOKENIZERS, DataError
+
+TOKENIZER_DIR_ENV = "GPTOSS_TOKENIZER_DIR"
+_BLOB_HOST = "openaipublic.blob.core.windows.net"
+_BLOB = f"https://{_BLOB_HOST}/"
+
+
+class TokenizerError(DataError):
+    """A tokenizer cannot be loaded (missing or corrupt rank files, no network); one line for the user."""
+
+
+@dataclass(frozen=True)
+class RankFile:
+    filename: str  # the name looked for in --tokenizer-dir
+    url: str  # where tiktoken downloads it from (and its cache key)
+    sha256: str  # the hash tiktoken requires (tiktoken_ext/openai_public.py)
+
+
+_O200K = RankFile("o200k_base.tiktoken", _BLOB + "encodings/o200k_base.tiktoken", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d")
+_CL100K = RankFile("cl100k_base.tiktoken", _BLOB + "encodings/cl100k_base.tiktoken", "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7")
+_GPT2_BPE = RankFile("gpt2_vocab.bpe", _BLOB + "gpt-2/encodings/main/vocab.bpe", "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5")
+_GPT2_JSON = RankFile("gpt2_encoder.json", _BLOB + "gpt-2/encodings/main/encoder.json", "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783")
+_R50K = RankFile("r50k_base.tiktoken", _BLOB + "encodings/r50k_base.tiktoken", "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930")
+
+RANK_FILES: dict[str, tuple[RankFile, ...]] = {
+    "o200k_harmony": (_O200K,),
+    "o200k_base": (_O200K,),
+    "cl100k_base": (_CL100K,),
+    "gpt2": (_GPT2_BPE, _GPT2_JSON),
+}
+# gpt2's merge ranks are identical to r50k_base's, so a folder holding only r50k_base.tiktoken serves gpt2 too.
+_GPT2_ALTERNATIVE = _R50K
+
+
+def resolve_tokenizer_dir(tokenizer_dir: str | os.PathLike | None) -> Path | None:
+    value = tokenizer_dir if tokenizer_dir not in (None, "") else os.environ.get(TOKENIZER_DIR_ENV) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"tokenizer directory {path} does not exist or is not a directory (--tokenizer-dir / ${TOKENIZER_DIR_ENV})")
+    return path
+
+
+def _read_verified(path: Path, rank: RankFile) -> bytes:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != rank.sha256:
+        raise TokenizerError(f"{path} has sha256 {digest[:16]}…, not the {rank.sha256[:16]}… tiktoken requires for {rank.filename}; replace it with the official file")
+    return data
+
+
+def _tiktoken_cache_path(url: str) -> Path | None:
+    # tiktoken's own cache layout (tiktoken/load.py: read_file_cached).
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        cache_dir = os.environ["TIKTOKEN_CACHE_DIR"]
+    elif "DATA_GYM_CACHE_DIR" in os.environ:
+        cache_dir = os.environ["DATA_GYM_CACHE_DIR"]
+    else:
+        import tempfile
+
+        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if not cache_dir:
+        return None
+    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+
+
+def _host_reachable(host: str, port: int = 443, timeout_s: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None) -> dict[str, bytes]:
+    """The verified bytes of every rank file `name` needs, keyed by tiktoken's download URL.
+
+    Looks in tokenizer_dir (or $GPTOSS_TOKENIZER_DIR), then tiktoken's cache, then downloads; never hangs offline.
+    """
+    if name not in SUPPORTED_TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(SUPPORTED_TOKENIZERS)}")
+    needed = RANK_FILES[name]
+    folder = resolve_tokenizer_dir(tokenizer_dir)
+    if folder is not None:
+        if name == "gpt2" and not all((folder / r.filename).is_file() for r in needed) and (folder / _GPT2_ALTERNATIVE.filename).is_file():
+            return {_GPT2_ALTERNATIVE.url: _read_verified(folder / _GPT2_ALTERNATIVE.filename, _GPT2_ALTERNATIVE)}
+        missing = [r.filename for r in needed if not (folder / r.filename).is_file()]
+        if missing:
+            raise TokenizerError(f"tokenizer {name!r} needs {' and '.join(missing)} in {folder} (--tokenizer-dir / ${TOKENIZER_DIR_ENV}); it is not there")
+        return {r.url: _read_verified(folder / r.filename, r) for r in needed}
+
+    out: dict[str, bytes] = {}
+    for rank in needed:
+        cached = _tiktoken_cache_path(rank.url)
+        if cached is not None and cached.is_file():
+            data = cached.read_bytes()
+            if hashlib.sha256(data).hexdigest() == rank.sha256:
+                out[rank.url] = data
+                continue
+        # tiktoken would retry a dead host for a long time; a short TCP probe answers in seconds.
+        if not _host_reachable(_BLOB_HOST):
+            raise TokenizerError(
+                f"tokenizer {name!r} needs {rank.filename}, which is not cached and cannot be downloaded ({_BLOB_HOST} unreachable); "
+                f"pass --tokenizer-dir DIR (or set ${TOKENIZER_DIR_ENV}) to a folder holding {rank.filename}"
+            )
+        import tiktoken.load
+
+        try:
+            out[rank.url] = tiktoken.load.read_file_cached(rank.url, rank.sha256)
+        except Exception as exc:  # network errors of every kind: one line
+            raise TokenizerError(f"downloading {rank.filename} for tokenizer {name!r} failed ({type(exc).__name__}: {exc}); pass --tokenizer-dir DIR") from None
+    return out
+
+
+_PATCH_LOCK = threading.Lock()
+
+
+def build_encoding(name: str, rank_files: dict[str, bytes]):
+    """A tiktoken.Encoding for `name` from already verified rank-file bytes (keyed by URL); no file or network access."""
+    import tiktoken
+    import tiktoken.load
+    from tiktoken_ext import openai_public
+
+    files = dict(rank_files)
+    original = tiktoken.load.read_file_cached
+
+    def from_memory(blobpath: str, expected_hash: str | None = None) -> bytes:
+        return files[blobpath]
+
+    # Reuse tiktoken's own definitions (regex, special tokens) so they never drift from upstream;
+    # only the file access is redirected to the verified bytes we already hold.
+    with _PATCH_LOCK:
+        tiktoken.load.read_file_cached = from_memory
+        try:
+            if name == "gpt2" and _GPT2_ALTERNATIVE.url in files:
+                spec = openai_public.r50k_base()
+                spec["name"] = "gpt2"
+            else:
+                spec = openai_public.ENCODING_CONSTRUCTORS[name]()
+        finally:
+            tiktoken.load.read_file_cached = original
+    return tiktoken.Encoding(**spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_encoding(name: str, tokenizer_dir: str | None, env_dir: str | None):
+    return build_encoding(name, load_rank_files(name, tokenizer_dir))
+
+
+def get_encoding(name: str, tokenizer_dir: str | os.PathLike | None = None):
+    """tiktoken.Encoding `name`, offline-capable: rank files from tokenizer_dir / $GPTOSS_TOKENIZER_DIR when given."""
+    if name not in SUPPORTED_TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(SUPPORTED_TOKENIZERS)}")
+    return _cached_encoding(name, None if tokenizer_dir is None else str(tokenizer_dir), os.environ.get(TOKENIZER_DIR_ENV))
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+class UnknownTokenError(DataError, ValueError):
+    """Text encodes to tokens that the compact vocabulary does not hold (they never occurred in the data)."""
+
+
+class ModelTokenizer:
+    """Text <-> model ids: a tiktoken encoding plus, when the data was compacted, the map to dense model ids.
+
+    Unknown tokens: encode() raises UnknownTokenError naming the pieces that never occurred in the
+    training data (a compact model has no embedding for them); pass on_unknown="skip" to drop them instead.
+    """
+
+    def __init__(self, encoding, compact_to_original: Iterable[int] | None = None):
+        self.encoding = encoding
+        self.name = encoding.name
+        self.compacted = compact_to_original is not None
+        if self.compacted:
+            self.compact_to_original = np.asarray(compact_to_original, dtype=np.int64)
+            self.original_to_compact = np.full(encoding.n_vocab, -1, dtype=np.int64)
+            self.original_to_compact[self.compact_to_original] = np.arange(len(self.compact_to_original))
+            self.vocab_size = int(len(self.compact_to_original))
+            eot = int(self.original_to_compact[encoding.eot_token])
+            if eot < 0:
+                raise DataError("the compact vocabulary lacks the end-of-text token; re-run prepare")
+            self.eot_id = eot
+        else:
+            self.compact_to_original = None
+            self.original_to_compact = None
+            self.vocab_size = int(encoding.n_vocab)
+            self.eot_id = int(encoding.eot_token)
+
+    def __repr__(self) -> str:
+        return f"ModelTokenizer({self.name}, vocab_size={self.vocab_size}, compacted={self.compacted})"
+
+    def encode(self, text: str, on_unknown: str = "raise") -> list[int]:
+        ids = self.encoding.encode_ordinary(text)
+        if not self.compacted:
+            return ids
+        mapped = self.original_to_compact[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(0, np.int64)
+        unknown = mapped < 0
+        if unknown.any():
+            if on_unknown == "skip":
+                return mapped[~unknown].tolist()
+            pieces = [self.encoding.decode_single_token_bytes(int(t)).decode("utf-8", "replace") for t in np.asarray(ids)[unknown][:5]]
+            raise UnknownTokenError(
+                f"{int(unknown.sum())} token(s) of this text never occur in the training data, so the compact vocabulary has no id for them: "
+                f"{', '.join(repr(p) for p in pieces)}{' …' if unknown.sum() > 5 else ''}; rephrase, or prepare with --full-vocab"
+            )
+        return mapped.tolist()
+
+    def to_original(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.compacted:
+            return ids
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token id out of range 0..{self.vocab_size - 1}")
+        return self.compact_to_original[ids]
+
+    def decode(self, ids) -> str:
+        return self.encoding.decode(self.to_original(ids).tolist())
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 byte length of each model id's token (special tokens, end-of-text included, count 0): for bits per byte."""
+        originals = self.compact_to_original if self.compacted else np.arange(self.encoding.n_vocab)
+        special = set(self.encoding._special_tokens.values())
+        lengths = np.zeros(len(originals), dtype=np.int64)
+        for i, t in enumerate(originals.tolist()):
+            if t in special:
+                continue
+            try:
+                lengths[i] = len(self.encoding.decode_single_token_bytes(t))
+            except KeyError:  # holes in the id range (e.g. o200k's unused 199998..)
+                lengths[i] = 0
+        return lengths
+
+
+def load_tokenizer(manifest_or_data_dir, tokenizer_dir: str | os.PathLike | None = None) -> ModelTokenizer:
+    """The model-side tokenizer of a prepared directory (or of a manifest dict loaded from it)."""
+    from .manifest import load_manifest
+
+    manifest = manifest_or_data_dir if isinstance(manifest_or_data_dir, dict) else load_manifest(manifest_or_data_dir)
+    encoding = get_encoding(manifest["tokenizer"], tokenizer_dir)
+    return ModelTokenizer(encoding, manifest.get("compact_to_original") if manifest.get("compacted") else None)

@@ -1,0 +1,99 @@
+"""Causal self-attention pieces: position-based masks, the KV cache, and GPT-OSS attention (GQA, sinks, sliding window)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import YarnRotaryEmbedding
+
+
+def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Bool (Tq, Tk), True where query at q_pos may see key at k_pos: k <= q, and k > q - window if windowed.
+
+    Built from absolute positions so the same rule serves training, cached prefill and one-token decoding.
+    """
+    allowed = k_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        allowed = allowed & (k_pos[None, :] > q_pos[:, None] - window)
+    return allowed
+
+
+class KVCache:
+    """Per-layer keys/values (B, kv_heads, L, head_dim) with their absolute positions, for generation.
+
+    Layers with a sliding window keep only their last `window` entries, so memory stays bounded past the window.
+    """
+
+    def __init__(self, n_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.seen = 0  # tokens consumed so far = absolute position of the next token
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, window: int | None):
+        """Append this step's k/v; return the keys, values and key positions to attend over."""
+        if self.layers[layer] is not None:
+            old_k, old_v, old_pos = self.layers[layer]
+            k, v, positions = torch.cat([old_k, k], 2), torch.cat([old_v, v], 2), torch.cat([old_pos, positions])
+        # Trim after use: this step's queries may still need keys up to `window` back from the earliest of them.
+        keep = slice(-window, None) if window is not None else slice(None)
+        self.layers[layer] = (k[:, :, keep], v[:, :, keep], positions[keep])
+        return k, v, positions
+
+
+def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor,
+                   allowed: torch.Tensor, scale: float) -> torch.Tensor:
+    """Softmax attention whose denominator also holds exp(sink_h), one learned logit per query head, with no value.
+
+    q: (B, H, Tq, D); k, v: (B, KV, Tk, D) with query head h reading kv head h // (H // KV); sinks: (H,);
+    allowed: (Tq, Tk) bool. Returns (B, H, Tq, D).
+
+    Exact via SDPA on an augmented key set: one extra key whose logit is sinks[h] for every query and whose value is 0.
+    Because the sink differs per head while keys are shared, the sink goes on the query side: q gets an extra
+    coordinate sinks[h] / scale, real keys get 0 there and the sink key gets 1 (so its logit is exactly sinks[h]).
+    This keeps SDPA's fused kernels and O(T) memory (an explicit (T, T+1) score matrix is the alternative) and measured
+    as fast or faster than the explicit-softmax version on CPU. The extra coordinates are padded to keep the head dim
+    a multiple of 8 for GPU kernels.
+    """
+    B, H, Tq, D = q.shape
+    KV = k.shape[1]
+    pad = 8 - D % 8  # >= 1: room for the sink coordinate
+    sink_coord = (sinks.to(q.dtype) / scale).view(1, H, 1, 1).expand(B, H, Tq, 1)
+    q = F.pad(torch.cat([q, sink_coord], dim=-1), (0, pad - 1))
+    # Grouped-query attention without copying k/v: the H // KV query heads sharing a kv head become extra query rows
+    # of that head (head h = kv * group + r, so this is a view), and the mask repeats once per group member.
+    group = H // KV
+    q = q.view(B, KV, group * Tq, D + pad)
+    sink_key = F.pad(torch.ones(1, dtype=k.dtype, device=k.device), (D, pad - 1))  # e_D
+    k = torch.cat([F.pad(k, (0, pad)), sink_key.expand(B, KV, 1, D + pad)], dim=2)
+    v = F.pad(v, (0, 0, 0, 1))  # the sink's value is zero
+    mask = F.pad(allowed, (0, 1), value=True).repeat(group, 1)  # every query sees the sink
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return y.view(B, H, Tq, D)
+
+
+class SinkAttention(nn.Module):
+    """GPT-OSS attention: fused qkv with bias, grouped-query heads, YaRN RoPE, per-head sinks, optional sliding window."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, window: int | None,
+                 rope: YarnRotaryEmbedding):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, n_kv_heads, head_dim, window
+        self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * head_dim, bias=True)
+        self.sinks = nn.Parameter(torch.zeros(n_heads))
+        self.out = nn.Linear(n_heads * head_dim, d_model, bias=True)
+        self.rope = rope  # shared by all layers; holds only buffers
+        self.scale = head_dim ** -0.5
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
+                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, KV = self.n_heads, self.n_kv_heads
+        # Fused projection rows are [q heads | k heads | v heads]; rotate q and k together in one rope call.
+        qkv = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)
+        q, k = self.rope(qkv[:, :H + KV], positions).split([H, KV], dim=1)
+        v = qkv[:, H + KV:]
+        if cache is not None:
+            k, v, k_pos = cache.update(layer_idx, k, v, positions, self.window)
+            allowed = causal_mask(positions, k_pos, self.window)
+        y = sink_attention(q, k, v, self.sinks, allowed, self.scale)
+        return self.out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -1,0 +1,143 @@
+"""Export to a Hugging Face transformers directory (GptOssForCausalLM / GPT2LMHeadModel) without importing transformers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from .checkpoint import _write_atomically, write_json
+from .presets import unwrap_model
+
+
+def _gptoss_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    c = model.config
+    q_size, kv_size = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    t = {"model.embed_tokens.weight": model.embedding.weight}
+    for i, block in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = block.attn_norm.weight
+        # Our fused qkv rows are [q heads | k heads | v heads]; HF keeps three projections.
+        for name, w in zip(("q", "k", "v"), block.attn.qkv.weight.split([q_size, kv_size, kv_size])):
+            t[p + f"self_attn.{name}_proj.weight"] = w
+        for name, b in zip(("q", "k", "v"), block.attn.qkv.bias.split([q_size, kv_size, kv_size])):
+            t[p + f"self_attn.{name}_proj.bias"] = b
+        t[p + "self_attn.o_proj.weight"] = block.attn.out.weight
+        t[p + "self_attn.o_proj.bias"] = block.attn.out.bias
+        t[p + "self_attn.sinks"] = block.attn.sinks
+        t[p + "post_attention_layernorm.weight"] = block.mlp_norm.weight
+        t[p + "mlp.router.weight"] = block.mlp.router.weight
+        t[p + "mlp.router.bias"] = block.mlp.router.bias
+        # Same layouts as ours: gate_up (E, d, 2I) interleaved glu/linear columns, down (E, I, d).
+        t[p + "mlp.experts.gate_up_proj"] = block.mlp.gate_up
+        t[p + "mlp.experts.gate_up_proj_bias"] = block.mlp.gate_up_bias
+        t[p + "mlp.experts.down_proj"] = block.mlp.down
+        t[p + "mlp.experts.down_proj_bias"] = block.mlp.down_bias
+    t["model.norm.weight"] = model.norm.weight
+    t["lm_head.weight"] = model.unembedding.weight
+    return t
+
+
+def _gptoss_config(model: nn.Module) -> dict:
+    c = model.config
+    rope = {
+        "rope_type": "yarn",
+        "rope_theta": c.rope_theta,
+        "factor": c.rope_scaling_factor,
+        "beta_fast": c.rope_ntk_beta,
+        "beta_slow": c.rope_ntk_alpha,
+        # The reference does not round the ramp bounds; HF rounds them unless truncate is False.
+        "truncate": False,
+        "original_max_position_embeddings": c.initial_context_length,
+    }
+    return {
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": "gpt_oss",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.d_model,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads,
+        "num_key_value_heads": c.n_kv_heads,
+        "head_dim": c.head_dim,
+        "num_local_experts": c.num_experts,
+        "num_experts_per_tok": c.experts_per_token,
+        "sliding_window": c.sliding_window,
+        "layer_types": list(c.layer_types),
+        "max_position_embeddings": c.max_seq_len,
+        "rms_norm_eps": c.norm_eps,
+        "rope_parameters": rope,
+        "rope_theta": c.rope_theta,
+        "swiglu_limit": c.swiglu_limit,
+        "swiglu_alpha": c.swiglu_alpha,
+        "attention_bias": True,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": False,
+        "router_aux_loss_coef": c.aux_loss_coef,
+        "output_router_logits": False,
+        "initializer_range": c.init_std,
+        "hidden_act": "silu",
+        "use_cache": True,
+        "dtype": "float32",
+    }
+
+
+def _gpt2_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    # HF GPT-2 uses Conv1D, whose weight is (in, out): the transpose of our nn.Linear weights.
+    t = {"transformer.wte.weight": model.token_embedding.weight, "transformer.wpe.weight": model.position_embedding.weight}
+    for i, block in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        for ours, theirs in ((block.ln_1, "ln_1"), (block.ln_2, "ln_2")):
+            t[p + theirs + ".weight"], t[p + theirs + ".bias"] = ours.weight, ours.bias
+        for ours, theirs in ((block.attn.qkv, "attn.c_attn"), (block.attn.out, "attn.c_proj"),
+                             (block.mlp.fc, "mlp.c_fc"), (block.mlp.proj, "mlp.c_proj")):
+            t[p + theirs + ".weight"], t[p + theirs + ".bias"] = ours.weight.t(), ours.bias
+    t["transformer.ln_f.weight"], t["transformer.ln_f.bias"] = model.ln_f.weight, model.ln_f.bias
+    if not model.config.tie_embeddings:
+        t["lm_head.weight"] = model.lm_head.weight
+    return t
+
+
+def _gpt2_config(model: nn.Module) -> dict:
+    c = model.config
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.max_seq_len,
+        "n_ctx": c.max_seq_len,
+        "n_embd": c.d_model,
+        "n_layer": c.n_layers,
+        "n_head": c.n_heads,
+        "n_inner": c.intermediate_size,
+        "activation_function": "gelu_new",
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "layer_norm_epsilon": c.norm_eps,
+        "initializer_range": c.init_std,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": c.tie_embeddings,
+        "use_cache": True,
+        "dtype": "float32",
+    }
+
+
+def export_hf(model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | None = None) -> None:
+    """Write config.json, model.safetensors (fp32, HF parameter names) and generation_config.json to out_dir."""
+    model = unwrap_model(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if model.config.arch == "gptoss":
+        tensors, config = _gptoss_tensors(model), _gptoss_config(model)
+    else:
+        tensors, config = _gpt2_tensors(model), _gpt2_config(model)
+    tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in tensors.items()}
+    generation = {"max_length": model.config.max_seq_len}
+    if eos_token_id is not None:
+        config["eos_token_id"] = generation["eos_token_id"] = eos_token_id
+    _write_atomically(out_dir / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    write_json(out_dir / "config.json", config)
+    write_json(out_dir / "generation_config.json", generation)

@@ -1,0 +1,83 @@
+"""GPT-OSS mixture-of-experts MLP: top-k router, stacked SwiGLU experts run on sorted token groups, Switch aux loss."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def swiglu(gate_up: torch.Tensor, alpha: float = 1.702, limit: float = 7.0) -> torch.Tensor:
+    """GPT-OSS's clamped SwiGLU on interleaved columns: even = glu half, odd = linear half."""
+    glu, linear = gate_up[..., 0::2], gate_up[..., 1::2]
+    glu = glu.clamp(max=limit)  # clamped above only
+    linear = linear.clamp(min=-limit, max=limit)
+    return glu * torch.sigmoid(alpha * glu) * (linear + 1)
+
+
+def load_balancing_loss(router_logits: torch.Tensor, expert_idx: torch.Tensor, num_experts: int,
+                        counts: torch.Tensor | None = None):
+    """Switch-style aux loss num_experts * sum_e(fraction_e * mean_prob_e), and the fractions (for logging).
+
+    fraction_e counts top-k assignments (normalised by tokens * k, so uniform routing gives 1/num_experts and the
+    loss exactly 1.0); mean_prob_e is the mean softmax over ALL experts of the raw logits, the part that carries
+    the gradient. router_logits: (N, E); expert_idx: (N, k) chosen experts; counts: their bincount, if at hand.
+    """
+    if counts is None:
+        counts = torch.bincount(expert_idx.reshape(-1), minlength=num_experts)
+    fraction = counts.float() / expert_idx.numel()
+    mean_prob = torch.softmax(router_logits.float(), dim=-1).mean(dim=0)
+    return num_experts * (fraction * mean_prob).sum(), fraction
+
+
+class MoEMLP(nn.Module):
+    """Router Linear(d, E) with bias; experts stored stacked as (E, ...) Parameters.
+
+    Stacking keeps every expert weight in the autograd graph each step, even an expert that gets no tokens (its
+    slice of the gradient is just zero), which DDP requires. Layouts match HF's GptOssExperts:
+    gate_up (E, d, 2I) with interleaved glu/linear columns, down (E, I, d), so x @ W[e] needs no transpose.
+    """
+
+    def __init__(self, d_model: int, intermediate_size: int, num_experts: int, experts_per_token: int,
+                 swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0):
+        super().__init__()
+        self.num_experts, self.experts_per_token = num_experts, experts_per_token
+        self.swiglu_alpha, self.swiglu_limit = swiglu_alpha, swiglu_limit
+        self.router = nn.Linear(d_model, num_experts, bias=True)
+        self.gate_up = nn.Parameter(torch.empty(num_experts, d_model, 2 * intermediate_size))
+        self.gate_up_bias = nn.Parameter(torch.zeros(num_experts, 2 * intermediate_size))
+        self.down = nn.Parameter(torch.empty(num_experts, intermediate_size, d_model))
+        self.down_bias = nn.Parameter(torch.zeros(num_experts, d_model))
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        h = swiglu(x @ self.gate_up[e] + self.gate_up_bias[e], self.swiglu_alpha, self.swiglu_limit)
+        return h @ self.down[e] + self.down_bias[e]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, T, d) -> (output (B, T, d), aux loss scalar, expert load fractions (E,))."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        logits = self.router(x)
+        # Top-k over the raw logits, then softmax over just the k selected (the GPT-OSS order).
+        top_logits, expert_idx = torch.topk(logits, self.experts_per_token, dim=-1, sorted=True)
+        weights = torch.softmax(top_logits, dim=-1)
+        flat_expert = expert_idx.reshape(-1)
+        counts = torch.bincount(flat_expert, minlength=self.num_experts)
+        aux, load = load_balancing_loss(logits, expert_idx, self.num_experts, counts)
+
+        if self.num_experts == 1:  # dense special case: no grouping needed
+            out = self.expert(0, x) * weights
+            return out.reshape(shape), aux, load
+
+        # Group the (token, slot) assignments by expert: one sort, then a contiguous slice per expert.
+        # A loop over experts (not tokens) with plain matmuls; torch._grouped_mm has no CPU backward in torch 2.13
+        # and measured no faster forward.
+        order = torch.argsort(flat_expert, stable=True)
+        token_of = order // self.experts_per_token
+        x_sorted = x[token_of]
+        outputs, start = [], 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                outputs.append(self.expert(e, x_sorted[start:start + n]))
+            start += n
+        y_sorted = torch.cat(outputs) * weights.reshape(-1)[order, None].to(x.dtype)
+        out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
+        return out.reshape(shape), aux, load

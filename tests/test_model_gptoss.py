@@ -1,0 +1,131 @@
+"""Tests for gptoss/model_gptoss.py: config validation, forward/loss contract, causality, sliding window, sinks."""
+import pytest
+import torch
+
+from gptoss import GptOssConfig, build_config, build_model
+
+
+def random_ids(T, B=2, V=512, seed=0):
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_forward_shapes_losses_and_logging_attributes():
+    torch.manual_seed(0)
+    model = build_model("gptoss")
+    idx = random_ids(20)
+    logits = model(idx)
+    assert logits.shape == (2, 20, 512)
+    targets = idx.clone()
+    targets[:, :5] = -100
+    logits, loss = model(idx, targets)
+    ce = torch.nn.functional.cross_entropy(logits.view(-1, 512), targets.view(-1), ignore_index=-100)
+    torch.testing.assert_close(model.last_ce_loss, ce.detach())
+    torch.testing.assert_close(loss.detach(), ce.detach() + 0.01 * model.last_aux_loss)
+    assert not model.last_aux_loss.requires_grad and model.last_aux_loss.ndim == 0
+    assert len(model.last_expert_load) == 2
+    for load in model.last_expert_load:
+        assert load.shape == (4,) and abs(load.sum().item() - 1) < 1e-6
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_init_is_deterministic_under_manual_seed_and_sinks_start_at_zero():
+    torch.manual_seed(3)
+    a = build_model("gptoss")
+    torch.manual_seed(3)
+    b = build_model("gptoss")
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+    assert torch.all(a.blocks[0].attn.sinks == 0) and torch.all(a.blocks[0].attn.qkv.bias == 0)
+    assert a.blocks[1].attn.window is None and a.blocks[0].attn.window == 128  # sliding on even layers
+
+
+def test_causality():
+    torch.manual_seed(0)
+    model = build_model("gptoss", sliding_window=8).eval()
+    idx = random_ids(30)
+    changed = idx.clone()
+    changed[:, 17] = (changed[:, 17] + 1) % 512
+    with torch.no_grad():
+        a, b = model(idx), model(changed)
+    torch.testing.assert_close(a[:, :17], b[:, :17], rtol=0, atol=0)
+    assert (a[:, 17:] - b[:, 17:]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("layer_type,reaches", [("sliding_attention", False), ("full_attention", True)])
+def test_sliding_window_limits_what_a_token_sees(layer_type, reaches):
+    window = 8
+    torch.manual_seed(0)
+    model = build_model("gptoss", n_layers=1, layer_types=[layer_type], sliding_window=window).eval()
+    idx = random_ids(24)
+    last = 23
+    with torch.no_grad():
+        base = model(idx)[:, last]
+        for back, visible in ((window, reaches), (window - 1, True)):  # key at last - back
+            changed = idx.clone()
+            changed[:, last - back] = (changed[:, last - back] + 1) % 512
+            moved = (model(changed)[:, last] - base).abs().max().item()
+            assert (moved > 1e-5) == visible, (back, moved)
+
+
+def test_large_sink_shrinks_attention_contribution():
+    torch.manual_seed(0)
+    model = build_model("gptoss", n_layers=1).eval()
+    attn = model.blocks[0].attn
+    x = torch.randn(1, 10, 64)
+    pos = torch.arange(10)
+    from gptoss.attention import causal_mask
+    with torch.no_grad():
+        attn.out.bias.zero_()
+        plain = attn(x, pos, causal_mask(pos, pos, None)).norm()
+        attn.sinks.fill_(12.0)
+        sunk = attn(x, pos, causal_mask(pos, pos, None)).norm()
+    assert sunk < 0.01 * plain
+
+
+def test_sequence_longer_than_max_seq_len_raises():
+    model = build_model("gptoss", max_seq_len=16)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(random_ids(17))
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (dict(n_heads=3, head_dim=None), "n_heads"),
+    (dict(n_kv_heads=3), "n_kv_heads"),
+    (dict(experts_per_token=5), "experts_per_token"),
+    (dict(d_model=0), "d_model"),
+    (dict(num_experts=-1), "num_experts"),
+    (dict(intermediate_size=0), "intermediate_size"),
+    (dict(sliding_window=0), "sliding_window"),
+    (dict(head_dim=7), "head_dim"),
+    (dict(layer_types=["full_attention"]), "layer_types"),
+    (dict(bogus=1), "bogus"),
+])
+def test_bad_configs_raise_value_error_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        build_config("gptoss", "debug", **overrides)
+
+
+def test_config_derives_head_dim_and_layer_types():
+    config = GptOssConfig(d_model=96, n_heads=6, n_kv_heads=3, n_layers=3)
+    assert config.head_dim == 16 and config.arch == "gptoss"
+    assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
+
+
+def test_bf16_autocast_trains_and_decay_names_skip_biases():
+    torch.manual_seed(0)
+    model = build_model("gptoss")
+    idx = random_ids(24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    names = model.decay_param_names()
+    assert "blocks.0.mlp.gate_up" in names and "blocks.0.mlp.gate_up_bias" not in names
+    assert "blocks.0.attn.sinks" not in names and "unembedding.weight" in names
+
+
+def test_explicit_head_dim_need_not_divide_d_model():
+    model = build_model("gptoss", d_model=48, n_heads=4, n_kv_heads=2, head_dim=16)
+    assert model(random_ids(5)).shape == (2, 5, 512)

@@ -1,0 +1,110 @@
+"""data_pipeline/prepare.py end to end on Ray (few runs, shared): token counts, decode round trip, compaction, idempotence, ray_dataset."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from data_pipeline import PrepareConfig, TokenWindows, get_encoding, load_manifest, load_tokenizer, prepare, ray_dataset
+from data_pipeline.manifest import read_token_shard, sha256_of
+from data_pipeline.sources import plan_sources, read_chunk
+
+LIMIT = 3000
+
+
+def planned_stories(cfg):
+    plan = plan_sources(cfg)
+    by_split = {"train": [], "validation": []}
+    for chunk in plan.chunks:
+        for i, story in enumerate(read_chunk(chunk)):
+            index = chunk.first_index + i
+            split = chunk.split or ("validation" if index in set(plan.val_indices.tolist()) else "train")
+            by_split[split].append(story)
+    return by_split
+
+
+def split_tokens(data_dir, manifest, split):
+    return np.concatenate([read_token_shard(data_dir / s["file"]) for s in manifest["splits"][split]["shards"]])
+
+
+@pytest.fixture(scope="module")
+def compact_run(ray_session, tinystories_dir, tiktoken_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "ts"
+    cfg = PrepareConfig(out=str(out), source=str(tinystories_dir), tokenizer_dir=str(tiktoken_dir), limit=LIMIT, shard_tokens=200_000)
+    summary = prepare(cfg, echo=lambda s: None)
+    return cfg, out, summary
+
+
+def test_counts_decode_and_compaction(compact_run, tiktoken_dir):
+    cfg, out, summary = compact_run
+    manifest = load_manifest(out)
+    enc = get_encoding("o200k_harmony", tiktoken_dir)
+    stories = planned_stories(cfg)
+    assert manifest["compacted"] and manifest["dtype"] == "uint16" and manifest["tokenizer"] == "o200k_harmony"
+    ctoo = np.asarray(manifest["compact_to_original"])
+    assert (np.diff(ctoo) > 0).all() and ctoo[manifest["eot_id"]] == enc.eot_token == manifest["tokenizer_eot_id"]
+    assert manifest["vocab_size"] == len(ctoo) == manifest["distinct_tokens"] < 20000
+    assert len(manifest["splits"]["train"]["shards"]) >= 3  # 200k-token shards
+    tok = load_tokenizer(out, tiktoken_dir)
+    for split in ("train", "validation"):
+        info = manifest["splits"][split]
+        expected = sum(len(ids) for ids in enc.encode_ordinary_batch(stories[split], num_threads=1)) + len(stories[split])
+        assert info["tokens"] == expected == summary["tokens"][split]
+        assert info["stories"] == len(stories[split]) == sum(s["stories"] for s in info["shards"])
+        assert info["utf8_bytes"] == sum(len(s.encode()) for s in stories[split])
+        tokens = split_tokens(out, manifest, split)
+        assert len(tokens) == expected and tokens[-1] == manifest["eot_id"]
+        for shard in info["shards"]:
+            assert sha256_of(out / shard["file"]) == shard["sha256"] and shard["tokens"] <= cfg.shard_tokens
+            assert read_token_shard(out / shard["file"])[-1] == manifest["eot_id"]  # shards end at story ends
+        ends = np.flatnonzero(tokens == manifest["eot_id"])
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        decoded = [tok.decode(tokens[a:b]) for a, b in zip(starts, ends)]
+        assert decoded == stories[split]
+    assert sum(stories_ := [len(v) for v in stories.values()]) == LIMIT and stories_[1] > 0
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no staging or temp files left
+
+
+def test_rerun_is_noop_then_force_rebuilds_identically(compact_run):
+    cfg, out, _ = compact_run
+    before = {p.name: (p.stat().st_mtime_ns, sha256_of(p)) for p in out.glob("*.arrow")}
+    t = time.perf_counter()
+    again = prepare(cfg, echo=lambda s: None)
+    assert again["noop"] and time.perf_counter() - t < 5
+    assert {p.name: (p.stat().st_mtime_ns, sha256_of(p)) for p in out.glob("*.arrow")} == before
+    # A half-written earlier run (stray staging, temp file, manifest gone) is cleaned up by the rebuild.
+    (out / ".prepare-staging").mkdir()
+    (out / ".train-00000.arrow.tmp.1").write_bytes(b"junk")
+    (out / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="no valid manifest"):
+        load_manifest(out)
+    rebuilt = prepare(cfg, echo=lambda s: None)
+    assert not rebuilt["noop"] and sorted(p.name for p in out.iterdir() if p.name.startswith("."))== []
+    assert {p.name: sha256_of(p) for p in out.glob("*.arrow")} == {k: v[1] for k, v in before.items()}  # deterministic
+
+
+def test_full_vocab_gpt2_jsonl_fraction_and_reader(ray_session, tinystories_dir, tiktoken_dir, tmp_path):
+    stories = (tinystories_dir / "validation.txt").read_text().split("<|endoftext|>")
+    stories = [s.strip() for s in stories if s.strip()][:400]
+    src = tmp_path / "stories.jsonl"
+    src.write_text("\n".join(json.dumps({"story": s}) for s in stories))
+    out = tmp_path / "out"
+    summary = prepare(PrepareConfig(out=str(out), source=str(src), tokenizer="gpt2", tokenizer_dir=str(tiktoken_dir), compact_vocab=False,
+                                    text_field="story", val_fraction=0.1), echo=lambda s: None)
+    manifest = load_manifest(out)
+    assert manifest["vocab_size"] == 50257 and manifest["eot_id"] == 50256 and manifest["dtype"] == "uint16" and not manifest["compacted"]
+    assert summary["stories"] == {"train": 360, "validation": 40}
+    enc = get_encoding("gpt2", tiktoken_dir)
+    val = [stories[i] for i in range(400) if i % 10 == 5]  # 40 indices spread evenly: 5, 15, ...
+    expected = np.concatenate([np.append(enc.encode_ordinary(s), 50256) for s in val])
+    assert split_tokens(out, manifest, "validation").tolist() == expected.tolist()
+    # Reader over the real output, and the Ray Data view of the same shards.
+    w = TokenWindows(out, "train", seq_len=128)
+    assert w.num_windows == (manifest["splits"]["train"]["tokens"] - 1) // 128
+    x, y = w.batch(0, 8)
+    assert tuple(x.shape) == (8, 128) and int(x.max()) < 50257
+    ds = ray_dataset(out, "train")
+    total = sum(len(row) for batch in ds.iter_batches(batch_format="numpy", batch_size=None) for row in batch["tokens"])
+    assert total == manifest["splits"]["train"]["tokens"]

@@ -15,6 +15,10 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
+def _count(x: float, what: str) -> str:
+    return f"{_num(x)} {what}{'' if x == 1 else 's'}"
+
+
 def describe_cluster(info: ClusterInfo, note: str = "") -> str:
     """A small table: the address, one row per alive node (short id, ip, CPUs, GPUs), and the totals."""
     lines = [f"Ray cluster at {info.address}{note}"]
@@ -25,8 +29,7 @@ def describe_cluster(info: ClusterInfo, note: str = "") -> str:
         lines.append("  " + "  ".join(
             cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
         ).rstrip())
-    nodes = info.num_nodes
-    lines.append(f"total: {nodes} node{'s' if nodes != 1 else ''}, {_num(info.cpus)} CPUs, {_num(info.gpus)} GPUs")
+    lines.append(f"total: {_count(info.num_nodes, 'node')}, {_count(info.cpus, 'CPU')}, {_count(info.gpus, 'GPU')}")
     return "\n".join(lines)
 
 

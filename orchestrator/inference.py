@@ -123,9 +123,9 @@ def _compaction_map(manifest: dict):
 
 
 def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
-                        seq_len: Optional[int] = None, tokenizer_dir: Optional[str] = None, progress: bool = True) -> dict:
+                        seq_len: Optional[int] = None, progress: bool = True) -> dict:
     """Loss, perplexity and bits/byte of a checkpoint over every window of a split (one process)."""
-    from data_pipeline import TokenWindows, load_manifest, load_tokenizer
+    from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
 
     data_dir = os.path.abspath(data_dir)
     manifest = load_manifest(data_dir)
@@ -137,8 +137,7 @@ def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", bat
         if seq_len > bundle.model.config.max_seq_len:
             raise ValueError(f"--seq-len {seq_len} is beyond the model's max_seq_len {bundle.model.config.max_seq_len}")
         windows = TokenWindows(data_dir, split, seq_len)
-        tokenizer = load_tokenizer(manifest, tokenizer_dir=tokenizer_dir)
-        byte_lengths = torch.as_tensor(tokenizer.token_byte_lengths(), dtype=torch.int64)
+        byte_lengths = torch.as_tensor(token_byte_lengths(manifest), dtype=torch.int64)
         batches = windows.eval_batches(batch_size, None)
         if progress:
             from tqdm.auto import tqdm

@@ -67,6 +67,46 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
             f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with `ray start --head` "
             f"or `ray up cluster.yaml`, or drop --address to run on this machine"
         ) from None
+    if parsed.scheme == "tcp":  # a GCS address (ray:// goes to the Ray Client server, which is not a GCS)
+        _check_gcs(f"{host}:{port}", address, timeout_s=4.0)
+
+
+_GCS_PROBE = """
+import sys
+import ray._raylet
+try:
+    ray._raylet.GcsClient(address=sys.argv[1]).get_all_node_info(timeout=float(sys.argv[2]))
+except Exception as exc:
+    print(" ".join(str(exc).split()) or type(exc).__name__)
+    sys.exit(1)
+"""
+
+
+def _check_gcs(gcs_address: str, shown: str, timeout_s: float) -> None:
+    """An open port is not yet a Ray cluster: anything listening there (a web server, a proxy) makes ray.init
+    retry for 20-40 s. Ask the GCS for its node table first, in a child process: Ray's C++ client logs its
+    retries straight to stderr and can block past any timeout, and a child can be silenced and killed."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _GCS_PROBE, gcs_address, str(timeout_s)], capture_output=True,
+                              text=True, timeout=timeout_s + 2)  # +2: the child's own imports
+    except subprocess.TimeoutExpired:
+        why = f"no answer within {timeout_s:g} s"
+    else:
+        if proc.returncode == 0:
+            return
+        why = (proc.stdout.strip().splitlines() or [f"probe exit code {proc.returncode}"])[-1]
+        if "Unauthenticated" in why or "AuthToken" in why:
+            raise ClusterError(
+                f"the Ray cluster at {shown} requires token authentication: set RAY_AUTH_MODE=token and "
+                f"RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the head node's token (`ray get-auth-token` there)"
+            )
+    raise ClusterError(
+        f"{shown} answers but is not a Ray cluster's GCS ({why}); pass the head node's address "
+        f"(port 6379 unless `ray start --head --port` said otherwise)"
+    )
 
 
 def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | None = None) -> ClusterInfo:

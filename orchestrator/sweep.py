@@ -21,6 +21,7 @@ GPT2_ONLY = {"dropout", "tie_embeddings"}
 _SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "num_experts": "E",
           "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
           "aux_loss_coef": "aux", "dropout": "do", "seed": "s", "lr": "lr"}
+_AXIS_ORDER = list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
 TRIALS_DIR = "trials"
 SWEEP_FILE = "sweep.json"
 
@@ -90,7 +91,7 @@ def expand_grid(cfg: SweepConfig) -> list[TrialPoint]:
         values = dict(zip(axes, combo))
         arch = values.pop("arch")
         drop = GPT2_ONLY if arch == "gptoss" else GPTOSS_ONLY
-        params = tuple(sorted((k, v) for k, v in values.items() if k not in drop))
+        params = tuple(sorted(((k, v) for k, v in values.items() if k not in drop), key=lambda kv: _AXIS_ORDER.index(kv[0])))
         if (arch, params) in seen:
             continue
         seen.add((arch, params))

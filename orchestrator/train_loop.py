@@ -111,9 +111,11 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (norm gains, biases, sinks and other vectors are not decayed)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    """AdamW with weight decay on weight matrices only; the model names them (stacked expert biases are 2-D but not decayed)."""
+    decay_names = set(model.decay_param_names())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if n in decay_names]
+    no_decay = [p for n, p in named if n not in decay_names]
     groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=cfg.resolved_lr, betas=(cfg.beta1, cfg.beta2), **extra)

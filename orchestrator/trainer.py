@@ -52,7 +52,7 @@ class RunPlan:
 
 def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
     """Check data, model and batch against each other; raise ValueError with one line if they do not fit."""
-    from data_pipeline import TokenWindows, load_manifest, load_tokenizer
+    from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
     from gptoss import build_config, build_model, count_params, flops_per_token
 
     cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
@@ -69,12 +69,11 @@ def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
     if val.num_windows < workers:
         raise ValueError(f"the validation split has {val.num_windows} windows of {cfg.seq_len + 1} tokens, fewer than "
                          f"--workers {workers}; use a smaller --seq-len or prepare more validation data")
-    tokenizer = load_tokenizer(manifest, tokenizer_dir=cfg.tokenizer_dir)
     import torch
 
     with torch.device("meta"):
         meta_model = build_model(cfg.arch, cfg.preset, **overrides)
-    return RunPlan(cfg=cfg, manifest=manifest, model_overrides=overrides, byte_lengths=tokenizer.token_byte_lengths(),
+    return RunPlan(cfg=cfg, manifest=manifest, model_overrides=overrides, byte_lengths=token_byte_lengths(manifest),
                    params=count_params(meta_model), model_config=asdict(model_cfg),
                    flops_per_token=flops_per_token(meta_model, cfg.seq_len))
 

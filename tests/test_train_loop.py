@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import TIKTOKEN_DIR
 from orchestrator.config import TrainConfig
 from orchestrator.train_loop import build_optimizer, lr_at
 
@@ -30,14 +31,17 @@ def test_weight_decay_only_on_matrices():
     opt = build_optimizer(model, TrainConfig(arch="gptoss", preset="debug"), torch.device("cpu"))
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.dim() >= 2 for p in decay["params"])
-    assert all(p.dim() < 2 for p in no_decay["params"])
+    assert not any("bias" in names[id(p)] or "norm" in names[id(p)] or "sink" in names[id(p)] for p in decay["params"])
+    assert any(p.dim() >= 2 for p in no_decay["params"]), "stacked expert biases are matrices that must not decay"
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 def _cfg(data, **kw) -> TrainConfig:
     base = dict(data=str(data), arch="gptoss", preset="debug", seq_len=64, batch_size=8, max_steps=30,
-                eval_every=10, eval_windows=16, log_every=5, sample_tokens=0, threads_per_worker=2)
+                eval_every=10, eval_windows=16, log_every=5, sample_tokens=0, threads_per_worker=2,
+                tokenizer_dir=str(TIKTOKEN_DIR))
     base.update(kw)
     return TrainConfig(**base)
 

@@ -1,0 +1,101 @@
+"""Sweeps: grid expansion and validation, and a tiny Ray Tune sweep that reports, regenerates and resumes."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import TIKTOKEN_DIR
+from orchestrator.config import TrainConfig
+from orchestrator.sweep import SweepConfig, expand_grid, validate_points
+
+
+def _sweep(grid, **base) -> SweepConfig:
+    return SweepConfig(base=TrainConfig(**{"preset": "debug", **base}), grid=grid, name="t")
+
+
+def test_default_grid_runs_gpt2_once_per_depth():
+    points = expand_grid(_sweep({"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts": [4, 8, 16]}))
+    names = [p.name for p in points]
+    assert len(names) == len(set(names)) == 3 * 3 + 3
+    assert sorted(n for n in names if n.startswith("gpt2")) == ["gpt2-L12", "gpt2-L6", "gpt2-L8"]
+    assert "gptoss-L8-E16" in names
+
+
+def test_invalid_points_are_named_before_anything_runs():
+    cfg = _sweep({"arch": ["gptoss", "gpt2"], "n_layers": [1], "n_kv_heads": [3]})
+    with pytest.raises(ValueError, match=r"1 of 2 grid points.*gptoss-L1-kv3"):
+        validate_points(cfg, expand_grid(cfg), vocab_size=512)
+
+
+@pytest.mark.parametrize("grid, message", [({"n_layers": []}, "is empty"), ({"arch": ["gptoss", "llama"]}, "unknown arch"),
+                                            ({"colour": [1]}, "unknown sweep axis")])
+def test_bad_axes_are_refused(grid, message):
+    with pytest.raises(ValueError, match=message):
+        _sweep(grid)
+
+
+def test_more_workers_per_trial_than_the_cluster_has_fails_fast(prepared_data, tmp_path, ray_session):
+    from orchestrator.runtime import ClusterError
+    from orchestrator.sweep import run_sweep
+
+    cfg = SweepConfig(base=TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64,
+                                       batch_size=8, tokenizer_dir=str(TIKTOKEN_DIR)),
+                      grid={"arch": ["gpt2"], "n_layers": [1]}, name="big", workers_per_trial=3)
+    with pytest.raises(ClusterError, match="--workers-per-trial 3 exceeds"):
+        run_sweep(cfg, show_progress=False)
+    assert not (tmp_path / "big").exists()
+
+
+def _rows(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray_session):
+    from orchestrator.report import write_report
+    from orchestrator.sweep import run_sweep
+
+    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
+                       max_steps=10, eval_every=5, eval_windows=16, sample_tokens=0, tokenizer_dir=str(TIKTOKEN_DIR))
+    grid = {"arch": ["gptoss", "gpt2"], "n_layers": [1, 2], "num_experts": [2]}
+    run_sweep(SweepConfig(base=base, grid=grid, name="tiny"), show_progress=False)
+    sweep_dir = tmp_path / "tiny"
+    rows = _rows(sweep_dir / "results.csv")
+    assert sorted(r["trial"] for r in rows) == ["gpt2-L1", "gpt2-L2", "gptoss-L1-E2", "gptoss-L2-E2"]
+    assert all(int(r["steps"]) == 10 and float(r["final_val_loss"]) > 0 for r in rows)
+    report = (sweep_dir / "REPORT.md").read_text()
+    for heading in ("## 1. GPT-OSS vs GPT-2 per depth", "## 2. Architectures", "## 3. Validation loss against parameters",
+                    "## 4. Best expert count per depth", "## 5. Settings"):
+        assert heading in report
+    assert "| 2 | 2 |" in report  # the depth-2 row of the headline table
+    for png in ("loss_curves.png", "loss_vs_params.png"):
+        data = (sweep_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    before = {f: (sweep_dir / f).read_bytes() for f in ("results.csv", "results.json", "REPORT.md")}
+    write_report(str(sweep_dir))
+    assert {f: (sweep_dir / f).read_bytes() for f in before} == before
+
+    # Widen the grid, and let the new trials die after their step-5 checkpoint (as an interrupted sweep leaves them).
+    from orchestrator.runtime import ClusterError
+
+    finished = sweep_dir / "trials" / "gptoss-L1-E2" / "summary.json"
+    stamp = finished.stat().st_mtime_ns
+    wider = {**grid, "num_experts": [2, 4]}
+    crashing = TrainConfig(**{**base.to_dict(), "inject_failure_at": 7})
+    with pytest.raises(ClusterError, match="2 trial\\(s\\) failed"):
+        run_sweep(SweepConfig(base=crashing, grid=wider, name="tiny"), show_progress=False)
+    interrupted = sweep_dir / "trials" / "gptoss-L2-E4"
+    assert (interrupted / "checkpoint_0000005").is_dir() and not (interrupted / "summary.json").exists()
+    assert finished.stat().st_mtime_ns == stamp, "a finished trial was trained again"
+
+    run_sweep(SweepConfig(base=base, grid=wider, name="tiny"), show_progress=False)
+    rows = _rows(sweep_dir / "results.csv")
+    assert len(rows) == 6 and len({r["trial"] for r in rows}) == 6
+    assert all(int(r["steps"]) == 10 for r in rows)
+    assert finished.stat().st_mtime_ns == stamp, "a finished trial was trained again"
+    evals = [json.loads(l) for l in open(interrupted / "metrics.jsonl") if l.strip()]
+    evals = [e["step"] for e in evals if e["kind"] == "eval"]
+    assert evals == [5, 10]  # resumed from the step-5 checkpoint; the lost attempt's records are gone

@@ -277,7 +277,7 @@ def train_worker(job: dict) -> None:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / max(elapsed, 1e-9)
-            metrics = dict(step=done, tokens=tokens_seen, train_loss=window_loss / window_steps, lr=lr,
+            metrics = dict(step=done, time=time.time(), tokens=tokens_seen, train_loss=window_loss / window_steps, lr=lr,
                            grad_norm=last_grad_norm, tokens_per_s=tps, epoch=(step * cfg.grad_accum) // max(1, train_windows.batches_per_epoch(cfg.batch_size)))
             metrics.update(_throughput(fpt, tps, peak, env.world_size, device))
             metrics.update(_moe_metrics(raw_model))

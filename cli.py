@@ -220,13 +220,18 @@ def evaluate(
     batch_size: BatchOpt = 16,
     seq_len: Annotated[Optional[int], Opt("--seq-len", help="Window length (default: the training run's).")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
+    address: Annotated[Optional[str], Opt("--address", envvar="RAY_ADDRESS", help="Run the evaluation as a task on this Ray cluster (paths must be shared).")] = None,
+    verbose: VerboseOpt = False,
 ):
     """Loss, perplexity and bits/byte of a checkpoint over a whole split."""
     import json
 
-    from orchestrator.inference import evaluate_checkpoint
+    from orchestrator.inference import evaluate_checkpoint, evaluate_on_cluster
 
-    result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out)
+    if address:
+        result = evaluate_on_cluster(address, checkpoint, data, split, batch_size, seq_len, verbose)
+    else:
+        result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out)
     if json_out:
         typer.echo(json.dumps(result))
     else:

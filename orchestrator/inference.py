@@ -5,7 +5,7 @@ import json
 import math
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -143,15 +143,24 @@ def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", bat
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, total=math.ceil(windows.num_windows / batch_size), desc=f"evaluate {split}", unit="batch")
-        result = evaluate_windows(bundle.model, batches, byte_lengths, torch.device("cpu"), _no_autocast(), 1)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = bundle.model.to(device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        result = evaluate_windows(model, batches, byte_lengths.to(device), device, autocast, 1)
         return dict(checkpoint=bundle.path, split=split, loss=result["loss"], perplexity=math.exp(result["loss"]),
                     bits_per_byte=result["bpb"], tokens=result["tokens"], seq_len=seq_len)
 
 
-def _no_autocast():
-    from contextlib import nullcontext
+def evaluate_on_cluster(address: str, path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
+                        seq_len: Optional[int] = None, verbose: bool = False) -> dict:
+    """evaluate_checkpoint as one Ray task on the cluster (a GPU node when it has one); paths must be shared."""
+    from orchestrator.runtime import init_ray
 
-    return nullcontext()
+    info = init_ray(address, verbose)
+    import ray
+
+    task = ray.remote(num_cpus=1, num_gpus=1 if info.gpus >= 1 else 0, max_retries=0)(evaluate_checkpoint)
+    return ray.get(task.remote(os.path.abspath(path), os.path.abspath(data_dir), split, batch_size, seq_len, False))
 
 
 def export_checkpoint(path: str, out_dir: str) -> str:

@@ -164,6 +164,7 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
 
 def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     """Run (or resume) the sweep and write its report; returns the report's summary."""
+    from orchestrator.cluster import check_shared_storage
     from orchestrator.report import write_report
     from orchestrator.runtime import init_ray
     from orchestrator.storage import open_storage
@@ -183,6 +184,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     concurrent = min(concurrent, len(points))
 
     storage = open_storage(cfg.base.storage)
+    check_shared_storage(storage.uri, info, warn=SweepConsole.say_always)
     sweep_uri = storage.uri_of(cfg.name)
     storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
         dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
@@ -242,9 +244,13 @@ class SweepConsole(tune.Callback):
 
     def say(self, text: str) -> None:
         if self.enabled:
-            from tqdm.auto import tqdm
+            self.say_always(text)
 
-            tqdm.write(text)
+    @staticmethod
+    def say_always(text: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text)
 
     def _row(self, trial) -> dict:
         t = trial.config["trial"]["train"]

@@ -265,6 +265,7 @@ def _failure_line(exc: BaseException) -> str:
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
                  info: Optional[ClusterInfo] = None) -> dict:
     """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json)."""
+    from orchestrator.cluster import check_shared_storage
     from orchestrator.runtime import init_ray
 
     plan = plan_run(cfg, workers=cfg.workers or 1)  # fail on bad data/model/batch before Ray starts
@@ -273,6 +274,7 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     if plan.workers != (cfg.workers or 1):
         plan_run(cfg, workers=plan.workers)  # re-check the batch against the real worker count
     storage = open_storage(cfg.storage)
+    check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
     run = RunDir(storage, cfg.run_name)
     run.prepare(plan, say if show_progress else (lambda s: None))
     if show_progress:

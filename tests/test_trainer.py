@@ -107,3 +107,16 @@ def test_generate_and_evaluate_the_produced_checkpoint(clean_run, prepared_data,
     result = json.loads(ev.output.strip().splitlines()[-1])
     assert 0 < result["loss"] < 10 and result["perplexity"] == pytest.approx(2.718281828 ** result["loss"], rel=1e-6)
     assert 0 < result["bits_per_byte"] < 5
+
+
+def test_wandb_logging_works_offline_without_an_account(tmp_path, monkeypatch):
+    from orchestrator.trainer import RunPlan, _WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = TrainConfig(arch="gpt2", preset="debug", wandb=True, name="wb", wandb_group="g")
+    logger = _WandbLogger(cfg, RunPlan(cfg=cfg, manifest={}, model_overrides={}, byte_lengths=None, params={"total": 1}))
+    logger.log({"kind": "eval", "step": 10, "val_loss": 2.5, "worker_nodes": ["n0"]})
+    logger.finish({"sample": "Once upon a time", "final_val_loss": 2.5})
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

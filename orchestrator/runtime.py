@@ -132,7 +132,8 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
             except ConnectionError as exc:
                 raise ClusterError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
         else:
-            # RAY_ADDRESS unset and no --address: never attach to a stray cluster by accident.
+            # No --address and no RAY_ADDRESS: Ray joins a cluster already running on this machine (`ray start`
+            # on a head node), else starts a local instance with this machine's resources.
             ray.init(num_cpus=num_cpus, **kwargs)
     return cluster_info()
 

@@ -280,9 +280,13 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     if show_progress:
         say(_start_line(plan, info))
 
+    import ray
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    progress_queue = Queue(actor_options={"num_cpus": 0})
+    # On the driver's own node: a queue on a node that dies mid-run would take the run's metrics with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    progress_queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     console = ConsoleProgress(show_progress, cfg.run_name)
     logger = _WandbLogger(cfg, plan) if cfg.wandb else None
     started = time.time()
@@ -305,8 +309,6 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
         console.close()
         run.flush()
         try:
-            import ray
-
             ray.kill(progress_queue.actor)
         except Exception:
             pass

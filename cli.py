@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -360,7 +359,7 @@ def cluster(
 
     try:
         info = init_ray(address, verbose=verbose)
-        joined = address or __import__("os").environ.get("RAY_ADDRESS")
+        joined = address or os.environ.get("RAY_ADDRESS")
         note = "" if joined else " (a local instance started by this command; pass --address or set RAY_ADDRESS for a cluster)"
         typer.echo(describe_cluster(info, note))
         if storage:

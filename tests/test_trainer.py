@@ -120,3 +120,25 @@ def test_wandb_logging_works_offline_without_an_account(tmp_path, monkeypatch):
     logger.finish({"sample": "Once upon a time", "final_val_loss": 2.5})
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_export_of_a_trained_checkpoint_loads_in_transformers(clean_run, tmp_path):
+    import torch
+    import transformers
+    from typer.testing import CliRunner
+
+    import cli
+    from orchestrator.inference import open_checkpoint
+
+    storage, _ = clean_run
+    out = CliRunner().invoke(cli.app, ["export", str(storage / "clean"), str(tmp_path / "hf")])
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "hf" / "tokenizer_manifest.json").read_text())["compacted"] is True
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), attn_implementation="eager").eval()
+    with open_checkpoint(str(storage / "clean")) as bundle:
+        ids = torch.randint(0, bundle.model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            diff = (hf(ids).logits - bundle.model(ids)).abs().max().item()
+    assert diff < 1e-4
+    again = CliRunner().invoke(cli.app, ["export", str(storage / "clean"), str(tmp_path / "hf")])
+    assert again.exit_code == 2 and "not empty" in again.output

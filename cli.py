@@ -250,6 +250,18 @@ def _comma_list(flag: str, text: Optional[str], cast) -> Optional[list]:
         raise ValueError(f"{flag} {text!r} must be a comma list of {cast.__name__} values") from None
 
 
+def _lr_by_arch(text: Optional[str]) -> Optional[dict]:
+    if text is None:
+        return None
+    pairs = [p.split("=", 1) for p in _comma_list("--lr-by-arch", text, str)]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"--lr-by-arch {text!r} must look like gptoss=1e-3,gpt2=2e-3")
+    try:
+        return {arch.strip(): float(lr) for arch, lr in pairs}
+    except ValueError:
+        raise ValueError(f"--lr-by-arch {text!r} must give a number after each '='") from None
+
+
 @app.command()
 @_user_errors
 def sweep(
@@ -262,6 +274,7 @@ def sweep(
     top_k: Annotated[Optional[str], Opt("--top-k", help="Comma list of experts per token, gptoss only.")] = None,
     seeds: Annotated[Optional[str], Opt("--seeds", help="Comma list of seeds (default 0).")] = None,
     lr: Annotated[Optional[str], Opt("--lr", help="Comma list of peak learning rates.")] = None,
+    lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
     d_model: Annotated[Optional[str], Opt("--d-model", help="Comma list of hidden sizes.")] = None,
     heads: Annotated[Optional[str], Opt("--heads", help="Comma list of head counts.")] = None,
     kv_heads: Annotated[Optional[str], Opt("--kv-heads", help="Comma list of kv head counts, gptoss only.")] = None,
@@ -301,7 +314,8 @@ def sweep(
     if not config:
         for axis, default in (("arch", ["gptoss", "gpt2"]), ("n_layers", [6, 8, 12]), ("num_experts", [4, 8, 16])):
             grid.setdefault(axis, default)
-    sweep_keys = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha)
+    sweep_keys = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha,
+                      lr_by_arch=_lr_by_arch(lr_by_arch))
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
     sweep_settings.update({k: v for k, v in sweep_keys.items() if v is not None})
     if "budget_tokens" in settings:

@@ -36,6 +36,7 @@ class SweepConfig:
     workers_per_trial: int = 1
     max_concurrent: Optional[int] = None  # None: as many as the cluster's resources allow
     asha: bool = False
+    lr_by_arch: dict[str, float] = field(default_factory=dict)  # each arch's own lr, where the grid has no lr axis
 
     def __post_init__(self):
         from gptoss import ARCHS
@@ -49,6 +50,9 @@ class SweepConfig:
         for arch in self.grid.get("arch", [self.base.arch]):
             if arch not in ARCHS:
                 raise ValueError(f"unknown arch {arch!r} in the sweep; allowed: {', '.join(ARCHS)}")
+        for arch, lr in self.lr_by_arch.items():
+            if arch not in ARCHS or not isinstance(lr, (int, float)) or not 0 < lr < 1:
+                raise ValueError(f"lr_by_arch entry {arch}={lr!r} must name one of {', '.join(ARCHS)} with an lr in (0, 1)")
         if self.workers_per_trial < 1:
             raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -57,7 +61,7 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
-                    max_concurrent=self.max_concurrent, asha=self.asha)
+                    max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch)
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,11 @@ class TrialPoint:
     arch: str
     params: tuple  # sorted (field, value) pairs of this point
 
-    def train_config(self, base: TrainConfig, storage: str, workers: int, group: str) -> TrainConfig:
+    def train_config(self, base: TrainConfig, storage: str, workers: int, group: str,
+                     lr_by_arch: Optional[dict] = None) -> TrainConfig:
         values = dict(self.params)
+        if "lr" not in values and lr_by_arch and self.arch in lr_by_arch:
+            values["lr"] = lr_by_arch[self.arch]
         overrides = dict(base.model_overrides)
         overrides.update({k: v for k, v in values.items() if k not in TRAIN_AXES})
         for key in (GPT2_ONLY if self.arch == "gptoss" else GPTOSS_ONLY):
@@ -114,7 +121,7 @@ def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int)
 
     bad = []
     for point in points:
-        tcfg = point.train_config(cfg.base, "unused", cfg.workers_per_trial, cfg.name)
+        tcfg = point.train_config(cfg.base, "unused", cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
         try:
             model_cfg = build_config(point.arch, tcfg.preset, **{**tcfg.model_overrides, "vocab_size": vocab_size})
             if tcfg.seq_len > model_cfg.max_seq_len:
@@ -157,7 +164,7 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     points = expand_grid(cfg)
     manifest = load_manifest(os.path.abspath(cfg.base.data))
     validate_points(cfg, points, int(manifest["vocab_size"]))
-    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name)
+    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
     plan_run(first, workers=cfg.workers_per_trial)  # data, batch and tokenizer checks, once
     return points, manifest
 
@@ -190,10 +197,10 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
         dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
     base = TrainConfig.from_dict({**cfg.base.to_dict(), "threads_per_worker": None if use_gpu else threads})
-    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name)
+    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
     total_steps = probe.total_steps(cfg.workers_per_trial)
     param_space = {"trial": tune.grid_search([
-        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name).to_dict(),
+        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch).to_dict(),
              total_steps=total_steps) for p in points])}
 
     scheduler = None

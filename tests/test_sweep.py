@@ -29,6 +29,17 @@ def test_invalid_points_are_named_before_anything_runs():
         validate_points(cfg, expand_grid(cfg), vocab_size=512)
 
 
+def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
+    cfg = SweepConfig(base=TrainConfig(preset="debug", lr=5e-4), grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]},
+                      name="t", lr_by_arch={"gpt2": 2e-3})
+    lrs = {p.arch: p.train_config(cfg.base, "s", 1, "t", cfg.lr_by_arch).lr for p in expand_grid(cfg)}
+    assert lrs == {"gptoss": 5e-4, "gpt2": 2e-3}
+    swept = SweepConfig(base=cfg.base, grid={"arch": ["gpt2"], "lr": [1e-3]}, name="t", lr_by_arch={"gpt2": 2e-3})
+    assert [p.train_config(swept.base, "s", 1, "t", swept.lr_by_arch).lr for p in expand_grid(swept)] == [1e-3]
+    with pytest.raises(ValueError, match="lr_by_arch entry llama"):
+        SweepConfig(base=cfg.base, grid={}, name="t", lr_by_arch={"llama": 1e-3})
+
+
 @pytest.mark.parametrize("grid, message", [({"n_layers": []}, "is empty"), ({"arch": ["gptoss", "llama"]}, "unknown arch"),
                                             ({"colour": [1]}, "unknown sweep axis")])
 def test_bad_axes_are_refused(grid, message):

@@ -300,42 +300,20 @@ def sweep(
     verbose: VerboseOpt = False,
 ):
     """Sweep depth x architecture x MoE experts with Ray Tune, then write the report."""
-    from orchestrator.config import TrainConfig
-    from orchestrator.sweep import SweepConfig, load_sweep_yaml, run_sweep
+    from orchestrator.sweep import build_sweep_config, run_sweep
 
-    settings = load_sweep_yaml(config) if config else {}
-    grid = dict(settings.pop("grid", {}) or {})
-    flags_grid = dict(arch=_comma_list("--archs", archs, str), n_layers=_comma_list("--layers", layers, int),
-                      num_experts=_comma_list("--experts", experts, int), experts_per_token=_comma_list("--top-k", top_k, int),
-                      seed=_comma_list("--seeds", seeds, int), lr=_comma_list("--lr", lr, float),
-                      d_model=_comma_list("--d-model", d_model, int), n_heads=_comma_list("--heads", heads, int),
-                      n_kv_heads=_comma_list("--kv-heads", kv_heads, int))
-    grid.update({k: v for k, v in flags_grid.items() if v is not None})
-    if not config:
-        for axis, default in (("arch", ["gptoss", "gpt2"]), ("n_layers", [6, 8, 12]), ("num_experts", [4, 8, 16])):
-            grid.setdefault(axis, default)
-    sweep_keys = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha,
-                      lr_by_arch=_lr_by_arch(lr_by_arch))
-    sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
-    sweep_settings.update({k: v for k, v in sweep_keys.items() if v is not None})
-    if "budget_tokens" in settings:
-        settings["max_tokens"] = settings.pop("budget_tokens")
-    given = dict(data=data, max_tokens=budget_tokens, max_steps=max_steps, preset=preset, seq_len=seq_len,
-                 batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, eval_windows=eval_windows,
-                 warmup_steps=warmup_steps, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker, address=address,
-                 storage=storage, wandb=wandb, tokenizer_dir=tokenizer_dir)
-    settings.update({k: v for k, v in given.items() if v is not None})
-    if budget_tokens is not None:
-        settings.pop("max_steps", None)
-    elif max_steps is not None:
-        settings.pop("max_tokens", None)
-    unknown = set(settings) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)} in {config}; use train flag names (e.g. seq_len, max_tokens) and a grid: section")
-    settings.setdefault("data", DEFAULT_DATA)
-    settings["verbose"] = verbose
-    base = TrainConfig(**settings)
-    run_sweep(SweepConfig(base=base, grid=grid, **sweep_settings))
+    grid = dict(arch=_comma_list("--archs", archs, str), n_layers=_comma_list("--layers", layers, int),
+                num_experts=_comma_list("--experts", experts, int), experts_per_token=_comma_list("--top-k", top_k, int),
+                seed=_comma_list("--seeds", seeds, int), lr=_comma_list("--lr", lr, float),
+                d_model=_comma_list("--d-model", d_model, int), n_heads=_comma_list("--heads", heads, int),
+                n_kv_heads=_comma_list("--kv-heads", kv_heads, int))
+    sweep_flags = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha,
+                       lr_by_arch=_lr_by_arch(lr_by_arch))
+    train_flags = dict(data=data, max_tokens=budget_tokens, max_steps=max_steps, preset=preset, seq_len=seq_len,
+                       batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, eval_windows=eval_windows,
+                       warmup_steps=warmup_steps, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
+                       address=address, storage=storage, wandb=wandb, tokenizer_dir=tokenizer_dir, verbose=verbose)
+    run_sweep(build_sweep_config(config, grid, sweep_flags, train_flags))
 
 
 @app.command()

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from ray import tune
@@ -310,3 +310,36 @@ def load_sweep_yaml(path: str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"sweep config {path} must be a mapping of settings with a `grid:` section")
     return data
+
+
+DEFAULT_GRID = {"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts": [4, 8, 16]}  # the seed's grid
+
+
+def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags: dict, train_flags: dict) -> SweepConfig:
+    """Merge a sweep YAML with command-line flags (flags win; None means not given) into a SweepConfig.
+
+    Without a YAML, axes not given default to the seed's grid. `budget_tokens` (YAML) / --budget-tokens is the
+    per-trial token budget; giving a budget or --max-steps on the command line replaces the other from the YAML.
+    """
+    settings = load_sweep_yaml(config_path) if config_path else {}
+    grid = dict(settings.pop("grid", {}) or {})
+    grid.update({k: v for k, v in grid_flags.items() if v is not None})
+    if not config_path:
+        for axis, default in DEFAULT_GRID.items():
+            grid.setdefault(axis, default)
+    sweep_keys = {f.name for f in fields(SweepConfig)} - {"base", "grid"}
+    sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
+    sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
+    if "budget_tokens" in settings:
+        settings["max_tokens"] = settings.pop("budget_tokens")
+    if train_flags.get("max_tokens") is not None:
+        settings.pop("max_steps", None)
+    elif train_flags.get("max_steps") is not None:
+        settings.pop("max_tokens", None)
+    settings.update({k: v for k, v in train_flags.items() if v is not None})
+    unknown = set(settings) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)} in {config_path}; use train flag names "
+                         f"(e.g. seq_len, budget_tokens) and a grid: section")
+    settings.setdefault("data", "data/tinystories")
+    return SweepConfig(base=TrainConfig(**settings), grid=grid, **sweep_settings)

@@ -110,3 +110,17 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     evals = [json.loads(l) for l in open(interrupted / "metrics.jsonl") if l.strip()]
     evals = [e["step"] for e in evals if e["kind"] == "eval"]
     assert evals == [5, 10]  # resumed from the step-5 checkpoint; the lost attempt's records are gone
+
+
+def test_the_example_sweep_file_parses_and_flags_override_it():
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {"n_layers": [2]}, {"name": None}, {"seq_len": 128})
+    assert cfg.name == "example-cpu" and cfg.base.seq_len == 128 and cfg.base.max_tokens == 1048576
+    assert cfg.grid == {"arch": ["gptoss", "gpt2"], "n_layers": [2], "num_experts": [4, 8], "seed": [0, 1]}
+    names = [p.name for p in expand_grid(cfg)]
+    assert len(names) == 2 * 2 + 2  # gptoss x 2 expert counts x 2 seeds, gpt2 x 2 seeds
+    validate_points(cfg, expand_grid(cfg), vocab_size=10_000)
+    default = build_sweep_config(None, {"arch": None}, {}, {"max_steps": 10})
+    assert default.grid == {"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts": [4, 8, 16]}

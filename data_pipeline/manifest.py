@@ -43,8 +43,9 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             tmp.unlink()
 
 
-def write_token_shard(path: str | os.PathLike, tokens: np.ndarray) -> str:
-    """One uncompressed Arrow IPC file, one record batch, column `tokens`; written atomically. Returns its sha256."""
+def write_token_shard(path: str | os.PathLike, tokens: np.ndarray, digest: bool = True) -> str | None:
+    """One uncompressed Arrow IPC file, one record batch, column `tokens`; written atomically. Returns its sha256
+    (None when digest=False: staging parts that nobody verifies)."""
     import pyarrow as pa
 
     path = Path(path)
@@ -54,7 +55,7 @@ def write_token_shard(path: str | os.PathLike, tokens: np.ndarray) -> str:
         with pa.OSFile(str(tmp), "wb") as sink:
             with pa.ipc.new_file(sink, batch.schema) as writer:
                 writer.write_batch(batch)
-        digest = sha256_of(tmp)
+        digest = sha256_of(tmp) if digest else None
         os.replace(tmp, path)
     finally:
         if tmp.exists():

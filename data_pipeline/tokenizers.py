@@ -87,10 +87,11 @@ def _host_reachable(host: str, port: int = 443, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None) -> dict[str, bytes]:
+def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None, allow_download: bool = True) -> dict[str, bytes]:
     """The verified bytes of every rank file `name` needs, keyed by tiktoken's download URL.
 
-    Looks in tokenizer_dir (or $GPTOSS_TOKENIZER_DIR), then tiktoken's cache, then downloads; never hangs offline.
+    Looks in tokenizer_dir (or $GPTOSS_TOKENIZER_DIR), then tiktoken's cache, then downloads (unless allow_download is
+    False: then a file that is not local is a TokenizerError at once, without touching the network); never hangs offline.
     """
     if name not in SUPPORTED_TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(SUPPORTED_TOKENIZERS)}")
@@ -113,7 +114,7 @@ def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None) -
                 out[rank.url] = data
                 continue
         # tiktoken would retry a dead host for a long time; a short TCP probe answers in seconds.
-        if not _host_reachable(_BLOB_HOST):
+        if not allow_download or not _host_reachable(_BLOB_HOST):
             raise TokenizerError(
                 f"tokenizer {name!r} needs {rank.filename}, which is not cached and cannot be downloaded ({_BLOB_HOST} unreachable); "
                 f"pass --tokenizer-dir DIR (or set ${TOKENIZER_DIR_ENV}) to a folder holding {rank.filename}"

@@ -47,6 +47,7 @@ def check_shared_storage(
     info: ClusterInfo,
     timeout_s: float = SHARED_CHECK_TIMEOUT_S,
     warn: Optional[Callable[[str], None]] = None,
+    flag: str = "--storage",
 ) -> None:
     """Refuse a local `--storage` path that some node of a multi-node cluster cannot see.
 
@@ -66,7 +67,7 @@ def check_shared_storage(
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"--storage {storage_uri} cannot be created ({exc.strerror})") from None
+        raise ValueError(f"{flag} {storage_uri} cannot be created ({exc.strerror})") from None
     token = uuid.uuid4().hex
     marker = os.path.join(path, f".shared-storage-check-{token[:12]}")
     with open(marker, "w") as f:
@@ -109,11 +110,11 @@ def check_shared_storage(
     if blind:
         ids = ", ".join(f"{n['node_id'][:8]} ({n.get('ip', '?')})" for n in blind)
         raise ClusterError(
-            f"--storage {path} is local to this node but the cluster has {info.num_nodes} nodes "
+            f"{flag} {path} is local to this node but the cluster has {info.num_nodes} nodes "
             f"(not visible on {ids}); Ray cannot recover from node-local checkpoints: "
             f"use a shared mount (NFS) or a URI such as s3://bucket/runs"
         )
     if unknown:
         ids = ", ".join(n["node_id"][:8] for n in unknown)
-        warn(f"could not confirm within {timeout_s:g} s that --storage {path} is visible on node(s) {ids}; "
+        warn(f"could not confirm within {timeout_s:g} s that {flag} {path} is visible on node(s) {ids}; "
              f"if it is not a shared mount, checkpoints written there are lost with the node")

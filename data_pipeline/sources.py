@@ -396,6 +396,19 @@ def _spread_indices(n: int, k: int) -> np.ndarray:
     return ((np.arange(k, dtype=np.float64) + 0.5) * n / k).astype(np.int64)
 
 
+def _take_stories(scanned: list, budget: int | None, split: str | None, cfg, plan_chunks: list) -> int:
+    """Take stories from the scanned files in order, at most `budget` (None: all); append their chunks; return the count."""
+    index = 0
+    for s in scanned:
+        if budget is not None and index >= budget:
+            break
+        taken = _take(s, None if budget is None else budget - index)
+        s.file.stories = _count(taken)
+        plan_chunks += _chunks(taken, split, index, cfg)
+        index += s.file.stories
+    return index
+
+
 def plan_files(cfg: PrepareConfig) -> SourcePlan:
     paths, description = find_source_files(str(cfg.source))
     splits = {p: _split_of_name(p) for p in paths}
@@ -432,30 +445,9 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
             val_budget = min(totals["validation"], max(1, round(cfg.limit * totals["validation"] / (totals["train"] + totals["validation"]))))
             budgets = {"validation": val_budget, "train": max(1, cfg.limit - val_budget)}
         for sp in ("train", "validation"):
-            remaining = budgets[sp]
-            index = 0
-            for s in scanned:
-                if s.file.split != sp or (remaining is not None and remaining <= 0):
-                    continue
-                taken = _take(s, remaining)
-                s.file.stories = _count(taken)
-                plan_chunks += _chunks(taken, sp, index, cfg)
-                index += s.file.stories
-                if remaining is not None:
-                    remaining -= s.file.stories
-            stories[sp] = index
+            stories[sp] = _take_stories([s for s in scanned if s.file.split == sp], budgets[sp], sp, cfg, plan_chunks)
     else:
-        remaining = cfg.limit
-        index = 0
-        for s in scanned:
-            if remaining is not None and remaining <= 0:
-                break
-            taken = _take(s, remaining)
-            s.file.stories = _count(taken)
-            plan_chunks += _chunks(taken, None, index, cfg)
-            index += s.file.stories
-            if remaining is not None:
-                remaining -= s.file.stories
+        index = _take_stories(scanned, cfg.limit, None, cfg, plan_chunks)
         n_val = int(round(index * cfg.val_fraction)) if cfg.val_fraction > 0 else 0
         if cfg.val_fraction > 0:
             n_val = max(1, n_val)

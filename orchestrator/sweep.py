@@ -12,6 +12,7 @@ from typing import Any, Optional
 from ray import tune
 
 from orchestrator.config import TrainConfig
+from orchestrator.report import TRIALS_DIR
 from orchestrator.runtime import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
@@ -22,7 +23,6 @@ _SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "
           "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
           "aux_loss_coef": "aux", "dropout": "do", "seed": "s", "lr": "lr"}
 _AXIS_ORDER = list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
-TRIALS_DIR = "trials"
 SWEEP_FILE = "sweep.json"
 
 

@@ -148,8 +148,6 @@ def _make_datasink(staging: str, n_vocab: int):
         and counts; returns per chunk its parts' counts and the distinct token ids (for the vocabulary compaction)."""
 
         def write(self, blocks, ctx):
-            import pyarrow as pa
-
             chunks: dict[int, dict] = {}
             for block in blocks:
                 if block.num_rows == 0:

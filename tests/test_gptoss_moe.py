@@ -53,7 +53,7 @@ def test_swiglu_clamps_and_interleaving():
 
 def test_aux_loss_is_one_under_uniform_routing():
     # Zero logits: every mean router prob is 1/E; assignments spread evenly by construction.
-    E, k = 4, 2
+    E = 4  # experts; each token picks 2 of them below
     idx = torch.tensor([[0, 1], [2, 3], [1, 2], [3, 0]])
     loss, fraction = load_balancing_loss(torch.zeros(4, E), idx, E)
     assert loss.item() == 1.0

@@ -155,6 +155,16 @@ def _trial(params: dict) -> None:
     run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()])
 
 
+def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
+    """The settings every trial starts from. Local paths become absolute: a Tune trial runs in its own working
+    directory, where `data/tinystories` would name nothing."""
+    def absolute(path: Optional[str]) -> Optional[str]:
+        return path if path is None or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    return TrainConfig.from_dict({**base.to_dict(), "threads_per_worker": threads, "data": absolute(base.data),
+                                  "tokenizer_dir": absolute(base.tokenizer_dir)})
+
+
 def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     """Grid points, validated against the data, before Ray starts."""
     from data_pipeline import load_manifest
@@ -196,7 +206,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
         dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
-    base = TrainConfig.from_dict({**cfg.base.to_dict(), "threads_per_worker": None if use_gpu else threads})
+    base = trial_base(cfg.base, None if use_gpu else threads)
     probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
     total_steps = probe.total_steps(cfg.workers_per_trial)
     param_space = {"trial": tune.grid_search([

@@ -40,6 +40,17 @@ def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
         SweepConfig(base=cfg.base, grid={}, name="t", lr_by_arch={"llama": 1e-3})
 
 
+def test_trials_get_absolute_local_paths(tmp_path, monkeypatch):
+    # A Tune trial runs in its own working directory: a relative --data there would name nothing.
+    from orchestrator.sweep import trial_base
+
+    monkeypatch.chdir(tmp_path)
+    base = trial_base(TrainConfig(data="data/tinystories", tokenizer_dir="tok"), threads=1)
+    assert base.data == str(tmp_path / "data" / "tinystories") and base.tokenizer_dir == str(tmp_path / "tok")
+    assert base.threads_per_worker == 1
+    assert trial_base(TrainConfig(data="s3://bucket/data"), threads=None).data == "s3://bucket/data"
+
+
 @pytest.mark.parametrize("grid, message", [({"n_layers": []}, "is empty"), ({"arch": ["gptoss", "llama"]}, "unknown arch"),
                                             ({"colour": [1]}, "unknown sweep axis")])
 def test_bad_axes_are_refused(grid, message):

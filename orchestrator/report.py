@@ -11,10 +11,12 @@ from typing import Optional
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"
+WEIGHTS_NAME = "model.safetensors"  # as gptoss.checkpoint writes it; not imported, to keep torch out of `report`
 COLUMNS = [
     "trial", "arch", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr",
     "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
-    "non_embedding_params", "bytes_bf16", "flops_per_token", "train_flops", "tokens_per_s", "wall_s", "checkpoint",
+    "non_embedding_params", "bytes_bf16", "checkpoint_bytes", "flops_per_token", "train_flops", "tokens_per_s", "train_s",
+    "wall_s", "checkpoint",
 ]
 
 
@@ -34,6 +36,7 @@ def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[st
         evals = [r for r in records if r.get("kind") == "eval"]
         curves[name] = [dict(tokens=r["tokens"], val_loss=r["val_loss"]) for r in evals]
         fpt = config.get("flops_per_token")
+        checkpoint, tps = summary.get("best_checkpoint"), summary.get("tokens_per_s")
         rows.append(dict(
             trial=name, arch=cfg["arch"], n_layers=model.get("n_layers"), d_model=model.get("d_model"),
             n_heads=model.get("n_heads"),
@@ -43,9 +46,11 @@ def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[st
             steps=summary["steps"], tokens=summary["tokens"], final_val_loss=summary["final_val_loss"],
             best_val_loss=summary["best_val_loss"], val_bpb=summary["final_val_bpb"], total_params=params["total"],
             active_params=params["active"], non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
-            bytes_bf16=params.get("bytes_bf16", 2 * params["total"]), flops_per_token=fpt,
-            train_flops=fpt * summary["tokens"] if fpt else None, tokens_per_s=summary.get("tokens_per_s"),
-            wall_s=summary.get("wall_s"), checkpoint=summary.get("best_checkpoint"),
+            bytes_bf16=params.get("bytes_bf16", 2 * params["total"]),
+            checkpoint_bytes=storage.size(f"{checkpoint}/{WEIGHTS_NAME}") if checkpoint else 0, flops_per_token=fpt,
+            train_flops=fpt * summary["tokens"] if fpt else None, tokens_per_s=tps,
+            train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
+            wall_s=summary.get("wall_s"), checkpoint=checkpoint,
         ))
     rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], str(r["num_experts"]), r["seed"], r["trial"]))
     return rows, curves
@@ -64,10 +69,56 @@ def _millions(n) -> str:
     return f"{n / 1e6:.2f}M"
 
 
+def _model_key(r: dict) -> tuple:
+    """What makes two trials the same model: arch, depth, width, heads, experts and top-k (not seed, not lr)."""
+    return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]))
+
+
+def best_lr_rows(rows: list[dict]) -> list[dict]:
+    """Where a model was trained at several learning rates, keep only the trials of the lr with the lowest mean final
+    val loss over seeds: architectures are compared each at its own best lr."""
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[_model_key(r)][r["lr"]].append(r)
+    kept = []
+    for by_lr in groups.values():
+        best = min(by_lr, key=lambda lr: statistics.fmean(x["final_val_loss"] for x in by_lr[lr]))
+        kept.extend(id(r) for r in by_lr[best])
+    return [r for r in rows if id(r) in set(kept)]
+
+
+def lr_table(rows: list[dict]) -> list[str]:
+    """Mean final val loss per model and learning rate (only models trained at more than one lr)."""
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[_model_key(r)][r["lr"]].append(r["final_val_loss"])
+    lines = ["| arch | layers | experts (top-k) | lr | final val loss | seeds | best |", "|---|---:|---:|---:|---:|---:|---|"]
+    for key in sorted(k for k in groups if len(groups[k]) > 1):
+        by_lr = groups[key]
+        best = min(by_lr, key=lambda lr: statistics.fmean(by_lr[lr]))
+        experts = f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
+        for lr in sorted(by_lr):
+            lines.append(f"| {key[0]} | {key[1]} | {experts} | {lr:g} | {_pm(by_lr[lr])} | {len(by_lr[lr])} | "
+                         f"{'**best**' if lr == best else ''} |")
+    return lines if len(lines) > 2 else []
+
+
+def _improvement(oss: list[dict], gpt2: list[dict]) -> str:
+    """(GPT-2 - GPT-OSS) / GPT-2 in %. With seeds on both sides the pairs share a seed (same data order, same
+    validation windows), so the spread is that of the paired differences."""
+    g, o = statistics.fmean(r["final_val_loss"] for r in gpt2), statistics.fmean(r["final_val_loss"] for r in oss)
+    text = f"{(g - o) / g * 100:+.1f}%"
+    by_seed = {r["seed"]: r["final_val_loss"] for r in gpt2}
+    paired = [(by_seed[r["seed"]] - r["final_val_loss"]) / by_seed[r["seed"]] * 100 for r in oss if r["seed"] in by_seed]
+    if len(paired) > 1:
+        text += f" ± {statistics.stdev(paired):.1f}"
+    return text
+
+
 def headline_table(rows: list[dict]) -> list[str]:
     """Per depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement."""
     by_depth: dict = defaultdict(lambda: defaultdict(list))
-    for r in rows:
+    for r in best_lr_rows(rows):
         key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
         by_depth[r["n_layers"]][key].append(r)
     lines = ["| layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
@@ -79,10 +130,7 @@ def headline_table(rows: list[dict]) -> list[str]:
             oss = groups[key]
             oss_loss = [r["final_val_loss"] for r in oss]
             gpt2_loss = [r["final_val_loss"] for r in gpt2]
-            improvement = "n/a"
-            if gpt2_loss:
-                g, o = statistics.fmean(gpt2_loss), statistics.fmean(oss_loss)
-                improvement = f"{(g - o) / g * 100:+.1f}%"
+            improvement = _improvement(oss, gpt2) if gpt2 else "n/a"
             lines.append(f"| {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | {improvement} | "
                          f"{_pm([r['val_bpb'] for r in oss])} | {_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
                          f"{len(oss)} / {len(gpt2)} |")
@@ -94,8 +142,9 @@ def headline_table(rows: list[dict]) -> list[str]:
 
 def architecture_table(rows: list[dict]) -> list[str]:
     seen, lines = set(), [
-        "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | size bf16 | tokens/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | size bf16 | "
+        "checkpoint on disk | tokens/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         key = (r["arch"], r["num_experts"], r["experts_per_token"], r["n_layers"], r["d_model"], r["n_heads"])
         if key in seen:
@@ -105,9 +154,10 @@ def architecture_table(rows: list[dict]) -> list[str]:
         tps = [x["tokens_per_s"] for x in same if x["tokens_per_s"]]
         experts = f"{r['num_experts']} ({r['experts_per_token']})" if r["arch"] == "gptoss" else "-"
         speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
+        on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"
         lines.append(f"| {r['arch']} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
                      f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
-                     f"{speed} |")
+                     f"{on_disk} | {speed} |")
     return lines
 
 
@@ -167,31 +217,41 @@ def plot_curves(rows: list[dict], curves: dict) -> bytes:
     return data
 
 
-def plot_loss_vs_params(rows: list[dict]) -> bytes:
+def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> bytes:
+    """Final val loss against one quantity per panel: (row key, divisor, axis label); one point per trial."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"gptoss": "tab:orange", "gpt2": "tab:blue"}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, key, title in ((axes[0], "active_params", "active parameters per token"), (axes[1], "total_params", "total parameters")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), sharey=True, squeeze=False)
+    for ax, (key, scale, label) in zip(axes[0], panels):
         for arch in ("gpt2", "gptoss"):
-            pts = [r for r in rows if r["arch"] == arch]
+            pts = [r for r in rows if r["arch"] == arch and r.get(key)]
             if pts:
-                ax.scatter([r[key] / 1e6 for r in pts], [r["final_val_loss"] for r in pts], color=colors[arch], label=arch)
+                ax.scatter([r[key] / scale for r in pts], [r["final_val_loss"] for r in pts], color=colors[arch], label=arch)
                 for r in pts:
                     tag = f"L{r['n_layers']}" + (f"E{r['num_experts']}" if arch == "gptoss" else "")
-                    ax.annotate(tag, (r[key] / 1e6, r["final_val_loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel(f"{title} (millions)")
-        ax.set_title(f"Final val loss vs {title}")
+                    ax.annotate(tag, (r[key] / scale, r["final_val_loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("final validation loss (nats/token)")
-    axes[0].legend(title="architecture")
+    axes[0][0].set_ylabel("final validation loss (nats/token)")
+    axes[0][0].legend(title="architecture")
     fig.tight_layout()
     data = _fig_bytes(fig)
     plt.close(fig)
     return data
+
+
+def plot_loss_vs_params(rows: list[dict]) -> bytes:
+    return _scatter_panels(rows, [("active_params", 1e6, "active parameters per token (millions)"),
+                                  ("total_params", 1e6, "total parameters (millions)")])
+
+
+def plot_loss_vs_compute(rows: list[dict]) -> bytes:
+    return _scatter_panels(rows, [("train_flops", 1e12, "training compute (TFLOPs, forward + backward)"),
+                                  ("train_s", 1, "training time (s in training steps, this machine)")])
 
 
 def render_markdown(rows: list[dict], sweep: dict) -> str:
@@ -199,18 +259,23 @@ def render_markdown(rows: list[dict], sweep: dict) -> str:
     settings = {k: base.get(k) for k in ("data", "preset", "seq_len", "batch_size", "grad_accum", "max_steps",
                                           "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay", "eval_every",
                                           "eval_windows") if k in base}
+    lrs = lr_table(rows)
+    lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss):",
+                  "", *lrs, ""] if lrs else []
     out = [f"# Sweep report: {sweep.get('name', '?')}", "",
            f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
            "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
-           "deviation over seeds.", "",
-           "## 1. GPT-OSS vs GPT-2 per depth", "", *headline_table(rows), "",
+           "deviation over seeds; on the improvement it is that of the per-seed differences (trials with the same seed see the "
+           "same batches in the same order).", "",
+           "## 1. GPT-OSS vs GPT-2 per depth", "", *headline_table(rows), "", *lr_section,
            "## 2. Architectures", "", *architecture_table(rows), "",
            "## 3. Validation loss against parameters and compute", "",
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
-           "![val loss curves](loss_curves.png)", "",
+           "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
            "## 4. Best expert count per depth", "", *best_experts_table(rows), "",
            "## 5. Settings", "", "```json", json.dumps(dict(settings=settings, grid=sweep.get("grid", {}),
+                                                             lr_by_arch=sweep.get("lr_by_arch", {}),
                                                              workers_per_trial=sweep.get("workers_per_trial")), indent=1), "```", ""]
     return "\n".join(out)
 
@@ -231,6 +296,7 @@ def write_report(sweep_dir: str) -> dict:
     storage.write_text(f"{root}/results.json", json.dumps(rows, indent=1))
     storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves))
     storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows))
+    storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows))
     storage.write_text(f"{root}/REPORT.md", render_markdown(rows, sweep))
     return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows)
 

@@ -30,6 +30,11 @@ class Storage:
     def is_dir(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.Directory
 
+    def size(self, path: str) -> int:
+        """Bytes in a file; 0 where there is none."""
+        info = self.fs.get_file_info(path)
+        return info.size if info.type == pafs.FileType.File else 0
+
     def read_text(self, path: str) -> str:
         with self.fs.open_input_stream(path) as f:
             return f.read().decode("utf-8")

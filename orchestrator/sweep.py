@@ -24,6 +24,9 @@ _SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "
           "aux_loss_coef": "aux", "dropout": "do", "seed": "s", "lr": "lr"}
 _AXIS_ORDER = list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
 SWEEP_FILE = "sweep.json"
+# A trial only launches a trainer; its workers hold the real CPUs. A whole CPU per trial would starve them, and Tune
+# refuses a zero reservation, so a trial holds this sliver and its trainer's workers reserve that much less.
+TRIAL_CPU = 0.01
 
 
 @dataclass
@@ -152,7 +155,7 @@ def _trial(params: dict) -> None:
             tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                          "best_val_loss": summary["best_val_loss"], "reused": 1})
             return
-    run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()])
+    run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
 
 
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
@@ -224,8 +227,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     if show_progress:
         console.say(f"sweep {cfg.name}: {len(points)} trials, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
                     f"per trial{'' if use_gpu else f' x {threads} thread(s)'}, {total_steps} steps each -> {sweep_uri}")
-    # A trial only launches a trainer; its workers hold the real CPUs. A whole CPU per trial would starve them.
-    trainable = tune.with_resources(lambda params: _trial(params["trial"]), {"CPU": 0.01})
+    trainable = tune.with_resources(lambda params: _trial(params["trial"]), {"CPU": TRIAL_CPU})
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,

@@ -200,14 +200,17 @@ def say(text: str) -> None:
 # Launch.
 
 
-def make_trainer(plan: RunPlan, storage: Storage, progress_queue, callbacks: Optional[list] = None):
+def make_trainer(plan: RunPlan, storage: Storage, progress_queue, callbacks: Optional[list] = None,
+                 cpu_held_by_caller: float = 0.0):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from orchestrator.train_loop import train_worker
 
     cfg = plan.cfg
-    resources = {"CPU": 1, "GPU": 1} if plan.use_gpu else {"CPU": plan.threads_per_worker}
+    # A caller that itself holds a sliver of CPU (a Tune trial) gives it back here: trials x (sliver + whole CPUs)
+    # would not fit the cluster, and the second trial's workers would wait for the first trial to end.
+    resources = {"CPU": 1, "GPU": 1} if plan.use_gpu else {"CPU": plan.threads_per_worker - cpu_held_by_caller}
     job = plan.job(progress=progress_queue, failure_marker=os.path.join(storage.uri, cfg.run_name, ".injected_failure")
                    if storage.is_local else None)
     return TorchTrainer(
@@ -262,7 +265,7 @@ def _failure_line(exc: BaseException) -> str:
 
 
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
-                 info: Optional[ClusterInfo] = None) -> dict:
+                 info: Optional[ClusterInfo] = None, cpu_held_by_caller: float = 0.0) -> dict:
     """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json)."""
     from orchestrator.cluster import check_shared_storage
     from orchestrator.runtime import init_ray
@@ -302,7 +305,7 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
         console(event)
 
     try:
-        trainer = make_trainer(plan, storage, progress_queue, callbacks)
+        trainer = make_trainer(plan, storage, progress_queue, callbacks, cpu_held_by_caller)
         result = fit_with_progress(trainer, progress_queue, on_event)
     finally:
         console.close()

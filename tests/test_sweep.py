@@ -92,7 +92,8 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
                     "## 4. Best expert count per depth", "## 5. Settings"):
         assert heading in report
     assert "| 2 | 2 |" in report  # the depth-2 row of the headline table
-    for png in ("loss_curves.png", "loss_vs_params.png"):
+    assert all(int(r["checkpoint_bytes"]) > 0 and float(r["train_s"]) > 0 for r in rows)
+    for png in ("loss_curves.png", "loss_vs_params.png", "loss_vs_compute.png"):
         data = (sweep_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -135,3 +136,17 @@ def test_the_example_sweep_file_parses_and_flags_override_it():
     validate_points(cfg, expand_grid(cfg), vocab_size=10_000)
     default = build_sweep_config(None, {"arch": None}, {}, {"max_steps": 10})
     assert default.grid == {"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts": [4, 8, 16]}
+
+
+def test_a_trials_workers_leave_room_for_the_trial_itself(prepared_data, tmp_path):
+    # Two trials on two CPUs: each trial holds TRIAL_CPU, so its worker must reserve 1 - TRIAL_CPU, or the second
+    # trial's worker waits for the first trial to end (the sweep silently runs one trial at a time).
+    from orchestrator.storage import open_storage
+    from orchestrator.sweep import TRIAL_CPU
+    from orchestrator.trainer import make_trainer, plan_run
+
+    plan = plan_run(TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path)), workers=1)
+    trainer = make_trainer(plan, open_storage(str(tmp_path)), None, cpu_held_by_caller=TRIAL_CPU)
+    assert 2 * (TRIAL_CPU + trainer.scaling_config.resources_per_worker["CPU"]) <= 2
+    alone = make_trainer(plan, open_storage(str(tmp_path)), None)
+    assert alone.scaling_config.resources_per_worker == {"CPU": 1}

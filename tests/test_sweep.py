@@ -150,3 +150,28 @@ def test_a_trials_workers_leave_room_for_the_trial_itself(prepared_data, tmp_pat
     assert 2 * (TRIAL_CPU + trainer.scaling_config.resources_per_worker["CPU"]) <= 2
     alone = make_trainer(plan, open_storage(str(tmp_path)), None)
     assert alone.scaling_config.resources_per_worker == {"CPU": 1}
+
+
+@pytest.mark.parametrize("name", ["tinystories-cpu", "tinystories-gpu"])
+def test_the_study_files_compare_like_with_like(name):
+    # RESULTS.md's protocol: both archs at every depth with the same width and heads, the same budget, each arch at
+    # the lr its lr-sweep file chose; the lr sweep itself covers every arch at one depth.
+    from conftest import REPO
+    from gptoss import build_config
+    from orchestrator.sweep import build_sweep_config
+
+    study = build_sweep_config(str(REPO / "sweeps" / f"{name}.yaml"), {}, {}, {})
+    lr_sweep = build_sweep_config(str(REPO / "sweeps" / f"{name}-lr.yaml"), {}, {}, {})
+    assert set(study.lr_by_arch) == {"gptoss", "gpt2"} and "lr" not in study.grid
+    assert len(lr_sweep.grid["n_layers"]) == 1 and len(lr_sweep.grid["lr"]) >= 3 and len(study.grid["seed"]) >= 2
+    assert study.base.max_tokens == lr_sweep.base.max_tokens >= 1_000_000
+    points = expand_grid(study)
+    validate_points(study, points, vocab_size=10_000)
+    shapes = {}
+    for p in points:
+        cfg = p.train_config(study.base, "s", 1, study.name, study.lr_by_arch)
+        model = build_config(p.arch, cfg.preset, **cfg.model_overrides)
+        shapes.setdefault(model.n_layers, set()).add((model.d_model, model.n_heads))
+        assert cfg.lr == study.lr_by_arch[p.arch]
+    assert len(shapes) == 3 and all(len(s) == 1 for s in shapes.values())
+    assert {p.arch for p in points} == {"gptoss", "gpt2"}

@@ -74,31 +74,34 @@ def _model_key(r: dict) -> tuple:
     return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]))
 
 
-def best_lr_rows(rows: list[dict]) -> list[dict]:
-    """Where a model was trained at several learning rates, keep only the trials of the lr with the lowest mean final
-    val loss over seeds: architectures are compared each at its own best lr."""
+def _by_model_and_lr(rows: list[dict]) -> dict:
     groups: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         groups[_model_key(r)][r["lr"]].append(r)
-    kept = []
-    for by_lr in groups.values():
-        best = min(by_lr, key=lambda lr: statistics.fmean(x["final_val_loss"] for x in by_lr[lr]))
-        kept.extend(id(r) for r in by_lr[best])
-    return [r for r in rows if id(r) in set(kept)]
+    return groups
+
+
+def _best_lr(by_lr: dict) -> float:
+    return min(by_lr, key=lambda lr: statistics.fmean(r["final_val_loss"] for r in by_lr[lr]))
+
+
+def best_lr_rows(rows: list[dict]) -> list[dict]:
+    """Where a model was trained at several learning rates, keep only the trials of the lr with the lowest mean final
+    val loss over seeds: architectures are compared each at its own best lr."""
+    kept = {id(r) for by_lr in _by_model_and_lr(rows).values() for r in by_lr[_best_lr(by_lr)]}
+    return [r for r in rows if id(r) in kept]
 
 
 def lr_table(rows: list[dict]) -> list[str]:
     """Mean final val loss per model and learning rate (only models trained at more than one lr)."""
-    groups: dict = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        groups[_model_key(r)][r["lr"]].append(r["final_val_loss"])
+    groups = _by_model_and_lr(rows)
     lines = ["| arch | layers | experts (top-k) | lr | final val loss | seeds | best |", "|---|---:|---:|---:|---:|---:|---|"]
     for key in sorted(k for k in groups if len(groups[k]) > 1):
-        by_lr = groups[key]
-        best = min(by_lr, key=lambda lr: statistics.fmean(by_lr[lr]))
-        experts = f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
+        by_lr, experts = groups[key], f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
+        best = _best_lr(by_lr)
         for lr in sorted(by_lr):
-            lines.append(f"| {key[0]} | {key[1]} | {experts} | {lr:g} | {_pm(by_lr[lr])} | {len(by_lr[lr])} | "
+            losses = [r["final_val_loss"] for r in by_lr[lr]]
+            lines.append(f"| {key[0]} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
                          f"{'**best**' if lr == best else ''} |")
     return lines if len(lines) > 2 else []
 
@@ -146,11 +149,11 @@ def architecture_table(rows: list[dict]) -> list[str]:
         "checkpoint on disk | tokens/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        key = (r["arch"], r["num_experts"], r["experts_per_token"], r["n_layers"], r["d_model"], r["n_heads"])
+        key = _model_key(r)
         if key in seen:
             continue
         seen.add(key)
-        same = [x for x in rows if (x["arch"], x["num_experts"], x["experts_per_token"], x["n_layers"], x["d_model"], x["n_heads"]) == key]
+        same = [x for x in rows if _model_key(x) == key]
         tps = [x["tokens_per_s"] for x in same if x["tokens_per_s"]]
         experts = f"{r['num_experts']} ({r['experts_per_token']})" if r["arch"] == "gptoss" else "-"
         speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"

@@ -21,7 +21,7 @@ GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sl
 GPT2_ONLY = {"dropout", "tie_embeddings"}
 _SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "num_experts": "E",
           "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
-          "aux_loss_coef": "aux", "dropout": "do", "seed": "s", "lr": "lr"}
+          "aux_loss_coef": "aux", "dropout": "do", "tie_embeddings": "tie", "seed": "s", "lr": "lr"}
 _AXIS_ORDER = list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
 SWEEP_FILE = "sweep.json"
 # A trial only launches a trainer; its workers hold the real CPUs. A whole CPU per trial would starve them, and Tune

@@ -40,6 +40,16 @@ def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
         SweepConfig(base=cfg.base, grid={}, name="t", lr_by_arch={"llama": 1e-3})
 
 
+def test_gpt2_can_be_swept_untied_and_the_axis_is_dropped_for_gptoss():
+    cfg = SweepConfig(base=TrainConfig(preset="debug"), grid={"arch": ["gptoss", "gpt2"], "tie_embeddings": [True, False]},
+                      name="t")
+    points = expand_grid(cfg)
+    assert [p.name for p in points] == ["gptoss", "gpt2-tieTrue", "gpt2-tieFalse"]
+    untied = points[2].train_config(cfg.base, "s", 1, "t")
+    assert untied.model_overrides == {"tie_embeddings": False}
+    validate_points(cfg, points, vocab_size=1000)
+
+
 def test_trials_get_absolute_local_paths(tmp_path, monkeypatch):
     # A Tune trial runs in its own working directory: a relative --data there would name nothing.
     from orchestrator.sweep import trial_base

@@ -38,7 +38,8 @@ def is_uri(storage: str) -> bool:
     return "://" in storage and not storage.startswith("file://")
 
 
-def _local_path(storage: str) -> str:
+def local_path(storage: str) -> str:
+    """A plain path or file:// URI as an absolute local path."""
     return os.path.abspath(os.path.expanduser(storage.removeprefix("file://")))
 
 
@@ -63,7 +64,7 @@ def check_shared_storage(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
-    path = _local_path(storage_uri)
+    path = local_path(storage_uri)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:

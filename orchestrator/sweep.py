@@ -161,8 +161,10 @@ def _trial(params: dict) -> None:
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
     """The settings every trial starts from. Local paths become absolute: a Tune trial runs in its own working
     directory, where `data/tinystories` would name nothing."""
+    from orchestrator.cluster import is_uri, local_path
+
     def absolute(path: Optional[str]) -> Optional[str]:
-        return path if path is None or "://" in path else os.path.abspath(os.path.expanduser(path))
+        return path if path is None or is_uri(path) else local_path(path)
 
     return TrainConfig.from_dict({**base.to_dict(), "threads_per_worker": threads, "data": absolute(base.data),
                                   "tokenizer_dir": absolute(base.tokenizer_dir)})

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
-from typing import Annotated, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -15,6 +17,7 @@ app = typer.Typer(
 )
 
 DEFAULT_DATA = "data/tinystories"
+Opt = typer.Option
 
 
 def _user_errors(fn):
@@ -91,98 +94,143 @@ def prepare(
 
 
 # ----------------------------------------------------------------------------------------------
-# Options shared by `train` and `sweep` (a sweep applies every train flag to each of its trials).
-
-Opt = typer.Option
-DataOpt = Annotated[str, Opt("--data", help="Prepared data directory (from `prepare`).")]
-PresetOpt = Annotated[str, Opt("--preset", help="Model preset: debug, cpu-tiny, cpu-small, seed-6l, seed-8l, seed-12l.")]
-SeqLenOpt = Annotated[int, Opt("--seq-len", help="Tokens per training window.")]
-BatchOpt = Annotated[int, Opt("--batch-size", help="Windows per worker per micro-step.")]
-AccumOpt = Annotated[int, Opt("--grad-accum", help="Micro-steps per optimizer step.")]
-MaxStepsOpt = Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps (default 500 unless --max-tokens).")]
-MaxTokensOpt = Annotated[Optional[int], Opt("--max-tokens", help="Training tokens; sets the steps from the global batch.")]
-LrOpt = Annotated[Optional[float], Opt("--lr", help="Peak learning rate (default per preset: debug 3e-3, cpu-* 1e-3, seed-* 3e-4).")]
-MinLrOpt = Annotated[Optional[float], Opt("--min-lr", help="Learning rate at the end of the cosine decay (default lr/10).")]
-WarmupOpt = Annotated[Optional[int], Opt("--warmup-steps", help="Linear warmup steps (default 5% of steps, at most 200).")]
-WdOpt = Annotated[float, Opt("--weight-decay", help="AdamW weight decay on matrices.")]
-ClipOpt = Annotated[float, Opt("--grad-clip", help="Gradient norm clipping.")]
-EvalEveryOpt = Annotated[int, Opt("--eval-every", help="Steps between evaluations and checkpoints.")]
-EvalWindowsOpt = Annotated[int, Opt("--eval-windows", help="Fixed validation windows per evaluation (0: the whole split).")]
-CpuOpt = Annotated[bool, Opt("--cpu", help="Train on CPUs even when the cluster has GPUs.")]
-GpuOpt = Annotated[bool, Opt("--gpu", help="Require GPU workers; fail if the cluster has none.")]
-ThreadsOpt = Annotated[Optional[int], Opt("--threads-per-worker", help="Torch threads (and CPUs reserved) per CPU worker.")]
-AddressOpt = Annotated[Optional[str], Opt("--address", envvar="RAY_ADDRESS", help="Join this Ray cluster (default: start one here).")]
-StorageOpt = Annotated[str, Opt("--storage", help="Where runs live: a path, shared mount or URI (s3://...).")]
-KeepOpt = Annotated[int, Opt("--keep", help="Checkpoints kept per run: the best by val loss, plus the latest.")]
-FailuresOpt = Annotated[int, Opt("--max-failures", help="Worker-group restarts from the latest checkpoint (-1: forever).")]
-SeedOpt = Annotated[int, Opt("--seed", help="Seed for init and data order.")]
-CompileOpt = Annotated[bool, Opt("--compile", help="torch.compile the model.")]
-WandbOpt = Annotated[bool, Opt("--wandb", help="Log to Weights & Biases (WANDB_MODE=offline works without an account).")]
-WandbProjectOpt = Annotated[str, Opt("--wandb-project", help="Weights & Biases project.")]
-TokDirOpt = Annotated[Optional[str], Opt("--tokenizer-dir", envvar="GPTOSS_TOKENIZER_DIR", help="Folder of tiktoken rank files (offline use).")]
-VerboseOpt = Annotated[bool, Opt("--verbose", help="Show Ray's own logs.")]
-# Model overrides (any preset field).
-LayersOpt = Annotated[Optional[int], Opt("--layers", help="Override: transformer blocks.")]
-DModelOpt = Annotated[Optional[int], Opt("--d-model", help="Override: hidden size.")]
-HeadsOpt = Annotated[Optional[int], Opt("--heads", help="Override: attention heads.")]
-KvHeadsOpt = Annotated[Optional[int], Opt("--kv-heads", help="Override (gptoss): key/value heads.")]
-HeadDimOpt = Annotated[Optional[int], Opt("--head-dim", help="Override (gptoss): per-head size.")]
-ExpertsOpt = Annotated[Optional[int], Opt("--experts", help="Override (gptoss): MoE experts.")]
-TopKOpt = Annotated[Optional[int], Opt("--top-k", help="Override (gptoss): experts per token.")]
-InterOpt = Annotated[Optional[int], Opt("--intermediate", help="Override: MLP / expert intermediate size.")]
-WindowOpt = Annotated[Optional[int], Opt("--window", help="Override (gptoss): sliding-window length.")]
-DropoutOpt = Annotated[Optional[float], Opt("--dropout", help="Override (gpt2): dropout.")]
-AuxOpt = Annotated[Optional[float], Opt("--aux-loss-coef", help="Override (gptoss): load-balancing loss coefficient.")]
+# The training options: ONE definition, from which both `train` (one run) and `sweep` (every trial) get their flags,
+# so the two cannot drift apart. In `sweep`, options marked `axis` (and every model override) take a comma list and
+# become grid axes; every other option applies to each trial, and an option not given leaves the sweep YAML's value.
 
 
-def _model_overrides(**flags) -> dict:
-    from orchestrator.config import MODEL_OVERRIDE_FLAGS
+@dataclass(frozen=True)
+class TrainOption:
+    dest: str  # TrainConfig field, or (model=True) the model-config field it overrides
+    flags: tuple  # flag names, e.g. ("--seq-len",) or ("--resume/--no-resume",)
+    type: Any
+    help: str
+    model: bool = False  # a model-config override (TrainConfig.model_overrides); a grid axis in sweeps
+    axis: bool = False  # a sweep grid axis (a comma list in `sweep`)
+    sweep_aliases: tuple = ()  # extra flag names `sweep` also accepts (its older spellings)
+    sweep_dest: Optional[str] = None  # where `sweep` puts it, when not the TrainConfig field (a SweepConfig field)
+    hidden: bool = False
 
-    return {MODEL_OVERRIDE_FLAGS[k]: v for k, v in flags.items() if v is not None}
+
+TRAIN_OPTIONS: tuple[TrainOption, ...] = (
+    TrainOption("data", ("--data",), str, "Prepared data directory (from `prepare`)."),
+    TrainOption("arch", ("--arch",), str, "gptoss or gpt2.", axis=True, sweep_aliases=("--archs",)),
+    TrainOption("preset", ("--preset",), str, "Model preset: debug, cpu-tiny, cpu-small, seed-6l, seed-8l, seed-12l."),
+    # Model overrides: any preset field.
+    TrainOption("n_layers", ("--layers",), int, "Override: transformer blocks.", model=True),
+    TrainOption("d_model", ("--d-model",), int, "Override: hidden size.", model=True),
+    TrainOption("n_heads", ("--heads",), int, "Override: attention heads.", model=True),
+    TrainOption("n_kv_heads", ("--kv-heads",), int, "Override (gptoss): key/value heads.", model=True),
+    TrainOption("head_dim", ("--head-dim",), int, "Override (gptoss): per-head size.", model=True),
+    TrainOption("num_experts", ("--experts",), int, "Override (gptoss): MoE experts.", model=True),
+    TrainOption("experts_per_token", ("--top-k",), int, "Override (gptoss): experts per token.", model=True),
+    TrainOption("intermediate_size", ("--intermediate",), int, "Override: MLP / expert intermediate size.", model=True),
+    TrainOption("sliding_window", ("--window",), int, "Override (gptoss): sliding-window length.", model=True),
+    TrainOption("dropout", ("--dropout",), float, "Override (gpt2): dropout.", model=True),
+    TrainOption("aux_loss_coef", ("--aux-loss-coef",), float, "Override (gptoss): load-balancing loss coefficient.",
+                model=True),
+    # Data, batch and schedule.
+    TrainOption("seq_len", ("--seq-len",), int, "Tokens per training window."),
+    TrainOption("batch_size", ("--batch-size",), int, "Windows per worker per micro-step."),
+    TrainOption("grad_accum", ("--grad-accum",), int, "Micro-steps per optimizer step."),
+    TrainOption("max_steps", ("--max-steps",), int, "Optimizer steps (default 500 unless --max-tokens)."),
+    TrainOption("max_tokens", ("--max-tokens",), int, "Training tokens; sets the steps from the global batch.",
+                sweep_aliases=("--budget-tokens",)),
+    TrainOption("lr", ("--lr",), float, "Peak learning rate (default per preset: debug 3e-3, cpu-* 1e-3, seed-* 3e-4).",
+                axis=True),
+    TrainOption("min_lr", ("--min-lr",), float, "Learning rate at the end of the decay (default lr/10)."),
+    TrainOption("warmup_steps", ("--warmup-steps",), int, "Linear warmup steps (default 5% of steps, at most 200)."),
+    TrainOption("weight_decay", ("--weight-decay",), float, "AdamW weight decay on matrices."),
+    TrainOption("grad_clip", ("--grad-clip",), float, "Gradient norm clipping."),
+    TrainOption("eval_every", ("--eval-every",), int, "Steps between evaluations and checkpoints."),
+    TrainOption("eval_windows", ("--eval-windows",), int, "Fixed validation windows per evaluation (0: the whole split)."),
+    TrainOption("seed", ("--seed",), int, "Seed for init and data order.", axis=True, sweep_aliases=("--seeds",)),
+    # Where and how it runs.
+    TrainOption("workers", ("--workers",), int, "Training workers (default: one per GPU, else 1); per trial in a sweep.",
+                sweep_aliases=("--workers-per-trial",), sweep_dest="workers_per_trial"),
+    TrainOption("cpu", ("--cpu",), bool, "Train on CPUs even when the cluster has GPUs."),
+    TrainOption("gpu", ("--gpu",), bool, "Require GPU workers; fail if the cluster has none."),
+    TrainOption("threads_per_worker", ("--threads-per-worker",), int, "Torch threads (and CPUs reserved) per CPU worker."),
+    TrainOption("compile", ("--compile",), bool, "torch.compile the model."),
+    TrainOption("address", ("--address",), str, "Join this Ray cluster (default: $RAY_ADDRESS, else start one here)."),
+    TrainOption("storage", ("--storage",), str, "Where runs live: a path, shared mount or URI (s3://...)."),
+    TrainOption("resume", ("--resume/--no-resume",), bool, "Continue a run of the same name from its latest checkpoint."),
+    TrainOption("keep", ("--keep",), int, "Checkpoints kept per run: the best by val loss, plus the latest."),
+    TrainOption("max_failures", ("--max-failures",), int, "Worker-group restarts from the latest checkpoint (-1: forever)."),
+    TrainOption("wandb", ("--wandb",), bool, "Log to Weights & Biases (WANDB_MODE=offline works without an account)."),
+    TrainOption("wandb_project", ("--wandb-project",), str, "Weights & Biases project."),
+    TrainOption("prompt", ("--prompt",), str, "Prompt of the sample story printed at the end."),
+    TrainOption("sample_tokens", ("--sample-tokens",), int, "Tokens in the final sample (0: none)."),
+    TrainOption("tokenizer_dir", ("--tokenizer-dir",), str, "Folder of tiktoken rank files (offline use; also "
+                "$GPTOSS_TOKENIZER_DIR)."),
+    TrainOption("verbose", ("--verbose",), bool, "Show Ray's own logs."),
+    TrainOption("inject_failure_at", ("--inject-failure-at",), int, "Testing: the last worker dies once at this step.",
+                hidden=True),
+)
+_ENVVARS = {"address": "RAY_ADDRESS", "tokenizer_dir": "GPTOSS_TOKENIZER_DIR"}
+
+
+def _option_parameter(opt: TrainOption, for_sweep: bool) -> inspect.Parameter:
+    """The Typer parameter of one training option: train's default is TrainConfig's; in a sweep every option
+    defaults to None (not given: the YAML's value, else TrainConfig's), and axes are comma lists."""
+    from orchestrator.config import TrainConfig
+
+    flags, kind = opt.flags, opt.type
+    if for_sweep:
+        flags = flags + opt.sweep_aliases
+        default = None
+        if opt.axis or opt.model:
+            kind = str
+    else:
+        field_ = TrainConfig.__dataclass_fields__.get(opt.dest)
+        default = None if opt.model or field_ is None else field_.default
+    annotation = Annotated[Optional[kind], typer.Option(*flags, help=opt.help + (" Comma list: a grid axis." if (
+        for_sweep and (opt.axis or opt.model)) else ""), hidden=opt.hidden, envvar=_ENVVARS.get(opt.dest),
+        show_default=default is not None)]
+    return inspect.Parameter(opt.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def with_train_options(for_sweep: bool):
+    """Give a command every training option as a keyword argument (after its own parameters); the command receives
+    them together as `options`: a dict of TrainConfig / model field -> value (None: not given)."""
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
+        names = {p.name for p in own}
+        shared = [_option_parameter(opt, for_sweep) for opt in TRAIN_OPTIONS if opt.dest not in names]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            options = {opt.dest: kwargs.pop(opt.dest) for opt in TRAIN_OPTIONS if opt.dest in kwargs and opt.dest not in names}
+            return command(**kwargs, options=options)
+
+        wrapper.__signature__ = inspect.Signature(own + shared)
+        wrapper.__annotations__ = {}
+        return wrapper
+
+    return decorate
+
+
+def _train_config(options: dict, **fields):
+    """A TrainConfig from the training options given (model overrides gathered into model_overrides)."""
+    from orchestrator.config import TrainConfig
+
+    model = {o.dest for o in TRAIN_OPTIONS if o.model}
+    overrides = {k: v for k, v in options.items() if k in model and v is not None}
+    return TrainConfig(**{k: v for k, v in options.items() if k not in model}, model_overrides=overrides, **fields)
 
 
 @app.command()
 @_user_errors
+@with_train_options(for_sweep=False)
 def train(
-    data: DataOpt = DEFAULT_DATA,
-    arch: Annotated[str, Opt("--arch", help="gptoss or gpt2.")] = "gptoss",
-    preset: PresetOpt = "cpu-tiny",
-    layers: LayersOpt = None, d_model: DModelOpt = None, heads: HeadsOpt = None, kv_heads: KvHeadsOpt = None,
-    head_dim: HeadDimOpt = None, experts: ExpertsOpt = None, top_k: TopKOpt = None, intermediate: InterOpt = None,
-    window: WindowOpt = None, dropout: DropoutOpt = None, aux_loss_coef: AuxOpt = None,
-    seq_len: SeqLenOpt = 256, batch_size: BatchOpt = 16, grad_accum: AccumOpt = 1,
-    max_steps: MaxStepsOpt = None, max_tokens: MaxTokensOpt = None,
-    lr: LrOpt = None, min_lr: MinLrOpt = None, warmup_steps: WarmupOpt = None, weight_decay: WdOpt = 0.1,
-    grad_clip: ClipOpt = 1.0, eval_every: EvalEveryOpt = 100, eval_windows: EvalWindowsOpt = 128,
-    workers: Annotated[Optional[int], Opt("--workers", help="Training workers (default: one per GPU, else 1).")] = None,
-    cpu: CpuOpt = False, gpu: GpuOpt = False, threads_per_worker: ThreadsOpt = None,
-    address: AddressOpt = None, storage: StorageOpt = "./runs",
     name: Annotated[Optional[str], Opt("--name", help="Run name (default <arch>-<preset>); the same name resumes.")] = None,
-    resume: Annotated[bool, Opt("--resume/--no-resume", help="Continue the run of the same name from its latest checkpoint.")] = True,
-    keep: KeepOpt = 2, max_failures: FailuresOpt = 0, seed: SeedOpt = 0, compile: CompileOpt = False,
-    wandb: WandbOpt = False, wandb_project: WandbProjectOpt = "nano-gpt-oss",
-    prompt: Annotated[str, Opt("--prompt", help="Prompt of the sample story printed at the end.")] = "Once upon a time",
-    sample_tokens: Annotated[int, Opt("--sample-tokens", help="Tokens in the final sample (0: none).")] = 120,
-    tokenizer_dir: TokDirOpt = None, verbose: VerboseOpt = False,
-    inject_failure_at: Annotated[Optional[int], Opt("--inject-failure-at", hidden=True)] = None,
+    options: Optional[dict] = None,
 ):
     """Train a model with Ray Train (DDP over GPUs, or CPUs when there are none)."""
-    from orchestrator.config import TrainConfig
     from orchestrator.trainer import run_training
 
-    overrides = _model_overrides(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                                 experts=experts, top_k=top_k, intermediate=intermediate, window=window,
-                                 dropout=dropout, aux_loss_coef=aux_loss_coef)
-    cfg = TrainConfig(
-        data=data, arch=arch, preset=preset, model_overrides=overrides, seq_len=seq_len, batch_size=batch_size,
-        grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens, lr=lr, min_lr=min_lr,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
-        eval_windows=eval_windows, workers=workers, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
-        address=address, storage=storage, name=name, resume=resume, keep=keep, max_failures=max_failures, seed=seed,
-        compile=compile, wandb=wandb, wandb_project=wandb_project, prompt=prompt, sample_tokens=sample_tokens,
-        tokenizer_dir=tokenizer_dir, verbose=verbose, inject_failure_at=inject_failure_at,
-    )
-    run_training(cfg)
+    run_training(_train_config(options, name=name))
 
 
 @app.command()
@@ -194,8 +242,8 @@ def generate(
     temperature: Annotated[float, Opt("--temperature", help="Sampling temperature (0: greedy).")] = 0.8,
     top_k: Annotated[Optional[int], Opt("--top-k", help="Sample from the k most likely tokens.")] = 50,
     top_p: Annotated[Optional[float], Opt("--top-p", help="Nucleus sampling mass.")] = None,
-    seed: SeedOpt = 0,
-    tokenizer_dir: TokDirOpt = None,
+    seed: Annotated[int, Opt("--seed", help="Sampling seed (the same seed and settings give the same story).")] = 0,
+    tokenizer_dir: Annotated[Optional[str], Opt("--tokenizer-dir", envvar="GPTOSS_TOKENIZER_DIR", help="Folder of tiktoken rank files (offline use).")] = None,
 ):
     """Generate a story from a checkpoint."""
     from orchestrator.inference import generate_text, open_checkpoint
@@ -214,13 +262,13 @@ def generate(
 @_user_errors
 def evaluate(
     checkpoint: Annotated[str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")],
-    data: DataOpt = DEFAULT_DATA,
+    data: Annotated[str, Opt("--data", help="Prepared data directory (from `prepare`).")] = DEFAULT_DATA,
     split: Annotated[str, Opt("--split", help="Split to score.")] = "validation",
-    batch_size: BatchOpt = 16,
+    batch_size: Annotated[int, Opt("--batch-size", help="Windows per forward pass.")] = 16,
     seq_len: Annotated[Optional[int], Opt("--seq-len", help="Window length (default: the training run's).")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
     address: Annotated[Optional[str], Opt("--address", envvar="RAY_ADDRESS", help="Run the evaluation as a task on this Ray cluster (paths must be shared).")] = None,
-    verbose: VerboseOpt = False,
+    verbose: Annotated[bool, Opt("--verbose", help="Show Ray's own logs.")] = False,
 ):
     """Loss, perplexity and bits/byte of a checkpoint over a whole split."""
     import json
@@ -238,6 +286,17 @@ def evaluate(
                    f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, seq {result['seq_len']})")
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _cast(kind, text: str):
+    if kind is bool:
+        if text.lower() not in _BOOL_WORDS:
+            raise ValueError(text)
+        return _BOOL_WORDS[text.lower()]
+    return kind(text)
+
+
 def _comma_list(flag: str, text: Optional[str], cast) -> Optional[list]:
     if text is None:
         return None
@@ -245,7 +304,7 @@ def _comma_list(flag: str, text: Optional[str], cast) -> Optional[list]:
     if not all(items):
         raise ValueError(f"{flag} {text!r} has an empty entry; give a comma list such as 6,8,12")
     try:
-        return [cast(t) for t in items]
+        return [_cast(cast, t) for t in items]
     except ValueError:
         raise ValueError(f"{flag} {text!r} must be a comma list of {cast.__name__} values") from None
 
@@ -264,55 +323,30 @@ def _lr_by_arch(text: Optional[str]) -> Optional[dict]:
 
 @app.command()
 @_user_errors
+@with_train_options(for_sweep=True)
 def sweep(
-    data: Annotated[Optional[str], Opt("--data", help="Prepared data directory (from `prepare`).")] = None,
     config: Annotated[Optional[str], Opt("--config", help="Sweep YAML: train settings at the top level and a `grid:` of axis -> list.")] = None,
     name: Annotated[Optional[str], Opt("--name", help="Sweep name (default 'sweep'); the same name resumes.")] = None,
-    archs: Annotated[Optional[str], Opt("--archs", help="Comma list of archs (default gptoss,gpt2).")] = None,
-    layers: Annotated[Optional[str], Opt("--layers", help="Comma list of depths (default 6,8,12).")] = None,
-    experts: Annotated[Optional[str], Opt("--experts", help="Comma list of expert counts, gptoss only (default 4,8,16).")] = None,
-    top_k: Annotated[Optional[str], Opt("--top-k", help="Comma list of experts per token, gptoss only.")] = None,
-    seeds: Annotated[Optional[str], Opt("--seeds", help="Comma list of seeds (default 0).")] = None,
-    lr: Annotated[Optional[str], Opt("--lr", help="Comma list of peak learning rates.")] = None,
     lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
-    d_model: Annotated[Optional[str], Opt("--d-model", help="Comma list of hidden sizes.")] = None,
-    heads: Annotated[Optional[str], Opt("--heads", help="Comma list of head counts.")] = None,
-    kv_heads: Annotated[Optional[str], Opt("--kv-heads", help="Comma list of kv head counts, gptoss only.")] = None,
-    budget_tokens: Annotated[Optional[int], Opt("--budget-tokens", help="Training tokens per trial (the same for every trial).")] = None,
-    max_steps: MaxStepsOpt = None,
-    workers_per_trial: Annotated[Optional[int], Opt("--workers-per-trial", help="Ray Train workers per trial.")] = None,
     max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
-    preset: Annotated[Optional[str], Opt("--preset", help="Model preset of every trial (default cpu-tiny); the grid overrides its depth and experts.")] = None,
-    seq_len: Annotated[Optional[int], Opt("--seq-len", help="Tokens per training window.")] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Windows per worker per micro-step.")] = None,
-    grad_accum: Annotated[Optional[int], Opt("--grad-accum", help="Micro-steps per optimizer step.")] = None,
-    eval_every: Annotated[Optional[int], Opt("--eval-every", help="Steps between evaluations.")] = None,
-    eval_windows: Annotated[Optional[int], Opt("--eval-windows", help="Fixed validation windows per evaluation.")] = None,
-    warmup_steps: WarmupOpt = None,
-    cpu: Annotated[Optional[bool], Opt("--cpu", help="Train on CPUs even when the cluster has GPUs.")] = None,
-    gpu: Annotated[Optional[bool], Opt("--gpu", help="Require GPU workers.")] = None,
-    threads_per_worker: ThreadsOpt = None,
-    address: AddressOpt = None,
-    storage: Annotated[Optional[str], Opt("--storage", help="Where the sweep lives (default ./runs).")] = None,
-    wandb: Annotated[Optional[bool], Opt("--wandb", help="Log each trial to Weights & Biases, one group per sweep.")] = None,
-    tokenizer_dir: TokDirOpt = None,
-    verbose: VerboseOpt = False,
+    options: Optional[dict] = None,
 ):
-    """Sweep depth x architecture x MoE experts with Ray Tune, then write the report."""
+    """Sweep a grid of training runs with Ray Tune (default: the seed's depth x architecture x experts grid), then
+    write the report. Every `train` option applies to every trial; --arch, --seed, --lr and the model overrides take
+    comma lists and become grid axes."""
     from orchestrator.sweep import build_sweep_config, run_sweep
 
-    grid = dict(arch=_comma_list("--archs", archs, str), n_layers=_comma_list("--layers", layers, int),
-                num_experts=_comma_list("--experts", experts, int), experts_per_token=_comma_list("--top-k", top_k, int),
-                seed=_comma_list("--seeds", seeds, int), lr=_comma_list("--lr", lr, float),
-                d_model=_comma_list("--d-model", d_model, int), n_heads=_comma_list("--heads", heads, int),
-                n_kv_heads=_comma_list("--kv-heads", kv_heads, int))
-    sweep_flags = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha,
-                       lr_by_arch=_lr_by_arch(lr_by_arch))
-    train_flags = dict(data=data, max_tokens=budget_tokens, max_steps=max_steps, preset=preset, seq_len=seq_len,
-                       batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, eval_windows=eval_windows,
-                       warmup_steps=warmup_steps, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
-                       address=address, storage=storage, wandb=wandb, tokenizer_dir=tokenizer_dir, verbose=verbose)
+    grid, train_flags = {}, {}
+    sweep_flags = dict(name=name, max_concurrent=max_concurrent, asha=asha, lr_by_arch=_lr_by_arch(lr_by_arch))
+    for opt in TRAIN_OPTIONS:
+        value = options[opt.dest]
+        if opt.axis or opt.model:
+            grid[opt.dest] = _comma_list(opt.flags[0], value, opt.type)
+        elif opt.sweep_dest:
+            sweep_flags[opt.sweep_dest] = value
+        else:
+            train_flags[opt.dest] = value
     run_sweep(build_sweep_config(config, grid, sweep_flags, train_flags))
 
 

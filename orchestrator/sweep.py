@@ -84,7 +84,7 @@ class TrialPoint:
             overrides.pop(key, None)
         data = base.to_dict()
         data.update(arch=self.arch, model_overrides=overrides, name=self.name, storage=storage, workers=workers,
-                    wandb_group=group, resume=True)
+                    wandb_group=group)
         for key in ("seed", "lr"):
             if key in values:
                 data[key] = values[key]
@@ -148,7 +148,7 @@ def _trial(params: dict) -> None:
     cfg = TrainConfig.from_dict(params["train"])
     storage = open_storage(cfg.storage)
     summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
-    if storage.exists(summary_path):
+    if cfg.resume and storage.exists(summary_path):
         summary = json.loads(storage.read_text(summary_path))
         if summary.get("steps") == params["total_steps"]:
             # Finished in an earlier, interrupted sweep: report its result and do not train again.

@@ -82,3 +82,55 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
 
 def test_generate_rejects_a_missing_checkpoint(tmp_path):
     _one_line_error(runner.invoke(cli.app, ["generate", str(tmp_path / "nope")]), "no checkpoint or run directory")
+
+
+# ----------------------------------------------------------------------------------------------
+# One definition of the training options serves `train` and `sweep`.
+
+def _flags(command: str) -> set[str]:
+    import typer.main
+
+    click_cmd = typer.main.get_command(cli.app).commands[command]
+    return {name for p in click_cmd.params for name in (*p.opts, *p.secondary_opts)}
+
+
+def test_every_train_flag_is_a_sweep_flag():
+    train, sweep = _flags("train"), _flags("sweep")
+    assert train - {"--name"} <= sweep, sorted(train - sweep)
+
+
+def test_every_user_setting_of_train_config_and_every_model_override_has_a_flag():
+    from orchestrator.config import MODEL_OVERRIDE_FLAGS, TrainConfig
+
+    internal = {"model_overrides", "beta1", "beta2", "log_every", "wandb_group", "name"}
+    dests = {o.dest for o in cli.TRAIN_OPTIONS}
+    assert set(TrainConfig.__dataclass_fields__) - internal <= dests
+    model = {o.dest for o in cli.TRAIN_OPTIONS if o.model}
+    assert model == set(MODEL_OVERRIDE_FLAGS.values())
+
+
+def test_sweep_flags_reach_every_trial(monkeypatch, tmp_path):
+    import orchestrator.sweep as sweep_mod
+
+    seen = {}
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda cfg: seen.setdefault("cfg", cfg))
+    args = ["sweep", "--data", str(tmp_path), "--storage", str(tmp_path / "runs"), "--archs", "gpt2,gptoss",
+            "--seeds", "0,1", "--dropout", "0.1", "--window", "64", "--grad-clip", "0.5", "--weight-decay", "0.05",
+            "--min-lr", "1e-5", "--workers", "2", "--max-tokens", "4096", "--compile", "--no-resume", "--keep", "3",
+            "--max-failures", "1", "--prompt", "Hi", "--sample-tokens", "0", "--wandb-project", "p"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.grid["arch"] == ["gpt2", "gptoss"] and cfg.grid["seed"] == [0, 1]
+    assert cfg.grid["dropout"] == [0.1] and cfg.grid["sliding_window"] == [64]
+    assert cfg.workers_per_trial == 2
+    b = cfg.base
+    assert (b.grad_clip, b.weight_decay, b.min_lr, b.max_tokens, b.keep, b.max_failures) == (0.5, 0.05, 1e-5, 4096, 3, 1)
+    assert b.compile and not b.resume and b.prompt == "Hi" and b.sample_tokens == 0 and b.wandb_project == "p"
+    # ... and through the trial's own TrainConfig (an arch-specific axis lands only on its arch).
+    points = {p.arch: p for p in sweep_mod.expand_grid(cfg)}  # (the seed's default depth/expert axes too)
+    gpt2 = points["gpt2"].train_config(b, "s", cfg.workers_per_trial, cfg.name)
+    oss = points["gptoss"].train_config(b, "s", cfg.workers_per_trial, cfg.name)
+    assert gpt2.model_overrides["dropout"] == 0.1 and "sliding_window" not in gpt2.model_overrides
+    assert oss.model_overrides["sliding_window"] == 64 and "dropout" not in oss.model_overrides
+    assert not gpt2.resume and gpt2.grad_clip == 0.5 and gpt2.workers == 2

@@ -61,7 +61,9 @@ def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks
         raise ValueError("attn_impl='flex' cannot train on the CPU (FlexAttention has no CPU backward in torch); "
                          "use attn_impl='sdpa' there")
     flex = _flex_module()
-    attend = _compiled_flex_attention() if q.device.type == "cuda" else flex.flex_attention
+    # Inside a compiled model dynamo compiles flex_attention itself; eagerly on CUDA, use the compiled kernel.
+    fused = q.device.type == "cuda" and not torch.compiler.is_compiling()
+    attend = _compiled_flex_attention() if fused else flex.flex_attention
     kwargs = dict(block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     if hasattr(flex, "AuxRequest"):  # torch >= 2.9; older ones only have return_lse
         out, aux = attend(q, k, v, return_aux=flex.AuxRequest(lse=True), **kwargs)

@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_gpu.py [--data DIR] [--out bench_gpu.json] [--attn sdpa,flex] [--experts loop,grouped]
        [--archs gpt2,gptoss] [--presets cpu-tiny,seed-6l,seed-12l] [--compile off,on] [--seq-len 512]
-       [--micro-batches 64,32,16,8,4,2,1] [--steps 10] [--budget-s 360]
+       [--micro-batches 64,32,16,8,4,2,1] [--steps 10] [--budget-s 300]
 
 Every (arch, preset, attention, experts, compile) case runs the training loop's step (bf16 autocast, backward, grad
 clipping, fused AdamW) at the largest micro-batch of the list that fits (CUDA OOM -> the next smaller one; a compiled
@@ -154,7 +154,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
     parser.add_argument("--precision-preset", default="cpu-tiny", help="the small model of the bf16 vs fp32 check")
     parser.add_argument("--precision-steps", type=int, default=PRECISION_STEPS)
-    parser.add_argument("--budget-s", type=float, default=360.0, help="start no case after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="start no case after this many seconds")
     return parser.parse_args(argv)
 
 
@@ -316,7 +316,7 @@ def measure_case(case: dict, batch_sizes: list[int], args, batches: Batches, dev
             fpt = flops_per_token(model, args.seq_len)
             optimizer = build_optimizer(model, cfg, device)
             runner = torch.compile(model) if case["compile"] else model
-            warmup = 3 if case["compile"] else 2  # compile: forward and backward graphs, then a steady step
+            warmup = 5 if case["compile"] else 2  # compile: forward and backward graphs, recompiles, then steady
             start = time.perf_counter()
             train_steps(runner, optimizer, batches, batch_size, warmup, 0, autocast)
             synchronize(device)

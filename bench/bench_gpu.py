@@ -59,7 +59,7 @@ TABLE_COLUMNS = [  # (header, row key, format)
     ("arch", "arch", "{}"), ("preset", "preset", "{}"), ("attn", "attn", "{}"), ("experts", "experts", "{}"),
     ("compile", "compile", "{}"), ("micro-batch", "micro_batch", "{}"), ("tokens/s", "tokens_per_s", "{:,.0f}"),
     ("MFU", "mfu", "{:.1%}"), ("TFLOP/s", "tflops", "{:.1f}"), ("peak GiB", "peak_mem_gib", "{:.1f}"),
-    ("MoE dispatch", "moe_dispatch_share", "{:.1%}"), ("status", "status", "{}"),
+    ("MoE dispatch", "moe_dispatch_share", "{:.1%}"), ("warm-up s", "warmup_s", "{:.0f}"), ("status", "status", "{}"),
 ]
 
 

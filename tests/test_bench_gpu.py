@@ -57,9 +57,10 @@ def test_its_import_path_has_no_ray():
 def fake_report(bench):
     rows = [
         dict(arch="gpt2", preset="seed-6l", attn=None, experts=None, compile=False, micro_batch=32, tokens_per_s=412345.6,
-             mfu=0.4123, tflops=407.8, peak_mem_gib=61.25, status="ok"),
+             mfu=0.4123, tflops=407.8, peak_mem_gib=61.25, warmup_s=3.2, status="ok"),
         dict(arch="gptoss", preset="seed-6l", attn="sdpa", experts="loop", compile=True, micro_batch=16,
-             tokens_per_s=201000.0, mfu=0.2, tflops=198.0, peak_mem_gib=70.0, moe_dispatch_share=0.153, status="ok"),
+             tokens_per_s=201000.0, mfu=0.2, tflops=198.0, peak_mem_gib=70.0, moe_dispatch_share=0.153, warmup_s=61.7,
+             status="ok"),
         dict(arch="gptoss", preset="seed-12l", attn="flex", experts="grouped", compile=False, micro_batch=None,
              status="OOM even at micro-batch 1"),
         dict(arch="gpt2", preset="seed-12l", attn=None, experts=None, compile=True, status="skipped (past --budget-s 360)"),
@@ -78,10 +79,10 @@ def test_table_shows_every_case_and_result(bench):
     lines = bench.format_table(report).splitlines()
     assert lines[0].startswith("device: NVIDIA H100 80GB HBM3 (bf16 peak 989 TFLOP/s), torch 2.11.0, data: random tokens")
     assert lines[1].split() == ["arch", "preset", "attn", "experts", "compile", "micro-batch", "tokens/s", "MFU",
-                                "TFLOP/s", "peak", "GiB", "MoE", "dispatch", "status"]
+                                "TFLOP/s", "peak", "GiB", "MoE", "dispatch", "warm-up", "s", "status"]
     body = [line.split() for line in lines[3:7]]
-    assert body[0] == ["gpt2", "seed-6l", "-", "-", "off", "32", "412,346", "41.2%", "407.8", "61.2", "-", "ok"]
-    assert body[1] == ["gptoss", "seed-6l", "sdpa", "loop", "on", "16", "201,000", "20.0%", "198.0", "70.0", "15.3%", "ok"]
+    assert body[0] == ["gpt2", "seed-6l", "-", "-", "off", "32", "412,346", "41.2%", "407.8", "61.2", "-", "3", "ok"]
+    assert body[1] == ["gptoss", "seed-6l", "sdpa", "loop", "on", "16", "201,000", "20.0%", "198.0", "70.0", "15.3%", "62", "ok"]
     assert body[2][:6] == ["gptoss", "seed-12l", "flex", "grouped", "off", "-"] and "OOM" in lines[5]
     assert "skipped (past --budget-s 360)" in lines[6]
     assert lines[7] == ("bf16 vs fp32, gptoss/cpu-tiny, first 3 steps: max |loss diff| 1.25% of the fp32 loss (step 2), "

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .flex_attention import flex_sink_attention
 from .rope import YarnRotaryEmbedding
 
 
@@ -75,9 +76,10 @@ class SinkAttention(nn.Module):
     """GPT-OSS attention: fused qkv with bias, grouped-query heads, YaRN RoPE, per-head sinks, optional sliding window."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, window: int | None,
-                 rope: YarnRotaryEmbedding):
+                 rope: YarnRotaryEmbedding, attn_impl: str = "sdpa"):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, n_kv_heads, head_dim, window
+        self.attn_impl = attn_impl  # "sdpa" or "flex" (then `allowed` is a BlockMask when there is no cache)
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * head_dim, bias=True)
         self.sinks = nn.Parameter(torch.zeros(n_heads))
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=True)
@@ -95,5 +97,8 @@ class SinkAttention(nn.Module):
         if cache is not None:
             k, v, k_pos = cache.update(layer_idx, k, v, positions, self.window)
             allowed = causal_mask(positions, k_pos, self.window)
-        y = sink_attention(q, k, v, self.sinks, allowed, self.scale)
+        if self.attn_impl == "flex" and cache is None:
+            y = flex_sink_attention(q, k, v, self.sinks, allowed, self.scale)
+        else:
+            y = sink_attention(q, k, v, self.sinks, allowed, self.scale)
         return self.out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -10,11 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache, SinkAttention, causal_mask
+from .flex_attention import sliding_block_mask
 from .moe import MoEMLP
 from .norm import RMSNorm
 from .rope import YarnRotaryEmbedding
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
+ATTN_IMPLS = ("sdpa", "flex")  # flex: FlexAttention (gptoss/flex_attention.py), CUDA training only
+EXPERT_IMPLS = ("loop", "grouped")  # grouped: one torch._grouped_mm per projection (gptoss/moe.py), no host sync
 
 
 def require_positive(config, *names: str) -> None:
@@ -50,6 +53,8 @@ class GptOssConfig:
     norm_eps: float = 1e-5
     aux_loss_coef: float = 0.01
     init_std: float = 0.02
+    attn_impl: str = "sdpa"  # the default until bench/bench_gpu.py shows "flex" faster on a GPU
+    expert_impl: str = "loop"  # the default until bench/bench_gpu.py shows "grouped" faster on a GPU
 
     def __post_init__(self):
         require_positive(self, "vocab_size", "n_layers", "d_model", "n_heads", "n_kv_heads", "num_experts",
@@ -76,6 +81,14 @@ class GptOssConfig:
         if len(self.layer_types) != self.n_layers or any(t not in LAYER_TYPES for t in self.layer_types):
             raise ValueError(f"layer_types must list n_layers={self.n_layers} entries from {LAYER_TYPES}, "
                              f"got {self.layer_types}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {', '.join(ATTN_IMPLS)}, got {self.attn_impl!r}")
+        if self.expert_impl not in EXPERT_IMPLS:
+            raise ValueError(f"expert_impl must be one of {', '.join(EXPERT_IMPLS)}, got {self.expert_impl!r}")
+        if self.expert_impl == "grouped" and (self.d_model % 8 or self.intermediate_size % 8):
+            # torch._grouped_mm needs 16-byte aligned rows of bf16 operands
+            raise ValueError(f"expert_impl='grouped' needs d_model and intermediate_size multiples of 8, "
+                             f"got {self.d_model} and {self.intermediate_size}")
 
 
 class Block(nn.Module):
@@ -87,10 +100,10 @@ class Block(nn.Module):
         self.window = config.sliding_window if sliding else None
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.attn = SinkAttention(config.d_model, config.n_heads, config.n_kv_heads, config.head_dim,
-                                  self.window, rope)
+                                  self.window, rope, config.attn_impl)
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = MoEMLP(config.d_model, config.intermediate_size, config.num_experts, config.experts_per_token,
-                          config.swiglu_alpha, config.swiglu_limit)
+                          config.swiglu_alpha, config.swiglu_limit, config.expert_impl)
 
     def forward(self, x, positions, allowed, cache=None, layer_idx=0):
         x = x + self.attn(self.attn_norm(x), positions, allowed, cache, layer_idx)
@@ -152,8 +165,12 @@ class GptOss(nn.Module):
             raise ValueError(f"sequence length {start + T} exceeds max_seq_len={self.config.max_seq_len}")
         positions = torch.arange(start, start + T, device=idx.device)
         # One mask per attention type, shared by the layers (with a cache each layer builds its own from the cache).
-        masks = {window: None if cache is not None else causal_mask(positions, positions, window)
-                 for window in {block.window for block in self.blocks}}
+        windows = {block.window for block in self.blocks}
+        if self.config.attn_impl == "flex" and cache is None:
+            masks = {window: sliding_block_mask(T, window, idx.device) for window in windows}
+        else:
+            masks = {window: None if cache is not None else causal_mask(positions, positions, window)
+                     for window in windows}
         x = self.embedding(idx)
         aux_losses, loads = [], []
         for i, block in enumerate(self.blocks):

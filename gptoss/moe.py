@@ -37,9 +37,10 @@ class MoEMLP(nn.Module):
     """
 
     def __init__(self, d_model: int, intermediate_size: int, num_experts: int, experts_per_token: int,
-                 swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0):
+                 swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0, impl: str = "loop"):
         super().__init__()
         self.num_experts, self.experts_per_token = num_experts, experts_per_token
+        self.impl = impl  # "loop": a matmul per expert; "grouped": torch._grouped_mm (forward_grouped)
         self.swiglu_alpha, self.swiglu_limit = swiglu_alpha, swiglu_limit
         self.router = nn.Linear(d_model, num_experts, bias=True)
         self.gate_up = nn.Parameter(torch.empty(num_experts, d_model, 2 * intermediate_size))
@@ -53,6 +54,8 @@ class MoEMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (B, T, d) -> (output (B, T, d), aux loss scalar, expert load fractions (E,))."""
+        if self.impl == "grouped":
+            return self.forward_grouped(x)
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         logits = self.router(x)
@@ -81,3 +84,65 @@ class MoEMLP(nn.Module):
         y_sorted = torch.cat(outputs) * weights.reshape(-1)[order, None].to(x.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
         return out.reshape(shape), aux, load
+
+    def forward_grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward() with the experts as two grouped GEMMs and no host sync, so torch.compile sees one graph.
+
+        The same routing and combine as the loop; per-expert token counts stay on the device (a scatter-add: CUDA's
+        bincount reads its max back to the host).
+        """
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        logits = self.router(x)
+        top_logits, expert_idx = torch.topk(logits, self.experts_per_token, dim=-1, sorted=True)
+        weights = torch.softmax(top_logits, dim=-1)
+        flat_expert = expert_idx.reshape(-1)
+        counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device)
+        counts.scatter_add_(0, flat_expert, torch.ones_like(flat_expert))
+        aux, load = load_balancing_loss(logits, expert_idx, self.num_experts, counts)
+
+        order = torch.argsort(flat_expert, stable=True)
+        token_of = order // self.experts_per_token
+        y_sorted = self.grouped_experts(x[token_of], flat_expert[order], counts)
+        y_sorted = y_sorted * weights.reshape(-1)[order, None].to(x.dtype)
+        out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
+        return out.reshape(shape), aux, load
+
+    def grouped_experts(self, x_sorted: torch.Tensor, sorted_expert: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU experts on the rows of x_sorted (M, d), sorted by expert (sorted_expert (M,), counts (E,)) -> (M, d).
+
+        The rows go into a zero buffer where every expert's group starts at a multiple of GROUP_ALIGN (the alignment
+        grouped GEMM kernels assume); its size is a static bound, so nothing is read back to the host.
+        """
+        device = x_sorted.device.type
+        # torch._grouped_mm is on none of autocast's lists: cast as autocast does for a matmul.
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_sorted.dtype
+        rows, ends, total = padded_group_rows(sorted_expert, counts, GROUP_ALIGN)
+        padded = x_sorted.new_zeros(total, x_sorted.shape[1], dtype=dtype).index_copy(0, rows, x_sorted.to(dtype))
+        expert_of_row = torch.searchsorted(ends, torch.arange(total, device=ends.device), right=True)
+        h = torch._grouped_mm(padded, self.gate_up.to(dtype), offs=ends) + self.gate_up_bias[expert_of_row]
+        h = swiglu(h, self.swiglu_alpha, self.swiglu_limit)
+        y = torch._grouped_mm(h.to(dtype), self.down.to(dtype), offs=ends) + self.down_bias[expert_of_row]
+        return y[rows]
+
+
+GROUP_ALIGN = 8  # rows: 16 bytes of bf16
+
+
+def padded_group_rows(sorted_expert: torch.Tensor, counts: torch.Tensor, align: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Rows of a buffer where each expert's group of assignments starts at a multiple of align, without host sync.
+
+    sorted_expert: (M,) expert of each assignment, non-decreasing; counts: (E,) assignments per expert.
+    Returns (rows (M,), group end offsets (E,) int32, buffer rows). The buffer size is the static bound
+    round_up(M, align) + E * align; the last group is extended to its end, so every buffer row belongs to a group
+    (zero rows, never left undefined) and every offset is a multiple of align.
+    """
+    num_experts, m = counts.numel(), sorted_expert.numel()
+    total = -(-m // align) * align + num_experts * align
+    padded_counts = (counts + align - 1) // align * align
+    group_start = torch.cumsum(padded_counts, 0) - padded_counts
+    first_sorted = torch.cumsum(counts, 0) - counts  # index in sorted order of each expert's first assignment
+    rank = torch.arange(m, device=sorted_expert.device) - first_sorted[sorted_expert]
+    rows = group_start[sorted_expert] + rank
+    ends = torch.cat([group_start[1:], group_start.new_full((1,), total)]).to(torch.int32)
+    return rows, ends, total

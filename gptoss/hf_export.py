@@ -76,7 +76,8 @@ def _gptoss_config(model: nn.Module) -> dict:
         "head_dim": c.head_dim,
         "num_local_experts": c.num_experts,
         "num_experts_per_tok": c.experts_per_token,
-        "sliding_window": c.sliding_window,
+        # HF always builds a sliding mask; with no window every layer is full_attention and this value is unused.
+        "sliding_window": c.sliding_window if c.sliding_window is not None else c.max_seq_len,
         "layer_types": list(c.layer_types),
         "max_position_embeddings": c.max_seq_len,
         "rms_norm_eps": c.norm_eps,

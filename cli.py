@@ -133,6 +133,14 @@ InterOpt = Annotated[Optional[int], Opt("--intermediate", help="Override: MLP / 
 WindowOpt = Annotated[Optional[int], Opt("--window", help="Override (gptoss): sliding-window length.")]
 DropoutOpt = Annotated[Optional[float], Opt("--dropout", help="Override (gpt2): dropout.")]
 AuxOpt = Annotated[Optional[float], Opt("--aux-loss-coef", help="Override (gptoss): load-balancing loss coefficient.")]
+# Component switches (gptoss; GPT-2's setting first) and named variants (gptoss/variants.py).
+VariantOpt = Annotated[Optional[str], Opt("--variant", help="A named gptoss variant: a ladder rung (gpt2, +untied, +rope, +yarn, +rmsnorm, +swiglu, +gqa, +sinks, +window, gptoss) or a leave-one-out (gptoss-no-moe, gptoss-no-sinks, ...); switch flags apply on top.")]
+PositionsOpt = Annotated[Optional[str], Opt("--positions", help="Switch (gptoss): learned, rope or yarn.")]
+NormOpt = Annotated[Optional[str], Opt("--norm", help="Switch (gptoss): layernorm or rmsnorm.")]
+MlpOpt = Annotated[Optional[str], Opt("--mlp", help="Switch (gptoss): gelu, swiglu (dense) or moe.")]
+SinksOpt = Annotated[Optional[bool], Opt("--sinks/--no-sinks", help="Switch (gptoss): attention sinks.")]
+TieOpt = Annotated[Optional[bool], Opt("--tie-embeddings/--untie-embeddings", help="Switch: share the embedding with the output layer.")]
+NoWindowOpt = Annotated[bool, Opt("--no-window", help="Switch (gptoss): no sliding window, every layer full attention.")]
 
 
 def _model_overrides(**flags) -> dict:
@@ -150,6 +158,8 @@ def train(
     layers: LayersOpt = None, d_model: DModelOpt = None, heads: HeadsOpt = None, kv_heads: KvHeadsOpt = None,
     head_dim: HeadDimOpt = None, experts: ExpertsOpt = None, top_k: TopKOpt = None, intermediate: InterOpt = None,
     window: WindowOpt = None, dropout: DropoutOpt = None, aux_loss_coef: AuxOpt = None,
+    variant: VariantOpt = None, positions: PositionsOpt = None, norm: NormOpt = None, mlp: MlpOpt = None,
+    sinks: SinksOpt = None, tie_embeddings: TieOpt = None, no_window: NoWindowOpt = False,
     seq_len: SeqLenOpt = 256, batch_size: BatchOpt = 16, grad_accum: AccumOpt = 1,
     max_steps: MaxStepsOpt = None, max_tokens: MaxTokensOpt = None,
     lr: LrOpt = None, min_lr: MinLrOpt = None, warmup_steps: WarmupOpt = None, weight_decay: WdOpt = 0.1,
@@ -172,9 +182,14 @@ def train(
 
     overrides = _model_overrides(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                                  experts=experts, top_k=top_k, intermediate=intermediate, window=window,
-                                 dropout=dropout, aux_loss_coef=aux_loss_coef)
+                                 dropout=dropout, aux_loss_coef=aux_loss_coef, positions=positions, norm=norm, mlp=mlp,
+                                 sinks=sinks, tie_embeddings=tie_embeddings)
+    if no_window:
+        if window is not None:
+            raise ValueError("--window and --no-window contradict each other; give one")
+        overrides["sliding_window"] = None
     cfg = TrainConfig(
-        data=data, arch=arch, preset=preset, model_overrides=overrides, seq_len=seq_len, batch_size=batch_size,
+        data=data, arch=arch, preset=preset, variant=variant, model_overrides=overrides, seq_len=seq_len, batch_size=batch_size,
         grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens, lr=lr, min_lr=min_lr,
         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
         eval_windows=eval_windows, workers=workers, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
@@ -250,16 +265,16 @@ def _comma_list(flag: str, text: Optional[str], cast) -> Optional[list]:
         raise ValueError(f"{flag} {text!r} must be a comma list of {cast.__name__} values") from None
 
 
-def _lr_by_arch(text: Optional[str]) -> Optional[dict]:
+def _lr_by_arch(text: Optional[str], flag: str = "--lr-by-arch", example: str = "gptoss=1e-3,gpt2=2e-3") -> Optional[dict]:
     if text is None:
         return None
-    pairs = [p.split("=", 1) for p in _comma_list("--lr-by-arch", text, str)]
+    pairs = [p.split("=", 1) for p in _comma_list(flag, text, str)]
     if any(len(p) != 2 for p in pairs):
-        raise ValueError(f"--lr-by-arch {text!r} must look like gptoss=1e-3,gpt2=2e-3")
+        raise ValueError(f"{flag} {text!r} must look like {example}")
     try:
         return {arch.strip(): float(lr) for arch, lr in pairs}
     except ValueError:
-        raise ValueError(f"--lr-by-arch {text!r} must give a number after each '='") from None
+        raise ValueError(f"{flag} {text!r} must give a number after each '='") from None
 
 
 @app.command()
@@ -275,6 +290,8 @@ def sweep(
     seeds: Annotated[Optional[str], Opt("--seeds", help="Comma list of seeds (default 0).")] = None,
     lr: Annotated[Optional[str], Opt("--lr", help="Comma list of peak learning rates.")] = None,
     lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
+    variants: Annotated[Optional[str], Opt("--variants", help="Comma list of gptoss variants (a ladder rung, a leave-one-out, or the groups ladder, leave-one-out); the report decomposes the gap.")] = None,
+    lr_by_variant: Annotated[Optional[str], Opt("--lr-by-variant", help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).")] = None,
     d_model: Annotated[Optional[str], Opt("--d-model", help="Comma list of hidden sizes.")] = None,
     heads: Annotated[Optional[str], Opt("--heads", help="Comma list of head counts.")] = None,
     kv_heads: Annotated[Optional[str], Opt("--kv-heads", help="Comma list of kv head counts, gptoss only.")] = None,
@@ -299,16 +316,17 @@ def sweep(
     tokenizer_dir: TokDirOpt = None,
     verbose: VerboseOpt = False,
 ):
-    """Sweep depth x architecture x MoE experts with Ray Tune, then write the report."""
+    """Sweep depth x architecture x MoE experts (or GPT-2 -> GPT-OSS component variants) with Ray Tune, then write the report."""
     from orchestrator.sweep import build_sweep_config, run_sweep
 
     grid = dict(arch=_comma_list("--archs", archs, str), n_layers=_comma_list("--layers", layers, int),
                 num_experts=_comma_list("--experts", experts, int), experts_per_token=_comma_list("--top-k", top_k, int),
                 seed=_comma_list("--seeds", seeds, int), lr=_comma_list("--lr", lr, float),
                 d_model=_comma_list("--d-model", d_model, int), n_heads=_comma_list("--heads", heads, int),
-                n_kv_heads=_comma_list("--kv-heads", kv_heads, int))
+                n_kv_heads=_comma_list("--kv-heads", kv_heads, int), variant=_comma_list("--variants", variants, str))
     sweep_flags = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha,
-                       lr_by_arch=_lr_by_arch(lr_by_arch))
+                       lr_by_arch=_lr_by_arch(lr_by_arch),
+                       lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"))
     train_flags = dict(data=data, max_tokens=budget_tokens, max_steps=max_steps, preset=preset, seq_len=seq_len,
                        batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, eval_windows=eval_windows,
                        warmup_steps=warmup_steps, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,

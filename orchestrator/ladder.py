@@ -146,8 +146,8 @@ def has_variants(rows: list[dict]) -> bool:
 
 
 def plot_waterfall(rows: list[dict]) -> bytes:
-    """PNG: per shape, the ladder as a waterfall (each rung's step as a floating bar from the previous rung's mean,
-    95% paired interval as an error bar) and, where present, the leave-one-out steps as horizontal bars."""
+    """PNG: per shape, the ladder as a waterfall (each rung's paired step as a floating bar from the previous rung's
+    mean, its 95% interval as an error bar) and, where present, the leave-one-out steps as horizontal bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,19 +158,20 @@ def plot_waterfall(rows: list[dict]) -> bytes:
     for (shape, by_variant), (ax_ladder, ax_loo) in zip(groups, axes):
         steps = ladder_steps(by_variant)
         means = [statistics.fmean(r["final_val_loss"] for r in e["rows"]) for e in steps]
+        # Each bar is the PAIRED step, drawn from the previous rung's mean; the dots are each rung's own mean (they
+        # differ from the bar's end only where the two rungs ran different seeds).
         for i, (e, mean) in enumerate(zip(steps, means)):
-            if e["step"] is None:
-                ax_ladder.bar(i, 0, bottom=mean, width=0.6, edgecolor="black", color="gray")
-                ax_ladder.plot([i - 0.3, i + 0.3], [mean, mean], color="black", lw=2)
+            ax_ladder.plot(i, mean, "o", color="black", ms=4)
+            step = e["step"]
+            if step is None or step["nats"] is None:
                 continue
             start = means[i - 1]
-            color = "tab:green" if mean < start else "tab:red"
-            ax_ladder.bar(i, mean - start, bottom=start, width=0.6, color=color, alpha=0.8)
-            step = e["step"]
+            ax_ladder.bar(i, step["nats"], bottom=start, width=0.6, alpha=0.8,
+                          color="tab:green" if step["nats"] < 0 else "tab:red")
             if step["low"] is not None:
-                half = (step["high"] - step["low"]) / 2
-                ax_ladder.errorbar(i, mean, yerr=half, color="black", capsize=4)
-            ax_ladder.annotate(f"{mean - start:+.3f}", (i, max(mean, start)), ha="center", fontsize=7,
+                ax_ladder.errorbar(i + 0.15, start + step["nats"], yerr=(step["high"] - step["low"]) / 2,
+                                   color="black", capsize=3, lw=1)
+            ax_ladder.annotate(f"{step['nats']:+.3f}", (i, max(start, start + step["nats"])), ha="center", fontsize=7,
                                xytext=(0, 3), textcoords="offset points")
         ax_ladder.set_xticks(range(len(steps)), [e["variant"] for e in steps], rotation=35, ha="right")
         if means:

@@ -99,10 +99,11 @@ def lr_table(rows: list[dict]) -> list[str]:
     lines = ["| arch | layers | experts (top-k) | lr | final val loss | seeds | best |", "|---|---:|---:|---:|---:|---:|---|"]
     for key in sorted(k for k in groups if len(groups[k]) > 1):
         by_lr, experts = groups[key], f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
+        arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
         best = _best_lr(by_lr)
         for lr in sorted(by_lr):
             losses = [r["final_val_loss"] for r in by_lr[lr]]
-            lines.append(f"| {key[0]} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
+            lines.append(f"| {arch} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
                          f"{'**best**' if lr == best else ''} |")
     return lines if len(lines) > 2 else []
 

@@ -43,6 +43,11 @@ def _one_line_error(result, *fragments: str) -> None:
     (["--seq-len", "100000"], ["--seq-len 100000 is beyond what the model supports"]),
     (["--batch-size", "100000"], ["windows"]),
     (["--max-steps", "5", "--max-tokens", "5"], ["not both"]),
+    (["--variant", "llama"], ["unknown variant 'llama'"]),
+    (["--arch", "gpt2", "--variant", "gpt2"], ["use it with --arch gptoss"]),
+    (["--positions", "alibi"], ["positions must be one of learned, rope, yarn"]),
+    (["--variant", "+swiglu", "--mlp", "relu"], ["mlp must be one of"]),
+    (["--window", "8", "--no-window"], ["contradict"]),
 ])
 def test_train_rejects_bad_input_before_anything_starts(args, fragments, prepared_data, tmp_path):
     result = runner.invoke(cli.app, ["train", "--data", str(prepared_data), "--storage", str(tmp_path / "runs"), *args])

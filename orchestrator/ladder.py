@@ -181,7 +181,7 @@ def plot_waterfall(rows: list[dict]) -> bytes:
         ax_ladder.set_title(f"Ladder: GPT-2 -> GPT-OSS ({_shape_title(shape)})", fontsize=9)
         ax_ladder.grid(axis="y", alpha=0.3)
 
-        loo = leave_one_out_steps(by_variant)
+        loo = [e for e in leave_one_out_steps(by_variant) if e["step"]["n"]]
         if not loo:
             ax_loo.set_axis_off()
             continue

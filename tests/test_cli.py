@@ -78,6 +78,9 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
     _one_line_error(runner.invoke(cli.app, [*base, "--layers", "2,,4"]), "--layers", "empty entry")
     _one_line_error(runner.invoke(cli.app, [*base, "--archs", "gptoss,bert"]), "unknown arch 'bert'")
     _one_line_error(runner.invoke(cli.app, [*base, "--heads", "3"]), "grid points make invalid models")
+    _one_line_error(runner.invoke(cli.app, [*base, "--variants", "ladder,llama"]), "unknown variant 'llama'")
+    _one_line_error(runner.invoke(cli.app, [*base, "--variants", "gpt2", "--lr-by-variant", "gpt2"]),
+                    "--lr-by-variant 'gpt2' must look like gpt2=1.5e-3,+rope=2e-3")
     bad_yaml = tmp_path / "sweep.yaml"
     bad_yaml.write_text("seq_len: 64\ncolour: blue\ngrid:\n  n_layers: [1]\n")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(bad_yaml)]), "unknown setting(s) ['colour']")

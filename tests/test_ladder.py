@@ -79,3 +79,9 @@ def test_shapes_get_separate_tables_and_the_plot_is_a_png():
 
 def test_t_quantiles():
     assert t95(1) == 12.706 and t95(4) == 2.776 and t95(30) == 2.042 and t95(200) == 1.96
+
+
+def test_no_shared_seed_means_no_step():
+    step = paired_step([_row("gpt2", 0, 4.0)], [_row("gptoss", 1, 3.0)])
+    assert step["n"] == 0 and step["nats"] is None and not step["resolved"]
+    assert "no shared seeds" in "\n".join(ladder_section([_row("gpt2", 0, 4.0), _row("gptoss", 1, 3.0)]))

@@ -130,7 +130,7 @@ HeadDimOpt = Annotated[Optional[int], Opt("--head-dim", help="Override (gptoss):
 ExpertsOpt = Annotated[Optional[int], Opt("--experts", help="Override (gptoss): MoE experts.")]
 TopKOpt = Annotated[Optional[int], Opt("--top-k", help="Override (gptoss): experts per token.")]
 InterOpt = Annotated[Optional[int], Opt("--intermediate", help="Override: MLP / expert intermediate size.")]
-WindowOpt = Annotated[Optional[int], Opt("--window", help="Override (gptoss): sliding-window length.")]
+WindowOpt = Annotated[Optional[int], Opt("--window", help="Override (gptoss): sliding-window length (0: none, every layer full attention).")]
 DropoutOpt = Annotated[Optional[float], Opt("--dropout", help="Override (gpt2): dropout.")]
 AuxOpt = Annotated[Optional[float], Opt("--aux-loss-coef", help="Override (gptoss): load-balancing loss coefficient.")]
 # Component switches (gptoss; GPT-2's setting first) and named variants (gptoss/variants.py).
@@ -140,7 +140,6 @@ NormOpt = Annotated[Optional[str], Opt("--norm", help="Switch (gptoss): layernor
 MlpOpt = Annotated[Optional[str], Opt("--mlp", help="Switch (gptoss): gelu, swiglu (dense) or moe.")]
 SinksOpt = Annotated[Optional[bool], Opt("--sinks/--no-sinks", help="Switch (gptoss): attention sinks.")]
 TieOpt = Annotated[Optional[bool], Opt("--tie-embeddings/--untie-embeddings", help="Switch: share the embedding with the output layer.")]
-NoWindowOpt = Annotated[bool, Opt("--no-window", help="Switch (gptoss): no sliding window, every layer full attention.")]
 
 
 def _model_overrides(**flags) -> dict:
@@ -159,7 +158,7 @@ def train(
     head_dim: HeadDimOpt = None, experts: ExpertsOpt = None, top_k: TopKOpt = None, intermediate: InterOpt = None,
     window: WindowOpt = None, dropout: DropoutOpt = None, aux_loss_coef: AuxOpt = None,
     variant: VariantOpt = None, positions: PositionsOpt = None, norm: NormOpt = None, mlp: MlpOpt = None,
-    sinks: SinksOpt = None, tie_embeddings: TieOpt = None, no_window: NoWindowOpt = False,
+    sinks: SinksOpt = None, tie_embeddings: TieOpt = None,
     seq_len: SeqLenOpt = 256, batch_size: BatchOpt = 16, grad_accum: AccumOpt = 1,
     max_steps: MaxStepsOpt = None, max_tokens: MaxTokensOpt = None,
     lr: LrOpt = None, min_lr: MinLrOpt = None, warmup_steps: WarmupOpt = None, weight_decay: WdOpt = 0.1,
@@ -184,10 +183,6 @@ def train(
                                  experts=experts, top_k=top_k, intermediate=intermediate, window=window,
                                  dropout=dropout, aux_loss_coef=aux_loss_coef, positions=positions, norm=norm, mlp=mlp,
                                  sinks=sinks, tie_embeddings=tie_embeddings)
-    if no_window:
-        if window is not None:
-            raise ValueError("--window and --no-window contradict each other; give one")
-        overrides["sliding_window"] = None
     cfg = TrainConfig(
         data=data, arch=arch, preset=preset, variant=variant, model_overrides=overrides, seq_len=seq_len, batch_size=batch_size,
         grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens, lr=lr, min_lr=min_lr,

@@ -46,7 +46,7 @@ class GptOssConfig:
     experts_per_token: int = 2
     intermediate_size: int | None = 336  # per expert; None -> the sizing rule of `mlp` (mlp_intermediate_size)
     max_seq_len: int = 4096  # longest context accepted; the rope (or learned position) table is this long
-    sliding_window: int | None = 128  # None -> no sliding window: every layer full
+    sliding_window: int | None = 128  # None (or 0) -> no sliding window: every layer full
     layer_types: list[str] | None = None  # None -> sliding on even layers 0, 2, ..., full on odd ones
     # Component switches (GPT-OSS defaults; GPT-2: True, "learned", "layernorm", "gelu", False).
     tie_embeddings: bool = False
@@ -79,6 +79,8 @@ class GptOssConfig:
         require_positive(self, "vocab_size", "n_layers", "d_model", "n_heads", "n_kv_heads", "num_experts",
                           "experts_per_token", "intermediate_size", "max_seq_len", "rope_theta",
                           "rope_scaling_factor", "initial_context_length", "norm_eps")
+        if self.sliding_window == 0 and not isinstance(self.sliding_window, bool):
+            self.sliding_window = None  # 0 spells "no window" where None cannot be given (a flag, a grid axis)
         if self.sliding_window is not None:
             require_positive(self, "sliding_window")
         if self.head_dim is None:

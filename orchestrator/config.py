@@ -24,7 +24,7 @@ MODEL_OVERRIDE_FLAGS = {
     "window": "sliding_window",
     "dropout": "dropout",
     "aux_loss_coef": "aux_loss_coef",
-    # Component switches (gptoss; see gptoss/variants.py). `--no-window` sets sliding_window to None.
+    # Component switches (gptoss; see gptoss/variants.py); --window 0 is no sliding window.
     "positions": "positions",
     "norm": "norm",
     "mlp": "mlp",

@@ -17,11 +17,13 @@ from orchestrator.runtime import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
 TRAIN_AXES = ("arch", "seed", "lr", "variant")
-GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sliding_window", "aux_loss_coef", "variant"}
-GPT2_ONLY = {"dropout", "tie_embeddings"}
+GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sliding_window", "aux_loss_coef", "variant",
+               "positions", "norm", "mlp", "sinks"}
+GPT2_ONLY = {"dropout"}
 _SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "num_experts": "E",
           "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
-          "aux_loss_coef": "aux", "dropout": "do", "tie_embeddings": "tie", "seed": "s", "lr": "lr"}
+          "aux_loss_coef": "aux", "dropout": "do", "tie_embeddings": "tie", "positions": "pos", "norm": "norm",
+          "mlp": "mlp", "sinks": "sinks", "seed": "s", "lr": "lr"}
 _AXIS_ORDER = ["variant"] + list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
 # A variant's trial is named v-<token>-...: "v-" keeps the variant gpt2 apart from the arch gpt2 (gpt2-s0), and the
 # token makes '+rope' a legal name ('p-rope', gptoss.variants.variant_token).

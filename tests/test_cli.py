@@ -47,7 +47,7 @@ def _one_line_error(result, *fragments: str) -> None:
     (["--arch", "gpt2", "--variant", "gpt2"], ["use it with --arch gptoss"]),
     (["--positions", "alibi"], ["positions must be one of learned, rope, yarn"]),
     (["--variant", "+swiglu", "--mlp", "relu"], ["mlp must be one of"]),
-    (["--window", "8", "--no-window"], ["contradict"]),
+    (["--sinks", "--window", "-1"], ["sliding_window must be a positive number"]),
 ])
 def test_train_rejects_bad_input_before_anything_starts(args, fragments, prepared_data, tmp_path):
     result = runner.invoke(cli.app, ["train", "--data", str(prepared_data), "--storage", str(tmp_path / "runs"), *args])

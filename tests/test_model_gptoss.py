@@ -209,6 +209,8 @@ def test_switches_shape_the_model():
     assert learned.unembedding.weight is learned.embedding.weight
     assert isinstance(learned.norm, torch.nn.LayerNorm) and learned.blocks[0].attn.sinks is None
     assert all(block.window is None for block in learned.blocks)
+    no_window = build_config("gptoss", sliding_window=0)  # 0 spells None where None cannot be given (flags, axes)
+    assert no_window.sliding_window is None and no_window.layer_types == ["full_attention"] * 2
     assert "embedding.weight" in learned.decay_param_names() and "unembedding.weight" not in learned.decay_param_names()
     yarn, rope = build_model("gptoss"), build_model("gptoss", positions="rope")
     # YaRN's concentration (0.1 ln 32 + 1 = 1.347 on cos and sin) scales q.k by ~1.81 even at position 0.

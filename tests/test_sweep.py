@@ -40,14 +40,21 @@ def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
         SweepConfig(base=cfg.base, grid={}, name="t", lr_by_arch={"llama": 1e-3})
 
 
-def test_gpt2_can_be_swept_untied_and_the_axis_is_dropped_for_gptoss():
+def test_tied_and_untied_heads_and_single_switches_are_axes():
     cfg = SweepConfig(base=TrainConfig(preset="debug"), grid={"arch": ["gptoss", "gpt2"], "tie_embeddings": [True, False]},
                       name="t")
     points = expand_grid(cfg)
-    assert [p.name for p in points] == ["gptoss", "gpt2-tieTrue", "gpt2-tieFalse"]
-    untied = points[2].train_config(cfg.base, "s", 1, "t")
+    assert [p.name for p in points] == ["gptoss-tieTrue", "gptoss-tieFalse", "gpt2-tieTrue", "gpt2-tieFalse"]
+    untied = points[3].train_config(cfg.base, "s", 1, "t")
     assert untied.model_overrides == {"tie_embeddings": False}
     validate_points(cfg, points, vocab_size=1000)
+    switches = SweepConfig(base=TrainConfig(preset="debug"), name="t",
+                           grid={"arch": ["gptoss", "gpt2"], "positions": ["rope"], "sliding_window": [0], "sinks": [False]})
+    points = expand_grid(switches)
+    assert [p.name for p in points] == ["gptoss-w0-posrope-sinksFalse", "gpt2"]
+    assert points[0].train_config(switches.base, "s", 1, "t").model_overrides == {
+        "sliding_window": 0, "positions": "rope", "sinks": False}
+    validate_points(switches, points, vocab_size=1000)
 
 
 def test_trials_get_absolute_local_paths(tmp_path, monkeypatch):

@@ -125,10 +125,22 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("num_experts", ("--experts",), int, "Override (gptoss): MoE experts.", model=True),
     TrainOption("experts_per_token", ("--top-k",), int, "Override (gptoss): experts per token.", model=True),
     TrainOption("intermediate_size", ("--intermediate",), int, "Override: MLP / expert intermediate size.", model=True),
-    TrainOption("sliding_window", ("--window",), int, "Override (gptoss): sliding-window length.", model=True),
+    TrainOption("sliding_window", ("--window",), int, "Override (gptoss): sliding-window length (0: none, every layer "
+                "full attention).", model=True),
     TrainOption("dropout", ("--dropout",), float, "Override (gpt2): dropout.", model=True),
     TrainOption("aux_loss_coef", ("--aux-loss-coef",), float, "Override (gptoss): load-balancing loss coefficient.",
                 model=True),
+    # Component switches (gptoss; GPT-2's setting first) and named variants (gptoss/variants.py).
+    TrainOption("variant", ("--variant",), str, "A named gptoss variant: a ladder rung (gpt2, +untied, +rope, +yarn, "
+                "+rmsnorm, +swiglu, +gqa, +sinks, +window, gptoss) or a leave-one-out (gptoss-no-moe, gptoss-no-sinks, "
+                "...); in a sweep also the groups ladder and leave-one-out. Switch flags apply on top.", axis=True,
+                sweep_aliases=("--variants",)),
+    TrainOption("positions", ("--positions",), str, "Switch (gptoss): learned, rope or yarn.", model=True),
+    TrainOption("norm", ("--norm",), str, "Switch (gptoss): layernorm or rmsnorm.", model=True),
+    TrainOption("mlp", ("--mlp",), str, "Switch (gptoss): gelu, swiglu (dense) or moe.", model=True),
+    TrainOption("sinks", ("--sinks/--no-sinks",), bool, "Switch (gptoss): attention sinks.", model=True),
+    TrainOption("tie_embeddings", ("--tie-embeddings/--untie-embeddings",), bool,
+                "Switch: share the embedding with the output layer.", model=True),
     # Data, batch and schedule.
     TrainOption("seq_len", ("--seq-len",), int, "Tokens per training window."),
     TrainOption("batch_size", ("--batch-size",), int, "Windows per worker per micro-step."),
@@ -309,16 +321,16 @@ def _comma_list(flag: str, text: Optional[str], cast) -> Optional[list]:
         raise ValueError(f"{flag} {text!r} must be a comma list of {cast.__name__} values") from None
 
 
-def _lr_by_arch(text: Optional[str]) -> Optional[dict]:
+def _lr_by_arch(text: Optional[str], flag: str = "--lr-by-arch", example: str = "gptoss=1e-3,gpt2=2e-3") -> Optional[dict]:
     if text is None:
         return None
-    pairs = [p.split("=", 1) for p in _comma_list("--lr-by-arch", text, str)]
+    pairs = [p.split("=", 1) for p in _comma_list(flag, text, str)]
     if any(len(p) != 2 for p in pairs):
-        raise ValueError(f"--lr-by-arch {text!r} must look like gptoss=1e-3,gpt2=2e-3")
+        raise ValueError(f"{flag} {text!r} must look like {example}")
     try:
         return {arch.strip(): float(lr) for arch, lr in pairs}
     except ValueError:
-        raise ValueError(f"--lr-by-arch {text!r} must give a number after each '='") from None
+        raise ValueError(f"{flag} {text!r} must give a number after each '='") from None
 
 
 @app.command()
@@ -328,6 +340,7 @@ def sweep(
     config: Annotated[Optional[str], Opt("--config", help="Sweep YAML: train settings at the top level and a `grid:` of axis -> list.")] = None,
     name: Annotated[Optional[str], Opt("--name", help="Sweep name (default 'sweep'); the same name resumes.")] = None,
     lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
+    lr_by_variant: Annotated[Optional[str], Opt("--lr-by-variant", help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).")] = None,
     max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
     options: Optional[dict] = None,
@@ -338,7 +351,8 @@ def sweep(
     from orchestrator.sweep import build_sweep_config, run_sweep
 
     grid, train_flags = {}, {}
-    sweep_flags = dict(name=name, max_concurrent=max_concurrent, asha=asha, lr_by_arch=_lr_by_arch(lr_by_arch))
+    sweep_flags = dict(name=name, max_concurrent=max_concurrent, asha=asha, lr_by_arch=_lr_by_arch(lr_by_arch),
+                       lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"))
     for opt in TRAIN_OPTIONS:
         value = options[opt.dest]
         if opt.axis or opt.model:

@@ -11,7 +11,8 @@ def count_params(model: nn.Module) -> dict[str, int]:
     """Parameter counts; tied weights count once.
 
     - total: every distinct parameter.
-    - embedding: token embedding + untied unembedding + gpt2's position table.
+    - embedding: token embedding + untied unembedding + a learned position table (gpt2, or gptoss with
+      positions="learned"); a tied head counts once, inside the token embedding.
     - non_embedding: total - embedding.
     - active: what one token uses: total minus, in each MoE layer, the (num_experts - experts_per_token) experts it
       skips (router counted in full). active_non_embedding: active - embedding.
@@ -25,7 +26,10 @@ def count_params(model: nn.Module) -> dict[str, int]:
         if model.lm_head.weight is not model.token_embedding.weight:
             embedding += model.lm_head.weight.numel()
     else:
-        embedding += model.unembedding.weight.numel()
+        if model.config.positions == "learned":
+            embedding += model.position_embedding.weight.numel()
+        if model.unembedding.weight is not model.embedding.weight:
+            embedding += model.unembedding.weight.numel()
     inactive = 0
     for module in model.modules():
         if isinstance(module, MoEMLP):
@@ -50,9 +54,10 @@ def flops_per_token(model: nn.Module, seq_len: int) -> float:
         + 12 * sum over layers of n_heads * head_dim * context
 
     The first term is 2 FLOPs per multiply-add times 3 (forward, and backward's two matmuls) over every weight a token
-    multiplies by, including the unembedding matmul (tied or not) but no embedding lookups or position table. The
-    second is the QK^T and AV matmuls; context = min(sliding_window, seq_len) on sliding layers, seq_len on full
-    ones (counting the causally masked half, as nanoGPT does).
+    multiplies by (MoE: only its k experts; GQA: the smaller k/v projections are already in the count), including
+    the unembedding matmul (tied or not) but no embedding lookups or position table. The second is the QK^T and AV
+    matmuls, per query head; context = min(sliding_window, seq_len) on sliding layers, seq_len on full ones
+    (counting the causally masked half, as nanoGPT does).
     """
     model = unwrap_model(model)
     config = model.config

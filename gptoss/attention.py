@@ -1,4 +1,7 @@
-"""Causal self-attention pieces: position-based masks, the KV cache, and GPT-OSS attention (GQA, sinks, sliding window)."""
+"""Causal self-attention pieces: position-based masks, the KV cache, and GPT-OSS attention (GQA, sinks, sliding window).
+
+For the component ladder the sinks and the rotary embedding are optional (GPT-2's plain attention is this module
+with n_kv_heads = n_heads, no sinks, no window and no rope)."""
 from __future__ import annotations
 
 import torch
@@ -41,12 +44,12 @@ class KVCache:
         return k, v, positions
 
 
-def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor,
+def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
                    allowed: torch.Tensor, scale: float) -> torch.Tensor:
     """Softmax attention whose denominator also holds exp(sink_h), one learned logit per query head, with no value.
 
-    q: (B, H, Tq, D); k, v: (B, KV, Tk, D) with query head h reading kv head h // (H // KV); sinks: (H,);
-    allowed: (Tq, Tk) bool. Returns (B, H, Tq, D).
+    q: (B, H, Tq, D); k, v: (B, KV, Tk, D) with query head h reading kv head h // (H // KV); sinks: (H,), or None
+    for plain softmax attention; allowed: (Tq, Tk) bool. Returns (B, H, Tq, D).
 
     Exact via SDPA on an augmented key set: one extra key whose logit is sinks[h] for every query and whose value is 0.
     Because the sink differs per head while keys are shared, the sink goes on the query side: q gets an extra
@@ -57,12 +60,16 @@ def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: tor
     """
     B, H, Tq, D = q.shape
     KV = k.shape[1]
+    group = H // KV
+    if sinks is None:  # same grouped-query view as below, without the sink coordinate
+        mask = allowed.repeat(group, 1)
+        y = F.scaled_dot_product_attention(q.reshape(B, KV, group * Tq, D), k, v, attn_mask=mask, scale=scale)
+        return y.view(B, H, Tq, D)
     pad = 8 - D % 8  # >= 1: room for the sink coordinate
     sink_coord = (sinks.to(q.dtype) / scale).view(1, H, 1, 1).expand(B, H, Tq, 1)
     q = F.pad(torch.cat([q, sink_coord], dim=-1), (0, pad - 1))
     # Grouped-query attention without copying k/v: the H // KV query heads sharing a kv head become extra query rows
     # of that head (head h = kv * group + r, so this is a view), and the mask repeats once per group member.
-    group = H // KV
     q = q.view(B, KV, group * Tq, D + pad)
     sink_key = F.pad(torch.ones(1, dtype=k.dtype, device=k.device), (D, pad - 1))  # e_D
     k = torch.cat([F.pad(k, (0, pad)), sink_key.expand(B, KV, 1, D + pad)], dim=2)
@@ -73,15 +80,17 @@ def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: tor
 
 
 class SinkAttention(nn.Module):
-    """GPT-OSS attention: fused qkv with bias, grouped-query heads, YaRN RoPE, per-head sinks, optional sliding window."""
+    """GPT-OSS attention: fused qkv with bias, grouped-query heads, YaRN RoPE, per-head sinks, optional sliding window.
+
+    rope None: no rotation (positions come from a learned table added to the input); sinks False: no sink logits."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, window: int | None,
-                 rope: YarnRotaryEmbedding, attn_impl: str = "sdpa"):
+                 rope: YarnRotaryEmbedding | None, sinks: bool = True, attn_impl: str = "sdpa"):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, n_kv_heads, head_dim, window
         self.attn_impl = attn_impl  # "sdpa" or "flex" (then `allowed` is a BlockMask when there is no cache)
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * head_dim, bias=True)
-        self.sinks = nn.Parameter(torch.zeros(n_heads))
+        self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=True)
         self.rope = rope  # shared by all layers; holds only buffers
         self.scale = head_dim ** -0.5
@@ -92,7 +101,8 @@ class SinkAttention(nn.Module):
         H, KV = self.n_heads, self.n_kv_heads
         # Fused projection rows are [q heads | k heads | v heads]; rotate q and k together in one rope call.
         qkv = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)
-        q, k = self.rope(qkv[:, :H + KV], positions).split([H, KV], dim=1)
+        qk = qkv[:, :H + KV] if self.rope is None else self.rope(qkv[:, :H + KV], positions)
+        q, k = qk.split([H, KV], dim=1)
         v = qkv[:, H + KV:]
         if cache is not None:
             k, v, k_pos = cache.update(layer_idx, k, v, positions, self.window)

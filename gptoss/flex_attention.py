@@ -47,7 +47,7 @@ def _compiled_flex_attention():
     return torch.compile(_flex_module().flex_attention, dynamic=False)
 
 
-def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, block_mask,
+def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None, block_mask,
                         scale: float) -> torch.Tensor:
     """Same contract as attention.sink_attention, with a BlockMask instead of the bool mask.
 
@@ -55,9 +55,10 @@ def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks
     out = sum_j exp(score_j) v_j / Z (plain attention), the sink's softmax gives
         sum_j exp(score_j) v_j / (Z + exp(s_h)) = out * Z / (Z + exp(s_h)) = out * sigmoid(lse - s_h),  lse = log Z,
     so plain FlexAttention plus its log-sum-exp is exact, and the gradient reaches s_h (and q, k) through the LSE.
-    GQA: query head h reads kv head h // (H // KV), as enable_gqa does.
+    GQA: query head h reads kv head h // (H // KV), as enable_gqa does. sinks None: plain attention.
     """
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, sinks)):
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (q, k, v, sinks)):
         raise ValueError("attn_impl='flex' cannot train on the CPU (FlexAttention has no CPU backward in torch); "
                          "use attn_impl='sdpa' there")
     flex = _flex_module()
@@ -70,5 +71,7 @@ def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks
         lse = aux.lse
     else:
         out, lse = attend(q, k, v, return_lse=True, **kwargs)
+    if sinks is None:
+        return out
     keep = torch.sigmoid(lse.float() - sinks.float().view(1, -1, 1))  # (B, H, Tq), fp32
     return (out.float() * keep.unsqueeze(-1)).to(out.dtype)

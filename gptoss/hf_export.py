@@ -40,6 +40,18 @@ def _gptoss_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return t
 
 
+# Switch settings Hugging Face's GptOssForCausalLM can express (kv heads and the window are free there).
+_HF_GPTOSS_SWITCHES = dict(tie_embeddings=False, positions="yarn", norm="rmsnorm", mlp="moe", sinks=True)
+
+
+def _check_exportable(config) -> None:
+    off = [f"{k}={getattr(config, k)!r}" for k, v in _HF_GPTOSS_SWITCHES.items() if getattr(config, k) != v]
+    if off:
+        wanted = ", ".join(f"{k}={v!r}" for k, v in _HF_GPTOSS_SWITCHES.items())
+        raise ValueError(f"this gptoss variant ({', '.join(off)}) has no Hugging Face GptOssForCausalLM equivalent; "
+                         f"only models with {wanted} export")
+
+
 def _gptoss_config(model: nn.Module) -> dict:
     c = model.config
     rope = {
@@ -64,7 +76,8 @@ def _gptoss_config(model: nn.Module) -> dict:
         "head_dim": c.head_dim,
         "num_local_experts": c.num_experts,
         "num_experts_per_tok": c.experts_per_token,
-        "sliding_window": c.sliding_window,
+        # HF always builds a sliding mask; with no window every layer is full_attention and this value is unused.
+        "sliding_window": c.sliding_window if c.sliding_window is not None else c.max_seq_len,
         "layer_types": list(c.layer_types),
         "max_position_embeddings": c.max_seq_len,
         "rms_norm_eps": c.norm_eps,
@@ -128,6 +141,8 @@ def _gpt2_config(model: nn.Module) -> dict:
 def export_hf(model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | None = None) -> None:
     """Write config.json, model.safetensors (fp32, HF parameter names) and generation_config.json to out_dir."""
     model = unwrap_model(model)
+    if model.config.arch == "gptoss":
+        _check_exportable(model.config)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if model.config.arch == "gptoss":

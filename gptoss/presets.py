@@ -7,14 +7,15 @@ from typing import Any
 from torch import nn
 
 from .model_gpt2 import GPT2, GPT2Config
-from .model_gptoss import GptOss, GptOssConfig
+from .model_gptoss import GptOss, GptOssConfig, mlp_intermediate_size
 
 ARCHS = ("gptoss", "gpt2")
 CONFIG_CLASSES = {"gptoss": GptOssConfig, "gpt2": GPT2Config}
 MODEL_CLASSES = {"gptoss": GptOss, "gpt2": GPT2}
 
-# Sizing rule: gpt2's MLP has 8*d^2 weights (d -> 4d -> d); a GPT-OSS expert has 3*d*I (gate_up d x 2I, down I x d),
-# so with k active experts I = 8d / (3k) gives the same ACTIVE MLP weights (rounded to a multiple of 16).
+# Sizing rule (model_gptoss.mlp_intermediate_size): gpt2's MLP has 8*d^2 weights (d -> 4d -> d); a GPT-OSS expert has
+# 3*d*I (gate_up d x 2I, down I x d), so with k active experts I = 8d / (3k) gives the same ACTIVE MLP weights
+# (rounded to a multiple of 16). The ladder's dense SwiGLU rung uses the same rule with k = 1.
 # gptoss attention is smaller than gpt2's (kv heads = heads / 2: 3 d^2 vs 4 d^2 weights); that is the architecture.
 _SHAPES = {
     #            n_layers d_model n_heads
@@ -26,10 +27,6 @@ _SHAPES = {
 }
 _CPU_MOE = {"num_experts": 4, "experts_per_token": 2}  # top-2 at CPU scale: more routing signal per step
 _SEED_MOE = {"num_experts": 4, "experts_per_token": 1}  # the seed grid's top-1 routing
-
-
-def _matched_intermediate(d_model: int, experts_per_token: int) -> int:
-    return round(8 * d_model / (3 * experts_per_token) / 16) * 16
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -45,7 +42,7 @@ for _name, (_layers, _d, _heads) in _SHAPES.items():
     _moe = _CPU_MOE if _name.startswith("cpu") else _SEED_MOE
     PRESETS["gptoss"][_name] = dict(
         vocab_size=201088, n_layers=_layers, d_model=_d, n_heads=_heads, n_kv_heads=_heads // 2, **_moe,
-        intermediate_size=_matched_intermediate(_d, _moe["experts_per_token"]), max_seq_len=4096, sliding_window=128)
+        intermediate_size=mlp_intermediate_size("moe", _d, _moe["experts_per_token"]), max_seq_len=4096, sliding_window=128)
     PRESETS["gpt2"][_name] = dict(vocab_size=201088, n_layers=_layers, d_model=_d, n_heads=_heads, max_seq_len=1024)
 
 

@@ -12,19 +12,11 @@ DEFAULT_STORAGE = "./runs"
 _DEFAULT_LR = {"debug": 3e-3, "cpu": 1e-3, "seed": 3e-4}
 
 # CLI override flag -> model config field.
-MODEL_OVERRIDE_FLAGS = {
-    "layers": "n_layers",
-    "d_model": "d_model",
-    "heads": "n_heads",
-    "kv_heads": "n_kv_heads",
-    "head_dim": "head_dim",
-    "experts": "num_experts",
-    "top_k": "experts_per_token",
-    "intermediate": "intermediate_size",
-    "window": "sliding_window",
-    "dropout": "dropout",
-    "aux_loss_coef": "aux_loss_coef",
-}
+# Model-config fields a run may override (the CLI's flags for them are in cli.TRAIN_OPTIONS). The component switches
+# (positions, norm, mlp, sinks, tie_embeddings) are gptoss's, see gptoss/variants.py; sliding_window 0 is no window.
+MODEL_OVERRIDES = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "num_experts", "experts_per_token",
+                   "intermediate_size", "sliding_window", "dropout", "aux_loss_coef", "positions", "norm", "mlp", "sinks",
+                   "tie_embeddings")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -41,6 +33,7 @@ class TrainConfig:
     data: str = "data/tinystories"
     arch: str = "gptoss"
     preset: str = "cpu-tiny"
+    variant: Optional[str] = None  # a named gptoss variant (gptoss/variants.py); model_overrides apply on top
     model_overrides: dict[str, Any] = field(default_factory=dict)
     seq_len: int = 256
     batch_size: int = 16  # per worker, per micro-step
@@ -80,9 +73,14 @@ class TrainConfig:
 
     def __post_init__(self):
         from gptoss import ARCHS
+        from gptoss.variants import canonical_variant
 
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.variant is not None:
+            if self.arch != "gptoss":
+                raise ValueError(f"--variant {self.variant} is a gptoss variant; use it with --arch gptoss, not {self.arch}")
+            self.variant = canonical_variant(self.variant)
         positive = dict(seq_len=self.seq_len, batch_size=self.batch_size, grad_accum=self.grad_accum,
                         eval_every=self.eval_every, log_every=self.log_every, keep=self.keep)
         for name, value in positive.items():
@@ -108,9 +106,15 @@ class TrainConfig:
             raise ValueError("--cpu and --gpu contradict each other; give one")
         if self.name is not None and not _NAME_RE.match(self.name):
             raise ValueError(f"--name must be letters, digits, '.', '_' or '-' (at most 100), got {self.name!r}")
-        unknown = set(self.model_overrides) - set(MODEL_OVERRIDE_FLAGS.values()) - {"vocab_size", "max_seq_len", "tie_embeddings"}
+        unknown = set(self.model_overrides) - set(MODEL_OVERRIDES) - {"vocab_size", "max_seq_len"}
         if unknown:
-            raise ValueError(f"unknown model override(s) {sorted(unknown)}; allowed: {sorted(MODEL_OVERRIDE_FLAGS.values())}")
+            raise ValueError(f"unknown model override(s) {sorted(unknown)}; allowed: {sorted(MODEL_OVERRIDES)}")
+
+    def resolved_model_overrides(self) -> dict[str, Any]:
+        """The model config overrides of this run: the variant's switches, then model_overrides on top."""
+        from gptoss.variants import variant_overrides
+
+        return {**(variant_overrides(self.variant) if self.variant else {}), **self.model_overrides}
 
     @property
     def run_name(self) -> str:

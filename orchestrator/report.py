@@ -13,7 +13,7 @@ from orchestrator.storage import Storage, open_storage
 TRIALS_DIR = "trials"
 WEIGHTS_NAME = "model.safetensors"  # as gptoss.checkpoint writes it; not imported, to keep torch out of `report`
 COLUMNS = [
-    "trial", "arch", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr",
+    "trial", "arch", "variant", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr",
     "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
     "non_embedding_params", "bytes_bf16", "checkpoint_bytes", "flops_per_token", "train_flops", "tokens_per_s", "train_s",
     "wall_s", "checkpoint",
@@ -38,7 +38,7 @@ def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[st
         fpt = config.get("flops_per_token")
         checkpoint, tps = summary.get("best_checkpoint"), summary.get("tokens_per_s")
         rows.append(dict(
-            trial=name, arch=cfg["arch"], n_layers=model.get("n_layers"), d_model=model.get("d_model"),
+            trial=name, arch=cfg["arch"], variant=cfg.get("variant") or "", n_layers=model.get("n_layers"), d_model=model.get("d_model"),
             n_heads=model.get("n_heads"),
             num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
             experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
@@ -52,7 +52,7 @@ def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[st
             train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
             wall_s=summary.get("wall_s"), checkpoint=checkpoint,
         ))
-    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], str(r["num_experts"]), r["seed"], r["trial"]))
+    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], r["variant"], str(r["num_experts"]), r["seed"], r["trial"]))
     return rows, curves
 
 
@@ -70,8 +70,9 @@ def _millions(n) -> str:
 
 
 def _model_key(r: dict) -> tuple:
-    """What makes two trials the same model: arch, depth, width, heads, experts and top-k (not seed, not lr)."""
-    return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]))
+    """What makes two trials the same model: arch, depth, width, heads, experts, top-k and variant (not seed, not lr)."""
+    return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]),
+            r.get("variant") or "")
 
 
 def _by_model_and_lr(rows: list[dict]) -> dict:
@@ -98,10 +99,11 @@ def lr_table(rows: list[dict]) -> list[str]:
     lines = ["| arch | layers | experts (top-k) | lr | final val loss | seeds | best |", "|---|---:|---:|---:|---:|---:|---|"]
     for key in sorted(k for k in groups if len(groups[k]) > 1):
         by_lr, experts = groups[key], f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
+        arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
         best = _best_lr(by_lr)
         for lr in sorted(by_lr):
             losses = [r["final_val_loss"] for r in by_lr[lr]]
-            lines.append(f"| {key[0]} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
+            lines.append(f"| {arch} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
                          f"{'**best**' if lr == best else ''} |")
     return lines if len(lines) > 2 else []
 
@@ -158,7 +160,8 @@ def architecture_table(rows: list[dict]) -> list[str]:
         experts = f"{r['num_experts']} ({r['experts_per_token']})" if r["arch"] == "gptoss" else "-"
         speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
         on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"
-        lines.append(f"| {r['arch']} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
+        arch = f"{r['arch']} ({r['variant']})" if r.get("variant") else r["arch"]
+        lines.append(f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
                      f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
                      f"{on_disk} | {speed} |")
     return lines
@@ -265,20 +268,31 @@ def render_markdown(rows: list[dict], sweep: dict) -> str:
     lrs = lr_table(rows)
     lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss):",
                   "", *lrs, ""] if lrs else []
+    # Variants (the component ladder) get their own section; the GPT-OSS vs GPT-2 tables keep the plain trials.
+    plain = [r for r in rows if not r.get("variant")]
+    ladder_part = []
+    if len(plain) < len(rows):
+        from orchestrator.ladder import ladder_section
+
+        ladder_part = ["## Component ladder: where the difference comes from", "",
+                       *ladder_section(best_lr_rows(rows)), ""]
+    headline = headline_table(plain) if plain else ["(every trial ran a named variant: see the component ladder)"]
     out = [f"# Sweep report: {sweep.get('name', '?')}", "",
            f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
            "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
            "deviation over seeds; on the improvement it is that of the per-seed differences (trials with the same seed see the "
            "same batches in the same order).", "",
-           "## 1. GPT-OSS vs GPT-2 per depth", "", *headline_table(rows), "", *lr_section,
+           *ladder_part,
+           "## 1. GPT-OSS vs GPT-2 per depth", "", *headline, "", *lr_section,
            "## 2. Architectures", "", *architecture_table(rows), "",
            "## 3. Validation loss against parameters and compute", "",
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
            "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
-           "## 4. Best expert count per depth", "", *best_experts_table(rows), "",
+           "## 4. Best expert count per depth", "", *best_experts_table(plain), "",
            "## 5. Settings", "", "```json", json.dumps(dict(settings=settings, grid=sweep.get("grid", {}),
                                                              lr_by_arch=sweep.get("lr_by_arch", {}),
+                                                             lr_by_variant=sweep.get("lr_by_variant", {}),
                                                              workers_per_trial=sweep.get("workers_per_trial")), indent=1), "```", ""]
     return "\n".join(out)
 
@@ -300,6 +314,10 @@ def write_report(sweep_dir: str) -> dict:
     storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves))
     storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows))
     storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows))
+    if any(r["variant"] for r in rows):
+        from orchestrator.ladder import plot_waterfall
+
+        storage.write_bytes(f"{root}/ladder.png", plot_waterfall(best_lr_rows(rows)))
     storage.write_text(f"{root}/REPORT.md", render_markdown(rows, sweep))
     return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows)
 

@@ -16,13 +16,18 @@ from orchestrator.report import TRIALS_DIR
 from orchestrator.runtime import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
-TRAIN_AXES = ("arch", "seed", "lr")
-GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sliding_window", "aux_loss_coef"}
-GPT2_ONLY = {"dropout", "tie_embeddings"}
+TRAIN_AXES = ("arch", "seed", "lr", "variant")
+GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sliding_window", "aux_loss_coef", "variant",
+               "positions", "norm", "mlp", "sinks"}
+GPT2_ONLY = {"dropout"}
 _SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "num_experts": "E",
           "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
-          "aux_loss_coef": "aux", "dropout": "do", "tie_embeddings": "tie", "seed": "s", "lr": "lr"}
-_AXIS_ORDER = list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
+          "aux_loss_coef": "aux", "dropout": "do", "tie_embeddings": "tie", "positions": "pos", "norm": "norm",
+          "mlp": "mlp", "sinks": "sinks", "seed": "s", "lr": "lr"}
+_AXIS_ORDER = ["variant"] + list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
+# A variant's trial is named v-<token>-...: "v-" keeps the variant gpt2 apart from the arch gpt2 (gpt2-s0), and the
+# token makes '+rope' a legal name ('p-rope', gptoss.variants.variant_token).
+VARIANT_PREFIX = "v-"
 SWEEP_FILE = "sweep.json"
 # A trial only launches a trainer; its workers hold the real CPUs. A whole CPU per trial would starve them, and Tune
 # refuses a zero reservation, so a trial holds this sliver and its trainer's workers reserve that much less.
@@ -40,9 +45,11 @@ class SweepConfig:
     max_concurrent: Optional[int] = None  # None: as many as the cluster's resources allow
     asha: bool = False
     lr_by_arch: dict[str, float] = field(default_factory=dict)  # each arch's own lr, where the grid has no lr axis
+    lr_by_variant: dict[str, float] = field(default_factory=dict)  # each variant's own lr (before lr_by_arch)
 
     def __post_init__(self):
         from gptoss import ARCHS
+        from gptoss.variants import canonical_variant, expand_variants
 
         allowed = set(TRAIN_AXES) | set(_SHORT)
         for axis, values in self.grid.items():
@@ -50,12 +57,24 @@ class SweepConfig:
                 raise ValueError(f"unknown sweep axis {axis!r}; allowed: {', '.join(sorted(allowed))}")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep axis {axis!r} is empty; give at least one value")
-        for arch in self.grid.get("arch", [self.base.arch]):
+        archs = self.grid.get("arch", [self.base.arch])
+        for arch in archs:
             if arch not in ARCHS:
                 raise ValueError(f"unknown arch {arch!r} in the sweep; allowed: {', '.join(ARCHS)}")
+        if "variant" in self.grid:
+            self.grid["variant"] = expand_variants([str(v) for v in self.grid["variant"]])  # groups, aliases
+            if "gptoss" not in archs:
+                raise ValueError("the sweep's variants are gptoss variants but its archs are "
+                                 f"{', '.join(archs)}; add gptoss to the archs")
         for arch, lr in self.lr_by_arch.items():
             if arch not in ARCHS or not isinstance(lr, (int, float)) or not 0 < lr < 1:
                 raise ValueError(f"lr_by_arch entry {arch}={lr!r} must name one of {', '.join(ARCHS)} with an lr in (0, 1)")
+        by_variant = {}
+        for variant, lr in self.lr_by_variant.items():
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
+                raise ValueError(f"lr_by_variant entry {variant}={lr!r} needs an lr in (0, 1)")
+            by_variant[canonical_variant(str(variant))] = lr
+        self.lr_by_variant = by_variant
         if self.workers_per_trial < 1:
             raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -64,7 +83,8 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
-                    max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch)
+                    max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch,
+                    lr_by_variant=self.lr_by_variant)
 
 
 @dataclass(frozen=True)
@@ -74,9 +94,12 @@ class TrialPoint:
     params: tuple  # sorted (field, value) pairs of this point
 
     def train_config(self, base: TrainConfig, storage: str, workers: int, group: str,
-                     lr_by_arch: Optional[dict] = None) -> TrainConfig:
+                     lr_by_arch: Optional[dict] = None, lr_by_variant: Optional[dict] = None) -> TrainConfig:
         values = dict(self.params)
-        if "lr" not in values and lr_by_arch and self.arch in lr_by_arch:
+        variant = values.get("variant", base.variant if self.arch == "gptoss" else None)
+        if "lr" not in values and lr_by_variant and variant in lr_by_variant:
+            values["lr"] = lr_by_variant[variant]
+        elif "lr" not in values and lr_by_arch and self.arch in lr_by_arch:
             values["lr"] = lr_by_arch[self.arch]
         overrides = dict(base.model_overrides)
         overrides.update({k: v for k, v in values.items() if k not in TRAIN_AXES})
@@ -85,9 +108,11 @@ class TrialPoint:
         data = base.to_dict()
         data.update(arch=self.arch, model_overrides=overrides, name=self.name, storage=storage, workers=workers,
                     wandb_group=group)
-        for key in ("seed", "lr"):
+        for key in ("seed", "lr", "variant"):
             if key in values:
                 data[key] = values[key]
+        if self.arch != "gptoss":
+            data["variant"] = None
         return TrainConfig.from_dict(data)
 
 
@@ -110,7 +135,11 @@ def expand_grid(cfg: SweepConfig) -> list[TrialPoint]:
 
 
 def _point_name(arch: str, params: tuple) -> str:
-    parts = [arch] + [f"{_SHORT.get(k, k)}{_fmt(v)}" for k, v in params]
+    from gptoss.variants import variant_token
+
+    values = dict(params)
+    head = VARIANT_PREFIX + variant_token(values["variant"]) if "variant" in values else arch
+    parts = [head] + [f"{_SHORT.get(k, k)}{_fmt(v)}" for k, v in params if k != "variant"]
     return "-".join(parts)
 
 
@@ -124,9 +153,9 @@ def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int)
 
     bad = []
     for point in points:
-        tcfg = point.train_config(cfg.base, "unused", cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
+        tcfg = point.train_config(cfg.base, "unused", cfg.workers_per_trial, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
         try:
-            model_cfg = build_config(point.arch, tcfg.preset, **{**tcfg.model_overrides, "vocab_size": vocab_size})
+            model_cfg = build_config(point.arch, tcfg.preset, **{**tcfg.resolved_model_overrides(), "vocab_size": vocab_size})
             if tcfg.seq_len > model_cfg.max_seq_len:
                 raise ValueError(f"--seq-len {tcfg.seq_len} exceeds max_seq_len {model_cfg.max_seq_len}")
         except ValueError as exc:
@@ -179,7 +208,8 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     points = expand_grid(cfg)
     manifest = load_manifest(os.path.abspath(cfg.base.data))
     validate_points(cfg, points, int(manifest["vocab_size"]))
-    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
+    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch,
+                                   cfg.lr_by_variant)
     plan_run(first, workers=cfg.workers_per_trial)  # data, batch and tokenizer checks, once
     return points, manifest
 
@@ -212,10 +242,11 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
         dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
     base = trial_base(cfg.base, None if use_gpu else threads)
-    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
+    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
     total_steps = probe.total_steps(cfg.workers_per_trial)
     param_space = {"trial": tune.grid_search([
-        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch).to_dict(),
+        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch,
+                                               cfg.lr_by_variant).to_dict(),
              total_steps=total_steps) for p in points])}
 
     scheduler = None
@@ -332,13 +363,20 @@ DEFAULT_GRID = {"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts
 def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags: dict, train_flags: dict) -> SweepConfig:
     """Merge a sweep YAML with command-line flags (flags win; None means not given) into a SweepConfig.
 
-    Without a YAML, axes not given default to the seed's grid. `budget_tokens` (YAML) / --budget-tokens is the
-    per-trial token budget; giving a budget or --max-steps on the command line replaces the other from the YAML.
+    Without a YAML, axes not given default to the seed's grid (unless variants are given: then the grid is the
+    variants times the axes given). `variants:` (YAML) / --variants is the variant axis (grid's `variant`).
+    `budget_tokens` (YAML) / --budget-tokens is the per-trial token budget; giving a budget or --max-steps on the
+    command line replaces the other from the YAML.
     """
     settings = load_sweep_yaml(config_path) if config_path else {}
     grid = dict(settings.pop("grid", {}) or {})
+    if "variants" in settings:
+        variants = settings.pop("variants")
+        if not isinstance(variants, list):
+            raise ValueError(f"variants in {config_path} must be a list of variant names, got {variants!r}")
+        grid["variant"] = variants
     grid.update({k: v for k, v in grid_flags.items() if v is not None})
-    if not config_path:
+    if not config_path and "variant" not in grid:
         for axis, default in DEFAULT_GRID.items():
             grid.setdefault(axis, default)
     sweep_keys = {f.name for f in fields(SweepConfig)} - {"base", "grid"}

@@ -17,7 +17,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 # Config fields that must match for a run to continue from its checkpoint.
-_RESUME_KEYS = ("arch", "preset", "model_overrides", "seq_len", "data")
+_RESUME_KEYS = ("arch", "preset", "variant", "model_overrides", "seq_len", "data")
 
 
 class TrainingError(RuntimeError):
@@ -56,7 +56,7 @@ def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
 
     cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
     manifest = load_manifest(cfg.data)
-    overrides = dict(cfg.model_overrides)
+    overrides = cfg.resolved_model_overrides()  # the variant's switches, then explicit overrides
     overrides["vocab_size"] = int(manifest["vocab_size"])
     model_cfg = build_config(cfg.arch, cfg.preset, **overrides)
     if cfg.seq_len > model_cfg.max_seq_len:

@@ -43,6 +43,11 @@ def _one_line_error(result, *fragments: str) -> None:
     (["--seq-len", "100000"], ["--seq-len 100000 is beyond what the model supports"]),
     (["--batch-size", "100000"], ["windows"]),
     (["--max-steps", "5", "--max-tokens", "5"], ["not both"]),
+    (["--variant", "llama"], ["unknown variant 'llama'"]),
+    (["--arch", "gpt2", "--variant", "gpt2"], ["use it with --arch gptoss"]),
+    (["--positions", "alibi"], ["positions must be one of learned, rope, yarn"]),
+    (["--variant", "+swiglu", "--mlp", "relu"], ["mlp must be one of"]),
+    (["--sinks", "--window", "-1"], ["sliding_window must be a positive number"]),
 ])
 def test_train_rejects_bad_input_before_anything_starts(args, fragments, prepared_data, tmp_path):
     result = runner.invoke(cli.app, ["train", "--data", str(prepared_data), "--storage", str(tmp_path / "runs"), *args])
@@ -73,6 +78,9 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
     _one_line_error(runner.invoke(cli.app, [*base, "--layers", "2,,4"]), "--layers", "empty entry")
     _one_line_error(runner.invoke(cli.app, [*base, "--archs", "gptoss,bert"]), "unknown arch 'bert'")
     _one_line_error(runner.invoke(cli.app, [*base, "--heads", "3"]), "grid points make invalid models")
+    _one_line_error(runner.invoke(cli.app, [*base, "--variants", "ladder,llama"]), "unknown variant 'llama'")
+    _one_line_error(runner.invoke(cli.app, [*base, "--variants", "gpt2", "--lr-by-variant", "gpt2"]),
+                    "--lr-by-variant 'gpt2' must look like gpt2=1.5e-3,+rope=2e-3")
     bad_yaml = tmp_path / "sweep.yaml"
     bad_yaml.write_text("seq_len: 64\ncolour: blue\ngrid:\n  n_layers: [1]\n")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(bad_yaml)]), "unknown setting(s) ['colour']")
@@ -100,13 +108,13 @@ def test_every_train_flag_is_a_sweep_flag():
 
 
 def test_every_user_setting_of_train_config_and_every_model_override_has_a_flag():
-    from orchestrator.config import MODEL_OVERRIDE_FLAGS, TrainConfig
+    from orchestrator.config import MODEL_OVERRIDES, TrainConfig
 
     internal = {"model_overrides", "beta1", "beta2", "log_every", "wandb_group", "name"}
     dests = {o.dest for o in cli.TRAIN_OPTIONS}
     assert set(TrainConfig.__dataclass_fields__) - internal <= dests
     model = {o.dest for o in cli.TRAIN_OPTIONS if o.model}
-    assert model == set(MODEL_OVERRIDE_FLAGS.values())
+    assert model == set(MODEL_OVERRIDES)
 
 
 def test_sweep_flags_reach_every_trial(monkeypatch, tmp_path):

@@ -33,3 +33,47 @@ def test_gpt2_debug_param_count_by_hand():
     untied = count_params(build_model("gpt2", tie_embeddings=False))
     assert untied["total"] == total + V * d and untied["embedding"] == embedding + V * d
     assert flops_per_token(build_model("gpt2"), 100) == 6 * (total - embedding + d * V) + 12 * L * d * 100
+
+
+def test_ladder_mixes_by_hand():
+    """Counts for switch mixes of the debug preset (V 512, d 64, 2 layers, 4 heads of 16, max_seq_len 1024)."""
+    from gptoss.variants import variant_overrides
+
+    V, d, L, H, hd, T = 512, 64, 2, 4, 16, 256
+    ln, rms = 2 * d, d
+
+    def attn(kv, sinks):
+        return d * (H + 2 * kv) * hd + (H + 2 * kv) * hd + H * hd * d + d + (H if sinks else 0)
+
+    gelu = d * 4 * d + 4 * d + 4 * d * d + d  # 33088
+    I = 176  # swiglu dense: round(8 * 64 / 3 / 16) * 16
+    swiglu = d * 2 * I + 2 * I + I * d + d  # 34176
+
+    # gpt2 rung: tied head, learned 1024-row table, LayerNorm, GELU, 4 kv heads, no sinks or window. Arch gpt2
+    # (149,248 with its 256-row table) plus 768 more table rows of 64.
+    counts = count_params(build_model("gptoss", **variant_overrides("gpt2")))
+    embedding = V * d + 1024 * d
+    total = embedding + L * (2 * ln + attn(4, False) + gelu) + ln
+    assert (counts["total"], counts["active"], counts["embedding"]) == (total, total, embedding) == (198_400, 198_400, 98_304)
+    fpt = flops_per_token(build_model("gptoss", **variant_overrides("gpt2")), T)
+    assert fpt == 6 * (total - embedding + d * V) + 12 * L * H * hd * T
+
+    # +swiglu rung: untied, rope (no table), RMSNorm, dense SwiGLU, still MHA.
+    counts = count_params(build_model("gptoss", **variant_overrides("+swiglu")))
+    embedding = 2 * V * d
+    total = embedding + L * (2 * rms + attn(4, False) + swiglu) + rms
+    assert (counts["total"], counts["active"], counts["embedding"]) == (total, total, embedding)
+
+    # +window rung: GQA (2 kv heads), sinks, sliding window 128 on layer 0.
+    model = build_model("gptoss", **variant_overrides("+window"))
+    counts = count_params(model)
+    total = embedding + L * (2 * rms + attn(2, True) + swiglu) + rms
+    assert counts["total"] == counts["active"] == total
+    assert flops_per_token(model, T) == 6 * (total - embedding + d * V) + 12 * (H * hd * 128 + H * hd * T)
+
+    # gptoss-no-untied: a tied head counts once; the unembedding matmul still costs 2 d V per token forward.
+    tied = build_model("gptoss", **variant_overrides("gptoss-no-untied"))
+    full = count_params(build_model("gptoss"))
+    assert count_params(tied)["total"] == full["total"] - V * d
+    assert count_params(tied)["embedding"] == V * d and count_params(tied)["active_non_embedding"] == full["active_non_embedding"]
+    assert flops_per_token(tied, T) == flops_per_token(build_model("gptoss"), T)

@@ -63,3 +63,25 @@ def test_gpt2_export_matches_transformers(tmp_path, tie):
     assert (hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()) == tie
     with torch.no_grad():
         assert (model(idx) - theirs).abs().max().item() < 1e-4
+
+
+def test_gptoss_without_window_and_with_other_kv_heads_still_matches_transformers(tmp_path):
+    # n_kv_heads and the window are free in HF's GptOss config: these ladder switches export.
+    torch.manual_seed(0)
+    model = randomise(build_model("gptoss", sliding_window=None, n_kv_heads=4))
+    export_hf(model, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["layer_types"] == ["full_attention"] * 2
+    idx = torch.randint(0, 512, (2, 30))
+    theirs, _ = hf_logits(tmp_path, idx)
+    with torch.no_grad():
+        assert (model(idx) - theirs).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "+swiglu", "gptoss-no-sinks", "gptoss-no-yarn", "gptoss-no-untied"])
+def test_a_mix_hf_cannot_express_is_refused_before_anything_is_written(tmp_path, variant):
+    from gptoss.variants import variant_overrides
+
+    model = build_model("gptoss", **variant_overrides(variant))
+    with pytest.raises(ValueError, match="no Hugging Face GptOssForCausalLM equivalent; only models with"):
+        export_hf(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

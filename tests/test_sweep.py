@@ -40,14 +40,21 @@ def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
         SweepConfig(base=cfg.base, grid={}, name="t", lr_by_arch={"llama": 1e-3})
 
 
-def test_gpt2_can_be_swept_untied_and_the_axis_is_dropped_for_gptoss():
+def test_tied_and_untied_heads_and_single_switches_are_axes():
     cfg = SweepConfig(base=TrainConfig(preset="debug"), grid={"arch": ["gptoss", "gpt2"], "tie_embeddings": [True, False]},
                       name="t")
     points = expand_grid(cfg)
-    assert [p.name for p in points] == ["gptoss", "gpt2-tieTrue", "gpt2-tieFalse"]
-    untied = points[2].train_config(cfg.base, "s", 1, "t")
+    assert [p.name for p in points] == ["gptoss-tieTrue", "gptoss-tieFalse", "gpt2-tieTrue", "gpt2-tieFalse"]
+    untied = points[3].train_config(cfg.base, "s", 1, "t")
     assert untied.model_overrides == {"tie_embeddings": False}
     validate_points(cfg, points, vocab_size=1000)
+    switches = SweepConfig(base=TrainConfig(preset="debug"), name="t",
+                           grid={"arch": ["gptoss", "gpt2"], "positions": ["rope"], "sliding_window": [0], "sinks": [False]})
+    points = expand_grid(switches)
+    assert [p.name for p in points] == ["gptoss-w0-posrope-sinksFalse", "gpt2"]
+    assert points[0].train_config(switches.base, "s", 1, "t").model_overrides == {
+        "sliding_window": 0, "positions": "rope", "sinks": False}
+    validate_points(switches, points, vocab_size=1000)
 
 
 def test_trials_get_absolute_local_paths(tmp_path, monkeypatch):
@@ -185,3 +192,89 @@ def test_the_study_files_compare_like_with_like(name):
         assert cfg.lr == study.lr_by_arch[p.arch]
     assert len(shapes) == 3 and all(len(s) == 1 for s in shapes.values())
     assert {p.arch for p in points} == {"gptoss", "gpt2"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants (the component ladder) as a grid axis.
+
+
+def test_variants_expand_as_a_gptoss_axis_with_safe_names_and_their_own_lrs():
+    cfg = SweepConfig(base=TrainConfig(preset="debug", lr=2e-3), name="t",
+                      grid={"arch": ["gptoss", "gpt2"], "variant": ["gpt2", "+rope", "+moe"], "seed": [0, 1]},
+                      lr_by_variant={"gpt2": 1.5e-3, "+moe": 3e-3}, lr_by_arch={"gpt2": 1e-3})
+    assert cfg.grid["variant"] == ["gpt2", "+rope", "gptoss"] and cfg.lr_by_variant == {"gpt2": 1.5e-3, "gptoss": 3e-3}
+    points = expand_grid(cfg)
+    assert sorted(p.name for p in points) == ["gpt2-s0", "gpt2-s1", "v-gpt2-s0", "v-gpt2-s1", "v-gptoss-s0",
+                                              "v-gptoss-s1", "v-p-rope-s0", "v-p-rope-s1"]  # arch gpt2: once per seed
+    configs = {p.name: p.train_config(cfg.base, "s", 1, "t", cfg.lr_by_arch, cfg.lr_by_variant) for p in points}
+    assert {n: (c.variant, c.lr) for n, c in configs.items() if n.endswith("s0")} == {
+        "v-gpt2-s0": ("gpt2", 1.5e-3), "v-p-rope-s0": ("+rope", 2e-3), "v-gptoss-s0": ("gptoss", 3e-3),
+        "gpt2-s0": (None, 1e-3)}
+    assert configs["v-p-rope-s1"].resolved_model_overrides()["positions"] == "rope"
+    validate_points(cfg, points, vocab_size=512)
+
+
+def test_a_ladder_sweep_file_and_flags_build_the_variant_axis():
+    from conftest import REPO
+    from gptoss.variants import LADDER
+    from orchestrator.sweep import build_sweep_config
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "ladder-cpu.yaml"), {}, {}, {})
+    assert cfg.grid["variant"] == list(LADDER) and len(cfg.grid["seed"]) >= 3
+    assert cfg.lr_by_variant == {"gpt2": 0.0015, "gptoss": 0.003} and cfg.base.max_tokens == 524288
+    points = expand_grid(cfg)
+    assert len(points) == len(LADDER) * len(cfg.grid["seed"])
+    validate_points(cfg, points, vocab_size=10_000)
+    tuning = build_sweep_config(str(REPO / "sweeps" / "ladder-cpu-lr.yaml"), {}, {}, {})
+    assert tuning.grid["variant"] == list(LADDER) and len(tuning.grid["lr"]) == 3
+    assert tuning.base.max_tokens == cfg.base.max_tokens and tuning.base.preset == cfg.base.preset
+    flags = build_sweep_config(None, {"variant": ["leave-one-out"], "seed": [0]}, {"lr_by_variant": {"gptoss-no-moe": 1e-3}}, {})
+    assert flags.grid == {"variant": ["gptoss", "gptoss-no-untied", "gptoss-no-rope", "gptoss-no-yarn", "gptoss-no-rmsnorm",
+                                      "gptoss-no-gqa", "gptoss-no-sinks", "gptoss-no-window", "gptoss-no-moe"], "seed": [0]}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(grid={"variant": ["llama"]}), "unknown variant 'llama'"),
+    (dict(grid={"arch": ["gpt2"], "variant": ["gpt2"]}), "add gptoss to the archs"),
+    (dict(grid={}, lr_by_variant={"gpt2": 2.0}), "lr_by_variant entry gpt2=2.0 needs an lr in"),
+    (dict(grid={}, lr_by_variant={"bert": 1e-3}), "unknown variant 'bert'"),
+])
+def test_bad_variant_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SweepConfig(base=TrainConfig(preset="debug"), name="t", **kwargs)
+
+
+def test_a_variant_needs_gptoss_and_resolves_under_explicit_overrides():
+    with pytest.raises(ValueError, match="use it with --arch gptoss"):
+        TrainConfig(arch="gpt2", variant="gpt2")
+    cfg = TrainConfig(variant="+moe", model_overrides={"sinks": True})
+    assert cfg.variant == "gptoss"
+    assert TrainConfig(variant="+window", model_overrides={"mlp": "moe"}).resolved_model_overrides() == {
+        "mlp": "moe", "intermediate_size": None}
+
+
+def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_data, tmp_path, ray_session):
+    # One seed keeps this Ray test short; the paired arithmetic over several seeds is tests/test_ladder.py's.
+    from orchestrator.sweep import run_sweep
+
+    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
+                       max_steps=6, eval_every=6, eval_windows=8, sample_tokens=0, tokenizer_dir=str(TIKTOKEN_DIR))
+    cfg = SweepConfig(base=base, grid={"variant": ["gpt2", "gptoss", "gptoss-no-moe"], "seed": [3]}, name="ladder",
+                      lr_by_variant={"gpt2": 2e-3})
+    run_sweep(cfg, show_progress=False)
+    sweep_dir = tmp_path / "ladder"
+    rows = {r["variant"]: r for r in _rows(sweep_dir / "results.csv")}
+    assert sorted(rows) == ["gpt2", "gptoss", "gptoss-no-moe"] and rows["gpt2"]["lr"] == "0.002"
+    saved = json.loads((sweep_dir / "trials" / "v-gpt2-s3" / "config.json").read_text())
+    assert saved["config"]["variant"] == "gpt2"
+    assert (saved["model_config"]["positions"], saved["model_config"]["mlp"], saved["model_config"]["tie_embeddings"]) == (
+        "learned", "gelu", True)
+    report = (sweep_dir / "REPORT.md").read_text().splitlines()
+    assert "## Component ladder: where the difference comes from" in report
+    step = float(rows["gptoss"]["final_val_loss"]) - float(rows["gpt2"]["final_val_loss"])
+    ladder_row = next(l for l in report if l.startswith("| gptoss |"))
+    assert f"| {step:+.4f} |" in ladder_row and ladder_row.endswith("| 1 | not resolved (1 seed) |")
+    loo = float(rows["gptoss-no-moe"]["final_val_loss"]) - float(rows["gptoss"]["final_val_loss"])
+    assert f"| {loo:+.4f} |" in next(l for l in report if l.startswith("| gptoss-no-moe |"))
+    png = (sweep_dir / "ladder.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -47,9 +47,13 @@ class MoEMLP(nn.Module):
         self.down = nn.Parameter(torch.empty(num_experts, intermediate_size, d_model))
         self.down_bias = nn.Parameter(torch.zeros(num_experts, d_model))
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        h = swiglu(x @ self.gate_up[e] + self.gate_up_bias[e], self.swiglu_alpha, self.swiglu_limit)
-        return h @ self.down[e] + self.down_bias[e]
+    def expert(self, e: int, x: torch.Tensor, weights=None) -> torch.Tensor:
+        """Expert e's SwiGLU MLP on x. weights: the four stacked parameters already unbound into per-expert views
+        (forward does this once; indexing the stacks per expert would make autograd allocate and zero-fill a
+        full-size gradient buffer for every index)."""
+        gate_up, gate_up_bias, down, down_bias = weights or (self.gate_up, self.gate_up_bias, self.down, self.down_bias)
+        h = swiglu(torch.addmm(gate_up_bias[e], x, gate_up[e]), self.swiglu_alpha, self.swiglu_limit)
+        return torch.addmm(down_bias[e], h, down[e])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (B, T, d) -> (output (B, T, d), aux loss scalar, expert load fractions (E,))."""
@@ -73,10 +77,11 @@ class MoEMLP(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token
         x_sorted = x[token_of]
+        weights_per_expert = tuple(p.unbind(0) for p in (self.gate_up, self.gate_up_bias, self.down, self.down_bias))
         outputs, start = [], 0
         for e, n in enumerate(counts.tolist()):
             if n:
-                outputs.append(self.expert(e, x_sorted[start:start + n]))
+                outputs.append(self.expert(e, x_sorted[start:start + n], weights_per_expert))
             start += n
         y_sorted = torch.cat(outputs) * weights.reshape(-1)[order, None].to(x.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))

@@ -67,7 +67,7 @@ def parse_model(spec: str) -> tuple[str, str, str, dict]:
     label, sep, body = spec.partition("=")
     if not sep or "/" in label:  # no label: the first '=' belongs to an override
         label, body = "", spec
-    head, *pairs = body.split(",")
+    head, *pairs = re.split(r",(?=\s*\w+=)", body)  # a comma inside a value (a list) does not split
     if "/" not in head:
         fail(f"--model {spec!r}: expected ARCH/PRESET first, e.g. gptoss/cpu-tiny,n_layers=2")
     arch, preset = head.split("/", 1)

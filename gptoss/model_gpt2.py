@@ -11,6 +11,7 @@ from torch import nn
 
 from .attention import KVCache, causal_mask
 from .model_gptoss import require_positive
+from .output import linear_cross_entropy
 
 
 @dataclass
@@ -125,7 +126,8 @@ class GPT2(nn.Module):
         return [name for name, p in self.named_parameters() if p.ndim >= 2]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """idx (B, T) -> logits (B, T, V); with targets (-100 = ignore) -> (logits, mean CE)."""
+        """idx (B, T) -> logits (B, T, V); with targets (-100 = ignore) -> (None, mean CE): the training path fuses
+        the unembedding into the loss and never forms the logits (call model(idx) for them)."""
         B, T = idx.shape
         start = cache.seen if cache is not None else 0
         if start + T > self.config.max_seq_len:
@@ -136,10 +138,10 @@ class GPT2(nn.Module):
             x = block(x, positions, cache, i)
         if cache is not None:
             cache.seen += T
-        logits = self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
         self.last_aux_loss, self.last_expert_load = None, []
         if targets is None:
-            return logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            return self.lm_head(x)
+        loss = linear_cross_entropy(x, self.lm_head.weight, targets, ignore_index=-100)
         self.last_ce_loss = loss.detach()
-        return logits, loss
+        return None, loss

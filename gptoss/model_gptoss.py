@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache, SinkAttention, causal_mask
@@ -17,6 +16,7 @@ from .flex_attention import sliding_block_mask
 from .mlp import GeluMLP, SwiGLUMLP
 from .moe import MoEMLP
 from .norm import RMSNorm
+from .output import linear_cross_entropy
 from .rope import YarnRotaryEmbedding
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -238,7 +238,8 @@ class GptOss(nn.Module):
         return [name for name, p in self.named_parameters() if p.ndim >= 2 and not name.endswith("_bias")]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """idx (B, T) -> logits (B, T, V); with targets (-100 = ignore) -> (logits, CE + aux_loss_coef * aux).
+        """idx (B, T) -> logits (B, T, V); with targets (-100 = ignore) -> (None, CE + aux_loss_coef * aux): the
+        training path fuses the unembedding into the loss and never forms the logits (call model(idx) for them).
         With a KVCache, idx continues the cached sequence (positions start at cache.seen)."""
         B, T = idx.shape
         start = cache.seen if cache is not None else 0
@@ -263,14 +264,14 @@ class GptOss(nn.Module):
                 loads.append(load.detach())
         if cache is not None:
             cache.seen += T
-        logits = self.unembedding(self.norm(x))
+        x = self.norm(x)
 
         # Dense MLPs have no aux loss or expert load (logged as GPT-2's: None and []).
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         self.last_aux_loss = aux_loss.detach() if aux_losses else None
         self.last_expert_load = loads
         if targets is None:
-            return logits
-        ce = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            return self.unembedding(x)
+        ce = linear_cross_entropy(x, self.unembedding.weight, targets, ignore_index=-100)
         self.last_ce_loss = ce.detach()
-        return logits, ce if aux_loss is None else ce + self.config.aux_loss_coef * aux_loss
+        return None, ce if aux_loss is None else ce + self.config.aux_loss_coef * aux_loss

@@ -5,9 +5,14 @@ import torch
 from torch import nn
 
 
-def swiglu(gate_up: torch.Tensor, alpha: float = 1.702, limit: float = 7.0) -> torch.Tensor:
-    """GPT-OSS's clamped SwiGLU on interleaved columns: even = glu half, odd = linear half."""
-    glu, linear = gate_up[..., 0::2], gate_up[..., 1::2]
+def swiglu(gate_up: torch.Tensor, alpha: float = 1.702, limit: float = 7.0, interleaved: bool = True) -> torch.Tensor:
+    """GPT-OSS's clamped SwiGLU. interleaved: columns even = glu half, odd = linear half (the stored layout);
+    else [glu | linear] halves (see deinterleave), which the CPU's vectorised elementwise kernels run about 1.7x
+    faster than stride-2 columns."""
+    if interleaved:
+        glu, linear = gate_up[..., 0::2], gate_up[..., 1::2]
+    else:
+        glu, linear = gate_up.chunk(2, dim=-1)
     glu = glu.clamp(max=limit)  # clamped above only
     linear = linear.clamp(min=-limit, max=limit)
     return glu * torch.sigmoid(alpha * glu) * (linear + 1)
@@ -26,6 +31,11 @@ def load_balancing_loss(router_logits: torch.Tensor, expert_idx: torch.Tensor, n
     fraction = counts.float() / expert_idx.numel()
     mean_prob = torch.softmax(router_logits.float(), dim=-1).mean(dim=0)
     return num_experts * (fraction * mean_prob).sum(), fraction
+
+
+def deinterleave(w: torch.Tensor) -> torch.Tensor:
+    """(..., 2I) interleaved glu/linear columns -> a copy ordered [glu columns | linear columns]."""
+    return w.unflatten(-1, (-1, 2)).transpose(-1, -2).flatten(-2)
 
 
 class MoEMLP(nn.Module):
@@ -48,9 +58,20 @@ class MoEMLP(nn.Module):
         self.down = nn.Parameter(torch.empty(num_experts, intermediate_size, d_model))
         self.down_bias = nn.Parameter(torch.zeros(num_experts, d_model))
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        h = swiglu(x @ self.gate_up[e] + self.gate_up_bias[e], self.swiglu_alpha, self.swiglu_limit)
-        return h @ self.down[e] + self.down_bias[e]
+    def expert_weights(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per expert: (gate_up, gate_up_bias, down, down_bias), gate_up's columns reordered to [glu | linear].
+
+        Views from one unbind per stacked parameter: indexing the stacks per expert instead would make autograd
+        allocate and zero-fill a full-size gradient buffer for every index. The reordering is a copy of the
+        (small) weights, once per forward, so that every token's activations come out in the fast layout.
+        """
+        stacks = (deinterleave(self.gate_up), deinterleave(self.gate_up_bias), self.down, self.down_bias)
+        return list(zip(*(p.unbind(0) for p in stacks)))
+
+    def expert(self, e: int, x: torch.Tensor, weights: list[tuple[torch.Tensor, ...]] | None = None) -> torch.Tensor:
+        gate_up, gate_up_bias, down, down_bias = (weights or self.expert_weights())[e]
+        h = swiglu(torch.addmm(gate_up_bias, x, gate_up), self.swiglu_alpha, self.swiglu_limit, interleaved=False)
+        return torch.addmm(down_bias, h, down)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (B, T, d) -> (output (B, T, d), aux loss scalar, expert load fractions (E,))."""
@@ -76,10 +97,11 @@ class MoEMLP(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token
         x_sorted = x[token_of]
+        weights_per_expert = self.expert_weights()
         outputs, start = [], 0
         for e, n in enumerate(counts.tolist()):
             if n:
-                outputs.append(self.expert(e, x_sorted[start:start + n]))
+                outputs.append(self.expert(e, x_sorted[start:start + n], weights_per_expert))
             start += n
         y_sorted = torch.cat(outputs) * weights.reshape(-1)[order, None].to(x.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))

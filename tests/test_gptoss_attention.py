@@ -89,3 +89,24 @@ def test_kv_cache_keeps_only_window_for_sliding_layers():
         assert cache.layers[0][0].shape[2] == 4
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
     assert math.isclose(attn.scale, 8 ** -0.5)
+
+
+def test_sink_attention_runs_sdpa_flash_kernel_on_cpu_with_exact_gradients():
+    # v is padded to q/k's padded head dim so that SDPA picks its fused CPU flash kernel rather than the math one.
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 16, 12, requires_grad=True)
+    k, v = torch.randn(2, 2, 16, 12, requires_grad=True), torch.randn(2, 2, 16, 12, requires_grad=True)
+    sinks = torch.randn(4, requires_grad=True)
+    pos = torch.arange(16)
+    allowed = causal_mask(pos, pos, 5)
+    with torch.profiler.profile() as prof:
+        got = sink_attention(q, k, v, sinks, allowed, 12 ** -0.5)
+    kernels = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels
+    assert "aten::_scaled_dot_product_attention_math" not in kernels
+    upstream = torch.randn_like(got)
+    grads = torch.autograd.grad(got, (q, k, v, sinks), upstream)
+    want = explicit_sink_attention(q, k, v, sinks, allowed, 12 ** -0.5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(grads, torch.autograd.grad(want, (q, k, v, sinks), upstream)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)

@@ -11,8 +11,10 @@ def test_forward_loss_and_logging_attributes():
     idx = torch.randint(0, 512, (2, 16))
     targets = idx.clone()
     targets[0, :4] = -100
-    logits, loss = model(idx, targets)
+    logits = model(idx)
     assert logits.shape == (2, 16, 512)
+    none, loss = model(idx, targets)
+    assert none is None  # the loss path never forms the logits
     ce = torch.nn.functional.cross_entropy(logits.view(-1, 512), targets.view(-1), ignore_index=-100)
     torch.testing.assert_close(loss, ce)
     torch.testing.assert_close(model.last_ce_loss, ce.detach())

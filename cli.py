@@ -29,7 +29,7 @@ def _user_errors(fn):
             raise typer.Exit(2)
         except RuntimeError as exc:
             # ClusterError and friends: our own one-line runtime failures.
-            if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in ("orchestrator", "data_pipeline", "gptoss"):
+            if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in ("orchestrator", "data_pipeline", "gptoss", "raysetup"):
                 typer.echo(f"error: {_one_line(exc)}", err=True)
                 raise typer.Exit(2)
             raise
@@ -346,8 +346,8 @@ def cluster(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs.")] = False,
 ):
     """Show the Ray cluster the other commands would use: address, nodes, CPUs and GPUs per node."""
-    from orchestrator.cluster import check_shared_storage, describe_cluster, is_uri
-    from orchestrator.runtime import init_ray, shutdown_ray
+    from orchestrator.cluster import describe_cluster
+    from raysetup import check_shared_storage, init_ray, is_uri, shutdown_ray
 
     try:
         info = init_ray(address, verbose=verbose)

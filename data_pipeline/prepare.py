@@ -257,8 +257,7 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
                   phases: "_Phases") -> list[dict]:
     """Phase 1 on Ray: chunk descriptors -> tokenize (actor pool; each actor reads its chunks from disk) -> datasink
     writing Arrow parts in staging. Returns the datasink's per-chunk results in story order."""
-    from orchestrator.cluster import check_shared_storage
-    from orchestrator.runtime import init_ray
+    from raysetup import check_shared_storage, init_ray
 
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
     # Workers on every node write parts into staging, which the driver then reads: it must be one shared folder.

@@ -154,7 +154,7 @@ def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", bat
 def evaluate_on_cluster(address: str, path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
                         seq_len: Optional[int] = None, verbose: bool = False) -> dict:
     """evaluate_checkpoint as one Ray task on the cluster (a GPU node when it has one); paths must be shared."""
-    from orchestrator.runtime import init_ray
+    from raysetup import init_ray
 
     info = init_ray(address, verbose)
     import ray

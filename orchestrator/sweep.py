@@ -13,7 +13,7 @@ from ray import tune
 
 from orchestrator.config import TrainConfig
 from orchestrator.report import TRIALS_DIR
-from orchestrator.runtime import ClusterError
+from raysetup import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
 TRAIN_AXES = ("arch", "seed", "lr")
@@ -161,7 +161,7 @@ def _trial(params: dict) -> None:
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
     """The settings every trial starts from. Local paths become absolute: a Tune trial runs in its own working
     directory, where `data/tinystories` would name nothing."""
-    from orchestrator.cluster import is_uri, local_path
+    from raysetup import is_uri, local_path
 
     def absolute(path: Optional[str]) -> Optional[str]:
         return path if path is None or is_uri(path) else local_path(path)
@@ -186,9 +186,9 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
 
 def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     """Run (or resume) the sweep and write its report; returns the report's summary."""
-    from orchestrator.cluster import check_shared_storage
+    from raysetup import check_shared_storage
     from orchestrator.report import write_report
-    from orchestrator.runtime import init_ray
+    from raysetup import init_ray
     from orchestrator.storage import open_storage
 
     points, _ = plan_sweep(cfg)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 from orchestrator.config import TrainConfig
-from orchestrator.runtime import ClusterError, ClusterInfo
+from raysetup import ClusterError, ClusterInfo
 from orchestrator.storage import Storage, open_storage
 
 METRICS_FILE = "metrics.jsonl"
@@ -267,8 +267,8 @@ def _failure_line(exc: BaseException) -> str:
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
                  info: Optional[ClusterInfo] = None, cpu_held_by_caller: float = 0.0) -> dict:
     """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json)."""
-    from orchestrator.cluster import check_shared_storage
-    from orchestrator.runtime import init_ray
+    from raysetup import check_shared_storage
+    from raysetup import init_ray
 
     plan = plan_run(cfg, workers=cfg.workers or 1)  # fail on bad data/model/batch before Ray starts
     info = info or init_ray(cfg.address, cfg.verbose)

@@ -69,7 +69,7 @@ def test_bad_axes_are_refused(grid, message):
 
 
 def test_more_workers_per_trial_than_the_cluster_has_fails_fast(prepared_data, tmp_path, ray_session):
-    from orchestrator.runtime import ClusterError
+    from raysetup import ClusterError
     from orchestrator.sweep import run_sweep
 
     cfg = SweepConfig(base=TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64,
@@ -112,7 +112,7 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     assert {f: (sweep_dir / f).read_bytes() for f in before} == before
 
     # Widen the grid, and let the new trials die after their step-5 checkpoint (as an interrupted sweep leaves them).
-    from orchestrator.runtime import ClusterError
+    from raysetup import ClusterError
 
     finished = sweep_dir / "trials" / "gptoss-L1-E2" / "summary.json"
     stamp = finished.stat().st_mtime_ns

@@ -80,7 +80,7 @@ def test_rerun_with_the_same_name_resumes_from_the_latest_checkpoint(clean_run, 
 
 
 def test_worker_guard_fails_fast_without_leaving_a_run_dir(prepared_data, tmp_path, ray_session):
-    from orchestrator.runtime import ClusterError
+    from raysetup import ClusterError
     from orchestrator.trainer import run_training
 
     with pytest.raises(ClusterError, match="cannot place 3 CPU workers"):

@@ -164,6 +164,7 @@ def train(
     prompt: Annotated[str, Opt("--prompt", help="Prompt of the sample story printed at the end.")] = "Once upon a time",
     sample_tokens: Annotated[int, Opt("--sample-tokens", help="Tokens in the final sample (0: none).")] = 120,
     tokenizer_dir: TokDirOpt = None, verbose: VerboseOpt = False,
+    verify_data: Annotated[bool, Opt("--verify-data/--no-verify-data", help="Check every shard's checksum before step 1 (skip for huge data you trust).")] = True,
     inject_failure_at: Annotated[Optional[int], Opt("--inject-failure-at", hidden=True)] = None,
 ):
     """Train a model with Ray Train (DDP over GPUs, or CPUs when there are none)."""
@@ -180,7 +181,7 @@ def train(
         eval_windows=eval_windows, workers=workers, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
         address=address, storage=storage, name=name, resume=resume, keep=keep, max_failures=max_failures, seed=seed,
         compile=compile, wandb=wandb, wandb_project=wandb_project, prompt=prompt, sample_tokens=sample_tokens,
-        tokenizer_dir=tokenizer_dir, verbose=verbose, inject_failure_at=inject_failure_at,
+        tokenizer_dir=tokenizer_dir, verbose=verbose, verify_data=verify_data, inject_failure_at=inject_failure_at,
     )
     run_training(cfg)
 
@@ -194,7 +195,7 @@ def generate(
     temperature: Annotated[float, Opt("--temperature", help="Sampling temperature (0: greedy).")] = 0.8,
     top_k: Annotated[Optional[int], Opt("--top-k", help="Sample from the k most likely tokens.")] = 50,
     top_p: Annotated[Optional[float], Opt("--top-p", help="Nucleus sampling mass.")] = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, Opt("--seed", help="Seed of the sampling (the same seed, prompt and settings give the same text).")] = 0,
     tokenizer_dir: TokDirOpt = None,
 ):
     """Generate a story from a checkpoint."""
@@ -220,6 +221,7 @@ def evaluate(
     seq_len: Annotated[Optional[int], Opt("--seq-len", help="Window length (default: the training run's).")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
     address: Annotated[Optional[str], Opt("--address", envvar="RAY_ADDRESS", help="Run the evaluation as a task on this Ray cluster (paths must be shared).")] = None,
+    verify_data: Annotated[bool, Opt("--verify-data/--no-verify-data", help="Check the split's shard checksums first.")] = True,
     verbose: VerboseOpt = False,
 ):
     """Loss, perplexity and bits/byte of a checkpoint over a whole split."""
@@ -228,9 +230,9 @@ def evaluate(
     from orchestrator.inference import evaluate_checkpoint, evaluate_on_cluster
 
     if address:
-        result = evaluate_on_cluster(address, checkpoint, data, split, batch_size, seq_len, verbose)
+        result = evaluate_on_cluster(address, checkpoint, data, split, batch_size, seq_len, verbose, verify_data)
     else:
-        result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out)
+        result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out, verify_data=verify_data)
     if json_out:
         typer.echo(json.dumps(result))
     else:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import SPLITS, DataError, PrepareConfig, project_version
-from .manifest import (FORMAT, MANIFEST_NAME, SHARD_RE, STAGING_NAME, load_manifest, read_token_shard, shard_name,
-                       verify_shards, write_atomic, write_token_shard)
+from .manifest import (CHECKSUM, FORMAT, MANIFEST_NAME, SHARD_RE, STAGING_NAME, load_manifest, read_token_shard,
+                       shard_name, verify_shards, write_atomic, write_token_shard, xxh3_of)
 from .sources import SourcePlan, StoryChunk, plan_sources, read_chunk
-from .tokenizers import ModelTokenizer, build_encoding, load_rank_files, resolve_tokenizer_dir, token_dtype
+from .tokenizers import ModelTokenizer, build_encoding, load_rank_files, portable_vocab, resolve_tokenizer_dir, token_dtype
 
 SPLIT_CODES = {"train": 0, "validation": 1}
 _PART_RE = re.compile(r"^part-(\d{20})-s(\d+)-t(\d+)\.arrow$")
@@ -373,7 +373,8 @@ def _write_final_shards(results: list[dict], split: str, lut: np.ndarray | None,
         name = shard_name(split, len(shards))
         digest = write_token_shard(final_dir / name, tokens)
         stories = int(np.count_nonzero(tokens == eot_model))
-        shards.append(dict(file=name, tokens=int(len(tokens)), stories=stories, sha256=digest, bytes=(final_dir / name).stat().st_size))
+        shards.append(dict(file=name, tokens=int(len(tokens)), stories=stories, sha256=digest,
+                           **{CHECKSUM: xxh3_of(final_dir / name)}, bytes=(final_dir / name).stat().st_size))
 
     eot_model = int(lut[eot_orig]) if lut is not None else eot_orig
     for r in results:
@@ -430,7 +431,8 @@ def _param_savings(full: int, compact: int) -> list[str]:
             except Exception:
                 continue
             tables = 1 if getattr(c, "tie_embeddings", False) else 2
-            lines.append(f"{arch}/{preset} (d_model {c.d_model}, {'tied' if tables == 1 else 'untied'}): {(full - compact) * c.d_model * tables / 1e6:.1f}M params saved")
+            lines.append(f"{arch}/{preset} (d_model {c.d_model}, {'tied' if tables == 1 else 'untied'}): "
+                         f"{(full - compact) * c.d_model * tables / 1e6:.1f}M fewer embedding parameters than the full vocabulary")
     return lines
 
 
@@ -504,7 +506,8 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             old = load_manifest(out)
         except ValueError:
             old = None
-        if old is not None and old.get("fingerprint") == fingerprint and verify_shards(out, old):
+        # A manifest from before the carried vocabulary is rebuilt: its data would still need rank files to decode.
+        if old is not None and old.get("fingerprint") == fingerprint and old.get("vocab") and verify_shards(out, old):
             summary = _summary_from_manifest(old, out, noop=True)
             print_summary(summary, echo)
             return summary
@@ -564,6 +567,9 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             compact_to_original=compact_to_original.tolist() if compact_to_original is not None else None,
             # Bytes per model id, so training reports bits/byte without needing the tokenizer's rank files.
             token_bytes=ModelTokenizer(encoding, compact_to_original).token_byte_lengths().tolist(),
+            # The tokens themselves (and what BPE needs to rebuild them), so that generate, evaluate, the end-of-run
+            # sample and export never need rank files or network after prepare.
+            vocab=portable_vocab(encoding, compact_to_original),
             story_boundaries="every story ends with one eot_id token; no story contains it",
             splits=splits,
             build=dict(seconds=round(seconds, 3)),

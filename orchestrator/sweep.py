@@ -166,8 +166,9 @@ def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
     def absolute(path: Optional[str]) -> Optional[str]:
         return path if path is None or is_uri(path) else local_path(path)
 
+    # verify_data: plan_sweep checked every shard once before the sweep; N trials need not each read it all again.
     return TrainConfig.from_dict({**base.to_dict(), "threads_per_worker": threads, "data": absolute(base.data),
-                                  "tokenizer_dir": absolute(base.tokenizer_dir)})
+                                  "tokenizer_dir": absolute(base.tokenizer_dir), "verify_data": False})
 
 
 def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:

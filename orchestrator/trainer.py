@@ -49,13 +49,18 @@ class RunPlan:
                     threads_per_worker=self.threads_per_worker, **extra)
 
 
-def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
-    """Check data, model and batch against each other; raise ValueError with one line if they do not fit."""
+def plan_run(cfg: TrainConfig, workers: int = 1, verify_data: Optional[bool] = None) -> RunPlan:
+    """Check data, model and batch against each other, and everything the end of the run needs (the sample's
+    tokenizer and prompt); raise ValueError with one line if they do not fit. verify_data (default cfg.verify_data)
+    checks every shard's checksum."""
     from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
+    from data_pipeline.manifest import check_shards
     from gptoss import build_config, build_model, count_params, flops_per_token
 
     cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
     manifest = load_manifest(cfg.data)
+    if cfg.verify_data if verify_data is None else verify_data:
+        check_shards(cfg.data, manifest)
     overrides = dict(cfg.model_overrides)
     overrides["vocab_size"] = int(manifest["vocab_size"])
     model_cfg = build_config(cfg.arch, cfg.preset, **overrides)
@@ -68,6 +73,7 @@ def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
     if val.num_windows < workers:
         raise ValueError(f"the validation split has {val.num_windows} windows of {cfg.seq_len + 1} tokens, fewer than "
                          f"--workers {workers}; use a smaller --seq-len or prepare more validation data")
+    check_sample(cfg, manifest, model_cfg.max_seq_len)
     import torch
 
     with torch.device("meta"):
@@ -75,6 +81,23 @@ def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
     return RunPlan(cfg=cfg, manifest=manifest, model_overrides=overrides, byte_lengths=token_byte_lengths(manifest),
                    params=count_params(meta_model), model_config=asdict(model_cfg),
                    flops_per_token=flops_per_token(meta_model, cfg.seq_len))
+
+
+def check_sample(cfg: TrainConfig, manifest: dict, max_seq_len: int) -> None:
+    """The end-of-run sample must not be what fails after hours of training: load its tokenizer (the manifest's own
+    vocabulary, or rank files for data prepared before it carried one) and encode the prompt now."""
+    if cfg.sample_tokens <= 0:
+        return
+    from data_pipeline import UnknownTokenError, load_tokenizer
+
+    tokenizer = load_tokenizer(manifest, cfg.tokenizer_dir)  # TokenizerError (one line) when it cannot be loaded
+    try:
+        ids = tokenizer.encode(cfg.prompt) if cfg.prompt else [tokenizer.eot_id]
+    except UnknownTokenError as exc:
+        raise ValueError(f"--prompt {cfg.prompt!r} (the end-of-run sample): {exc}; or pass --sample-tokens 0") from None
+    if len(ids) + cfg.sample_tokens > max_seq_len:
+        raise ValueError(f"--prompt ({len(ids)} tokens) + --sample-tokens {cfg.sample_tokens} exceeds the model's "
+                         f"max_seq_len {max_seq_len}; lower --sample-tokens")
 
 
 def place_workers(cfg: TrainConfig, info: ClusterInfo) -> tuple[int, bool, int]:
@@ -274,7 +297,7 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     info = info or init_ray(cfg.address, cfg.verbose)
     plan.workers, plan.use_gpu, plan.threads_per_worker = place_workers(cfg, info)
     if plan.workers != (cfg.workers or 1):
-        plan_run(cfg, workers=plan.workers)  # re-check the batch against the real worker count
+        plan_run(cfg, workers=plan.workers, verify_data=False)  # re-check the batch against the real worker count
     storage = open_storage(cfg.storage)
     check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
     run = RunDir(storage, cfg.run_name)

@@ -82,3 +82,56 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
 
 def test_generate_rejects_a_missing_checkpoint(tmp_path):
     _one_line_error(runner.invoke(cli.app, ["generate", str(tmp_path / "nope")]), "no checkpoint or run directory")
+
+
+def _copy_data(prepared_data, tmp_path, edit=None):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared_data, copy)
+    if edit:
+        manifest = json.loads((copy / "manifest.json").read_text())
+        edit(copy, manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _train_args(data, tmp_path, *extra):
+    return ["train", "--data", str(data), "--storage", str(tmp_path / "runs"), "--preset", "debug", "--seq-len", "32",
+            "--batch-size", "2", "--max-steps", "1", "--eval-every", "1", "--eval-windows", "1", *extra]
+
+
+def test_train_refuses_before_step_1_what_would_fail_at_its_end(prepared_data, tmp_path, monkeypatch):
+    # Data prepared before the manifest carried its vocabulary, and no rank files reachable: the end-of-run sample
+    # would fail after all the training; it must fail first, in one line, with nothing written.
+    def drop_vocab(_, manifest):
+        manifest.pop("vocab")
+
+    old = _copy_data(prepared_data, tmp_path, drop_vocab)
+    monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    _one_line_error(runner.invoke(cli.app, _train_args(old, tmp_path, "--tokenizer-dir", str(tmp_path / "nonexistent"))),
+                    "tokenizer directory", "does not exist")
+    from data_pipeline import tokenizers
+
+    monkeypatch.setattr(tokenizers, "_host_reachable", lambda *a, **k: False)
+    _one_line_error(runner.invoke(cli.app, _train_args(old, tmp_path)), "o200k_base.tiktoken", "--tokenizer-dir")
+    # A prompt the compact vocabulary cannot encode, or one too long for the model, is refused up front too.
+    _one_line_error(runner.invoke(cli.app, _train_args(prepared_data, tmp_path, "--prompt", "Zyzzyva 炎")), "--prompt", "--sample-tokens 0")
+    _one_line_error(runner.invoke(cli.app, _train_args(prepared_data, tmp_path, "--sample-tokens", "100000")), "max_seq_len")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_train_and_evaluate_refuse_a_shard_corrupted_in_place(prepared_data, tmp_path):
+    def corrupt(copy, manifest):
+        shard = copy / manifest["splits"]["validation"]["shards"][0]["file"]
+        data = bytearray(shard.read_bytes())
+        data[-64:-56] = b"\xff" * 8  # same size, different bytes
+        shard.write_bytes(bytes(data))
+
+    bad = _copy_data(prepared_data, tmp_path, corrupt)
+    result = runner.invoke(cli.app, _train_args(bad, tmp_path))
+    _one_line_error(result, "shard validation-00000.arrow", "prepare")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    _one_line_error(runner.invoke(cli.app, ["evaluate", str(tmp_path / "no-such-ckpt"), "--data", str(bad)]),
+                    "shard validation-00000.arrow", "prepare")

@@ -23,6 +23,8 @@ _QUIET_ENV = {
     # machine every sweep (trial + train controller + workers + queue actors) crosses it. The raylet reads this
     # RayConfig override from its environment; a higher cap also lets those short-lived workers start side by side.
     "RAY_worker_maximum_startup_concurrency": "32",
+    # Tune logs every failed trial's full traceback; the sweep prints each failure's one-line reason itself.
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
 }
 
 
@@ -45,7 +47,7 @@ class ClusterInfo:
 def quiet_ray_env(verbose: bool = False) -> None:
     """Turn Ray's own console noise off (unless verbose), for this process and the workers it starts."""
     for key, value in _QUIET_ENV.items():
-        if verbose and key in ("RAY_DATA_DISABLE_PROGRESS_BARS", "RAY_worker_maximum_startup_concurrency"):
+        if verbose and key in ("RAY_DATA_DISABLE_PROGRESS_BARS", "RAY_worker_maximum_startup_concurrency", "TUNE_PRINT_ALL_TRIAL_ERRORS"):
             continue
         os.environ.setdefault(key, value)
     if not verbose:
@@ -53,6 +55,27 @@ def quiet_ray_env(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _mute_raylet_messages() -> None:
+    """Without --verbose, drop the messages the raylet pushes to the driver ("(raylet) A worker died or was killed
+    ...", worker-pool warnings). Ray prints them from a listener thread it always starts, whatever log_to_driver
+    says, and has no setting to turn them off; our commands report failures in their own one-line words."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_mutes_raylet", False):
+        return
+
+    def print_unless_raylet(data, *args, **kwargs):
+        if isinstance(data, dict) and data.get("pid") == "raylet":
+            return None
+        return original(data, *args, **kwargs)
+
+    print_unless_raylet._mutes_raylet = True
+    ray_worker.print_to_stdstream = print_unless_raylet
 
 
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
@@ -121,6 +144,9 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
     """
     quiet_ray_env(verbose)
     import ray
+
+    if not verbose:
+        _mute_raylet_messages()
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():

@@ -33,8 +33,10 @@ def _user_errors(fn):
                 typer.echo(f"error: {_one_line(exc)}", err=True)
                 raise typer.Exit(2)
             raise
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            # prepare/train/sweep raise a KeyboardInterrupt subclass whose text says what was kept and how to go on.
+            text = _one_line(exc) if str(exc) else "interrupted before anything was written; run the same command again"
+            typer.echo(text, err=True)
             raise typer.Exit(130)
 
     return wrapper

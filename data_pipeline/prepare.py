@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SPLITS, DataError, PrepareConfig, project_version
+from .config import SPLITS, DataError, PrepareConfig, PrepareInterrupted, project_version
 from .manifest import (CHECKSUM, FORMAT, MANIFEST_NAME, SHARD_RE, STAGING_NAME, load_manifest, read_token_shard,
                        shard_name, verify_shards, write_atomic, write_token_shard, xxh3_of)
 from .sources import SourcePlan, StoryChunk, plan_sources, read_chunk
@@ -259,6 +259,9 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     writing Arrow parts in staging. Returns the datasink's per-chunk results in story order."""
     from raysetup import check_shared_storage, init_ray
 
+    import ray
+
+    started_ray = not ray.is_initialized()
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
     # Workers on every node write parts into staging, which the driver then reads: it must be one shared folder.
     check_shared_storage(str(staging), cluster, flag="--out (its staging folder)")
@@ -315,6 +318,35 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     phases.mark("ray data setup")
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
+    try:
+        _follow(worker, staging, bar, phases)
+    except KeyboardInterrupt:
+        # Stop the job before the caller removes staging: its writers would otherwise fail on the vanished folder
+        # (one traceback each). A Ray instance this command started goes down with it; a shared one is left alone.
+        bar.close()
+        if started_ray:
+            ray.shutdown()
+        worker.join(timeout=15)
+        raise
+    bar.close()
+    phases.mark("tokenize (first part to last)")
+    if error:
+        exc = error[0]
+        # Errors raised in a worker arrive wrapped; surface our own one-line ones as they were.
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        for candidate in (cause, exc):
+            if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
+                raise candidate
+        text = " ".join(str(exc).split())
+        m = re.search(r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)", str(exc).replace("\n", " "))
+        if m:
+            raise DataError(m.group(2).strip())
+        raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
+    return sorted(sink.results, key=lambda r: r["first_seq"])
+
+
+def _follow(worker: threading.Thread, staging: Path, bar, phases: "_Phases") -> None:
+    """Advance the progress bar from the finished part files (their names carry the counts) until the job ends."""
     done_stories = 0
     first_part = None
     while worker.is_alive():
@@ -333,21 +365,6 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
         if stories and first_part is None:
             first_part = time.perf_counter()
             phases.mark("ray data start (to first part)", first_part)
-    bar.close()
-    phases.mark("tokenize (first part to last)")
-    if error:
-        exc = error[0]
-        # Errors raised in a worker arrive wrapped; surface our own one-line ones as they were.
-        cause = getattr(exc, "cause", None) or exc.__cause__
-        for candidate in (cause, exc):
-            if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
-                raise candidate
-        text = " ".join(str(exc).split())
-        m = re.search(r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)", str(exc).replace("\n", " "))
-        if m:
-            raise DataError(m.group(2).strip())
-        raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
-    return sorted(sink.results, key=lambda r: r["first_seq"])
 
 
 def _check_order(results: list[dict], plan: SourcePlan) -> None:
@@ -576,10 +593,15 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
         )
         _install(out, final_dir, manifest)
         phases.mark("manifest + install")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
+        if isinstance(exc, KeyboardInterrupt):
+            kept = (f"{out} still holds the data prepared before" if (out / MANIFEST_NAME).is_file()
+                    else f"{out} holds no prepared data")
+            raise PrepareInterrupted(f"interrupted: prepare removed its unfinished work ({STAGING_NAME}); {kept}; "
+                                     f"run the same command again to prepare it") from None
         raise
     shutil.rmtree(staging, ignore_errors=True)
     phases.mark("cleanup")

@@ -252,6 +252,9 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
         import logging
 
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    # Ctrl-C: Tune's own handler would stop the trials "gracefully" and return as if the sweep had ended; let the
+    # interrupt reach us instead (each trial's checkpoints are its resume state, not Tune's experiment state).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         results = tuner.fit()
     except KeyboardInterrupt:

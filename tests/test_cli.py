@@ -135,3 +135,73 @@ def test_train_and_evaluate_refuse_a_shard_corrupted_in_place(prepared_data, tmp
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     _one_line_error(runner.invoke(cli.app, ["evaluate", str(tmp_path / "no-such-ckpt"), "--data", str(bad)]),
                     "shard validation-00000.arrow", "prepare")
+
+
+def _cli(args, cwd, env, timeout=600):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _offline_env(tmp_path):
+    import os
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GPTOSS_TOKENIZER_DIR", "RAY_ADDRESS")}
+    (tmp_path / "empty-tiktoken-cache").mkdir(exist_ok=True)
+    # No rank file cached, none downloadable (the data_gym cache too): after prepare, nothing may need them.
+    env.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "empty-tiktoken-cache"), DATA_GYM_CACHE_DIR=str(tmp_path / "empty-tiktoken-cache"),
+               PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
+def test_the_readme_offline_path_end_to_end(tmp_path, tinystories_dir, tiktoken_dir):
+    """prepare with --tokenizer-dir, then train, generate, evaluate, export, a 2-trial sweep and report, each a fresh
+    `python cli.py` process with no tokenizer flag, no rank files reachable and no network."""
+    import stat
+
+    env = _offline_env(tmp_path)
+    tiny = ["--preset", "debug", "--seq-len", "64", "--batch-size", "4", "--eval-every", "2", "--eval-windows", "4",
+            "--storage", "runs"]
+
+    def clean(output: str) -> None:
+        assert "Traceback" not in output and "(raylet)" not in output, output
+
+    code, out = _cli(["prepare", "--source", tinystories_dir, "--tokenizer-dir", tiktoken_dir, "--limit", "400", "--out", "data"],
+                     tmp_path, env)
+    assert code == 0, out
+    clean(out)
+    code, out = _cli(["train", "--data", "data", "--max-steps", "4", "--sample-tokens", "12", "--name", "e2e", *tiny], tmp_path, env)
+    assert code == 0, out
+    clean(out)
+    summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["sample"].startswith("Once upon a time") and "sample:" in out
+    assert "this invocation: steps 0-4" in out and "steady-state" in out
+
+    code, out = _cli(["generate", "runs/e2e", "--prompt", "The dog", "--max-tokens", "8", "--temperature", "0"], tmp_path, env)
+    assert code == 0 and out.startswith("The dog") and len(out.strip()) > len("The dog"), out
+    code, out = _cli(["evaluate", "runs/e2e", "--data", "data", "--json"], tmp_path, env)
+    assert code == 0, out
+    assert 0 < json.loads(out.strip().splitlines()[-1])["loss"] < 20
+    code, out = _cli(["export", "runs/e2e", "hf"], tmp_path, env)
+    assert code == 0, out
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()}
+    assert set(files) == {"config.json", "model.safetensors", "generation_config.json", "tokenizer_manifest.json"}
+    assert len(set(files.values())) == 1, files  # the weights as readable as the rest
+    assert json.loads((tmp_path / "hf" / "tokenizer_manifest.json").read_text())["vocab"]["count"] > 0
+
+    code, out = _cli(["sweep", "--data", "data", "--archs", "gpt2", "--layers", "1,2", "--max-steps", "2", "--name", "s",
+                      "--preset", "debug", "--seq-len", "64", "--batch-size", "4", "--eval-every", "2", "--eval-windows", "4",
+                      "--storage", "runs"], tmp_path, env)
+    assert code == 0, out
+    clean(out)
+    assert "[done 2/2]" in out and "WARNING" not in out, out
+    code, out = _cli(["report", "runs/s"], tmp_path, env)
+    assert code == 0 and out.startswith("2 trials"), out
+    assert (tmp_path / "runs" / "s" / "REPORT.md").is_file()

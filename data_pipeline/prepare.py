@@ -259,9 +259,6 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     writing Arrow parts in staging. Returns the datasink's per-chunk results in story order."""
     from raysetup import check_shared_storage, init_ray
 
-    import ray
-
-    started_ray = not ray.is_initialized()
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
     # Workers on every node write parts into staging, which the driver then reads: it must be one shared folder.
     check_shared_storage(str(staging), cluster, flag="--out (its staging folder)")
@@ -321,12 +318,11 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     try:
         _follow(worker, staging, bar, phases)
     except KeyboardInterrupt:
-        # Stop the job before the caller removes staging: its writers would otherwise fail on the vanished folder
-        # (one traceback each). A Ray instance this command started goes down with it; a shared one is left alone.
+        # The caller removes staging next, under the job's running writers (the process exits right after, and Ray
+        # with it). Their failures would be logged on this console by Ray Data, one traceback each: mute Ray's loggers.
         bar.close()
-        if started_ray:
-            ray.shutdown()
-        worker.join(timeout=15)
+        for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+            logging.getLogger(name).disabled = True
         raise
     bar.close()
     phases.mark("tokenize (first part to last)")
@@ -594,7 +590,11 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
         _install(out, final_dir, manifest)
         phases.mark("manifest + install")
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        for _ in range(3):  # a writer still finishing a part can re-fill a folder being removed
+            shutil.rmtree(staging, ignore_errors=True)
+            if not staging.exists():
+                break
+            time.sleep(1)
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
         if isinstance(exc, KeyboardInterrupt):

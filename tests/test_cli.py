@@ -205,3 +205,48 @@ def test_the_readme_offline_path_end_to_end(tmp_path, tinystories_dir, tiktoken_
     code, out = _cli(["report", "runs/s"], tmp_path, env)
     assert code == 0 and out.startswith("2 trials"), out
     assert (tmp_path / "runs" / "s" / "REPORT.md").is_file()
+
+
+def _interrupt_when(args, cwd, env, ready, timeout=400):
+    """Run `python cli.py ARGS`, press Ctrl-C (SIGINT to its process group, as a terminal does) once ready() holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out
+
+
+def test_ctrl_c_in_prepare_and_train_ends_in_one_line_saying_what_was_kept(tmp_path, tinystories_dir, tiktoken_dir):
+    env = _offline_env(tmp_path)
+    staging = tmp_path / "data" / ".prepare-staging" / "train"
+    code, out = _interrupt_when(["prepare", "--source", tinystories_dir, "--tokenizer-dir", tiktoken_dir, "--out", "data"],
+                                tmp_path, env, staging.exists)
+    last = out.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in out, out
+    assert last.startswith("interrupted: prepare removed its unfinished work") and "same command again" in last, out
+    assert not (tmp_path / "data").exists()  # nothing half-written is left
+
+    code, out = _cli(["prepare", "--source", tinystories_dir, "--tokenizer-dir", tiktoken_dir, "--out", "data", "--limit", "300"],
+                     tmp_path, env)
+    assert code == 0, out
+    ckpt = tmp_path / "runs" / "t" / "checkpoint_0000002"
+    code, out = _interrupt_when(["train", "--data", "data", "--preset", "debug", "--seq-len", "64", "--batch-size", "4",
+                                 "--eval-every", "2", "--eval-windows", "4", "--max-steps", "100000", "--storage", "runs",
+                                 "--name", "t"], tmp_path, env, ckpt.exists)
+    last = out.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in out and "(raylet)" not in out, out
+    assert last.startswith("interrupted: run t keeps its checkpoint at step") and "same command again" in last, out
+    invocations = json.loads((tmp_path / "runs" / "t" / "invocations.json").read_text())
+    assert [i["outcome"] for i in invocations] == ["interrupted"]

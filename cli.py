@@ -32,12 +32,14 @@ def _user_errors(fn):
             raise typer.Exit(2)
         except RuntimeError as exc:
             # ClusterError and friends: our own one-line runtime failures.
-            if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in ("orchestrator", "data_pipeline", "gptoss"):
+            if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in ("orchestrator", "data_pipeline", "gptoss", "raysetup"):
                 typer.echo(f"error: {_one_line(exc)}", err=True)
                 raise typer.Exit(2)
             raise
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            # prepare/train/sweep raise a KeyboardInterrupt subclass whose text says what was kept and how to go on.
+            text = _one_line(exc) if str(exc) else "interrupted before anything was written; run the same command again"
+            typer.echo(text, err=True)
             raise typer.Exit(130)
 
     return wrapper
@@ -175,6 +177,8 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("sample_tokens", ("--sample-tokens",), int, "Tokens in the final sample (0: none)."),
     TrainOption("tokenizer_dir", ("--tokenizer-dir",), str, "Folder of tiktoken rank files (offline use; also "
                 "$GPTOSS_TOKENIZER_DIR)."),
+    TrainOption("verify_data", ("--verify-data/--no-verify-data",), bool, "Check every shard's checksum before step 1 "
+                "(skip for huge data you trust)."),
     TrainOption("verbose", ("--verbose",), bool, "Show Ray's own logs."),
     TrainOption("inject_failure_at", ("--inject-failure-at",), int, "Testing: the last worker dies once at this step.",
                 hidden=True),
@@ -254,8 +258,8 @@ def generate(
     temperature: Annotated[float, Opt("--temperature", help="Sampling temperature (0: greedy).")] = 0.8,
     top_k: Annotated[Optional[int], Opt("--top-k", help="Sample from the k most likely tokens.")] = 50,
     top_p: Annotated[Optional[float], Opt("--top-p", help="Nucleus sampling mass.")] = None,
-    seed: Annotated[int, Opt("--seed", help="Sampling seed (the same seed and settings give the same story).")] = 0,
-    tokenizer_dir: Annotated[Optional[str], Opt("--tokenizer-dir", envvar="GPTOSS_TOKENIZER_DIR", help="Folder of tiktoken rank files (offline use).")] = None,
+    seed: Annotated[int, Opt("--seed", help="Seed of the sampling (the same seed, prompt and settings give the same text).")] = 0,
+    tokenizer_dir: Annotated[Optional[str], Opt("--tokenizer-dir", envvar="GPTOSS_TOKENIZER_DIR", help="Folder of tiktoken rank files (only for data prepared by older versions).")] = None,
 ):
     """Generate a story from a checkpoint."""
     from orchestrator.inference import generate_text, open_checkpoint
@@ -280,6 +284,7 @@ def evaluate(
     seq_len: Annotated[Optional[int], Opt("--seq-len", help="Window length (default: the training run's).")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
     address: Annotated[Optional[str], Opt("--address", envvar="RAY_ADDRESS", help="Run the evaluation as a task on this Ray cluster (paths must be shared).")] = None,
+    verify_data: Annotated[bool, Opt("--verify-data/--no-verify-data", help="Check the split's shard checksums first.")] = True,
     verbose: Annotated[bool, Opt("--verbose", help="Show Ray's own logs.")] = False,
 ):
     """Loss, perplexity and bits/byte of a checkpoint over a whole split."""
@@ -288,9 +293,9 @@ def evaluate(
     from orchestrator.inference import evaluate_checkpoint, evaluate_on_cluster
 
     if address:
-        result = evaluate_on_cluster(address, checkpoint, data, split, batch_size, seq_len, verbose)
+        result = evaluate_on_cluster(address, checkpoint, data, split, batch_size, seq_len, verbose, verify_data)
     else:
-        result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out)
+        result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out, verify_data=verify_data)
     if json_out:
         typer.echo(json.dumps(result))
     else:
@@ -394,8 +399,8 @@ def cluster(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs.")] = False,
 ):
     """Show the Ray cluster the other commands would use: address, nodes, CPUs and GPUs per node."""
-    from orchestrator.cluster import check_shared_storage, describe_cluster, is_uri
-    from orchestrator.runtime import init_ray, shutdown_ray
+    from orchestrator.cluster import describe_cluster
+    from raysetup import check_shared_storage, init_ray, is_uri, shutdown_ray
 
     try:
         info = init_ray(address, verbose=verbose)

@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--baseline-stories", type=int, default=0, help="stories for the single-core baseline (0: all)")
     args = ap.parse_args()
 
-    from orchestrator.runtime import init_ray
+    from raysetup import init_ray
 
     work = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     try:

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from orchestrator.config import TrainConfig
-    from orchestrator.runtime import init_ray
+    from raysetup import init_ray
     from orchestrator.trainer import run_local, run_training
 
     cpus = os.cpu_count() or 1

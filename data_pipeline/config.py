@@ -13,6 +13,10 @@ class DataError(RuntimeError):
     """Bad input data or a broken prepared directory; the message is one line for the user."""
 
 
+class PrepareInterrupted(KeyboardInterrupt):
+    """Ctrl-C during prepare, after cleaning up: what was kept and how to continue, in one line (the CLI exits 130)."""
+
+
 @dataclass
 class PrepareConfig:
     out: str = DEFAULT_DATA_DIR

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SPLITS, DataError, PrepareConfig, project_version
-from .manifest import (FORMAT, MANIFEST_NAME, SHARD_RE, STAGING_NAME, load_manifest, read_token_shard, shard_name,
-                       verify_shards, write_atomic, write_token_shard)
+from .config import SPLITS, DataError, PrepareConfig, PrepareInterrupted, project_version
+from .manifest import (CHECKSUM, FORMAT, MANIFEST_NAME, SHARD_RE, STAGING_NAME, load_manifest, read_token_shard,
+                       shard_name, verify_shards, write_atomic, write_token_shard, xxh3_of)
 from .sources import SourcePlan, StoryChunk, plan_sources, read_chunk
-from .tokenizers import ModelTokenizer, build_encoding, load_rank_files, resolve_tokenizer_dir, token_dtype
+from .tokenizers import ModelTokenizer, build_encoding, load_rank_files, portable_vocab, resolve_tokenizer_dir, token_dtype
 
 SPLIT_CODES = {"train": 0, "validation": 1}
 _PART_RE = re.compile(r"^part-(\d{20})-s(\d+)-t(\d+)\.arrow$")
@@ -257,8 +257,7 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
                   phases: "_Phases") -> list[dict]:
     """Phase 1 on Ray: chunk descriptors -> tokenize (actor pool; each actor reads its chunks from disk) -> datasink
     writing Arrow parts in staging. Returns the datasink's per-chunk results in story order."""
-    from orchestrator.cluster import check_shared_storage
-    from orchestrator.runtime import init_ray
+    from raysetup import check_shared_storage, init_ray
 
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
     # Workers on every node write parts into staging, which the driver then reads: it must be one shared folder.
@@ -316,6 +315,34 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     phases.mark("ray data setup")
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
+    try:
+        _follow(worker, staging, bar, phases)
+    except KeyboardInterrupt:
+        # The caller removes staging next, under the job's running writers (the process exits right after, and Ray
+        # with it). Their failures would be logged on this console by Ray Data, one traceback each: mute Ray's loggers.
+        bar.close()
+        for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+            logging.getLogger(name).disabled = True
+        raise
+    bar.close()
+    phases.mark("tokenize (first part to last)")
+    if error:
+        exc = error[0]
+        # Errors raised in a worker arrive wrapped; surface our own one-line ones as they were.
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        for candidate in (cause, exc):
+            if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
+                raise candidate
+        text = " ".join(str(exc).split())
+        m = re.search(r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)", str(exc).replace("\n", " "))
+        if m:
+            raise DataError(m.group(2).strip())
+        raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
+    return sorted(sink.results, key=lambda r: r["first_seq"])
+
+
+def _follow(worker: threading.Thread, staging: Path, bar, phases: "_Phases") -> None:
+    """Advance the progress bar from the finished part files (their names carry the counts) until the job ends."""
     done_stories = 0
     first_part = None
     while worker.is_alive():
@@ -334,21 +361,6 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
         if stories and first_part is None:
             first_part = time.perf_counter()
             phases.mark("ray data start (to first part)", first_part)
-    bar.close()
-    phases.mark("tokenize (first part to last)")
-    if error:
-        exc = error[0]
-        # Errors raised in a worker arrive wrapped; surface our own one-line ones as they were.
-        cause = getattr(exc, "cause", None) or exc.__cause__
-        for candidate in (cause, exc):
-            if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
-                raise candidate
-        text = " ".join(str(exc).split())
-        m = re.search(r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)", str(exc).replace("\n", " "))
-        if m:
-            raise DataError(m.group(2).strip())
-        raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
-    return sorted(sink.results, key=lambda r: r["first_seq"])
 
 
 def _check_order(results: list[dict], plan: SourcePlan) -> None:
@@ -374,7 +386,8 @@ def _write_final_shards(results: list[dict], split: str, lut: np.ndarray | None,
         name = shard_name(split, len(shards))
         digest = write_token_shard(final_dir / name, tokens)
         stories = int(np.count_nonzero(tokens == eot_model))
-        shards.append(dict(file=name, tokens=int(len(tokens)), stories=stories, sha256=digest, bytes=(final_dir / name).stat().st_size))
+        shards.append(dict(file=name, tokens=int(len(tokens)), stories=stories, sha256=digest,
+                           **{CHECKSUM: xxh3_of(final_dir / name)}, bytes=(final_dir / name).stat().st_size))
 
     eot_model = int(lut[eot_orig]) if lut is not None else eot_orig
     for r in results:
@@ -431,7 +444,8 @@ def _param_savings(full: int, compact: int) -> list[str]:
             except Exception:
                 continue
             tables = 1 if getattr(c, "tie_embeddings", False) else 2
-            lines.append(f"{arch}/{preset} (d_model {c.d_model}, {'tied' if tables == 1 else 'untied'}): {(full - compact) * c.d_model * tables / 1e6:.1f}M params saved")
+            lines.append(f"{arch}/{preset} (d_model {c.d_model}, {'tied' if tables == 1 else 'untied'}): "
+                         f"{(full - compact) * c.d_model * tables / 1e6:.1f}M fewer embedding parameters than the full vocabulary")
     return lines
 
 
@@ -505,7 +519,8 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             old = load_manifest(out)
         except ValueError:
             old = None
-        if old is not None and old.get("fingerprint") == fingerprint and verify_shards(out, old):
+        # A manifest from before the carried vocabulary is rebuilt: its data would still need rank files to decode.
+        if old is not None and old.get("fingerprint") == fingerprint and old.get("vocab") and verify_shards(out, old):
             summary = _summary_from_manifest(old, out, noop=True)
             print_summary(summary, echo)
             return summary
@@ -565,16 +580,28 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             compact_to_original=compact_to_original.tolist() if compact_to_original is not None else None,
             # Bytes per model id, so training reports bits/byte without needing the tokenizer's rank files.
             token_bytes=ModelTokenizer(encoding, compact_to_original).token_byte_lengths().tolist(),
+            # The tokens themselves (and what BPE needs to rebuild them), so that generate, evaluate, the end-of-run
+            # sample and export never need rank files or network after prepare.
+            vocab=portable_vocab(encoding, compact_to_original),
             story_boundaries="every story ends with one eot_id token; no story contains it",
             splits=splits,
             build=dict(seconds=round(seconds, 3)),
         )
         _install(out, final_dir, manifest)
         phases.mark("manifest + install")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        for _ in range(3):  # a writer still finishing a part can re-fill a folder being removed
+            shutil.rmtree(staging, ignore_errors=True)
+            if not staging.exists():
+                break
+            time.sleep(1)
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
+        if isinstance(exc, KeyboardInterrupt):
+            kept = (f"{out} still holds the data prepared before" if (out / MANIFEST_NAME).is_file()
+                    else f"{out} holds no prepared data")
+            raise PrepareInterrupted(f"interrupted: prepare removed its unfinished work ({STAGING_NAME}); {kept}; "
+                                     f"run the same command again to prepare it") from None
         raise
     shutil.rmtree(staging, ignore_errors=True)
     phases.mark("cleanup")

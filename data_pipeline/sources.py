@@ -469,13 +469,25 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def _offline_tokenizer_hint(cfg: PrepareConfig) -> str:
+    """Offline, the tokenizer's rank files are the next thing to fail: name --tokenizer-dir in the same line."""
+    from .tokenizers import RANK_FILES, load_rank_files
+
+    try:
+        load_rank_files(cfg.tokenizer, cfg.tokenizer_dir, allow_download=False)
+        return ""
+    except Exception:
+        files = " and ".join(r.filename for r in RANK_FILES[cfg.tokenizer])
+        return f", and --tokenizer-dir DIR (a folder holding {files}) for the tokenizer {cfg.tokenizer!r}"
+
+
 def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
     """The default source: load (download or reuse the cache of) the Hub dataset, then plan over its Arrow cache files."""
     offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     if not offline and not _hub_reachable():
         raise DataError(
             f"cannot reach {_HF_HOST} to download {cfg.hf_dataset}; pass local files with --source PATH "
-            f"(a .txt/.jsonl/.parquet file, a directory holding train.* and validation.*, or a glob)"
+            f"(a .txt/.jsonl/.parquet file, a directory holding train.* and validation.*, or a glob)" + _offline_tokenizer_hint(cfg)
         )
     try:
         import datasets

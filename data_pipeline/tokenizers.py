@@ -1,6 +1,8 @@
-"""tiktoken encodings that work offline (rank files from a local folder, verified by tiktoken's own sha256), and the model-side tokenizer that applies a compact vocabulary."""
+"""tiktoken encodings that work offline (rank files from a local folder, verified by tiktoken's own sha256), the
+portable vocabulary prepare stores in the manifest, and the model-side tokenizer that applies a compact vocabulary."""
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import os
@@ -249,10 +251,97 @@ class ModelTokenizer:
         return lengths
 
 
+# ---------------------------------------------------------------- the vocabulary carried in the manifest
+
+VOCAB_FORMAT = "tiktoken-subset/v1"
+
+
+def _merge_pieces(token: bytes, ranks: dict[bytes, int]) -> list[bytes]:
+    """Every piece byte-pair encoding passes through while it builds `token` from its bytes (token included)."""
+    parts = [token[i:i + 1] for i in range(len(token))]
+    pieces = list(parts)
+    while len(parts) > 1:
+        best, at = None, -1
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and (best is None or rank < best):
+                best, at = rank, i
+        if best is None:
+            break
+        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+        pieces.append(parts[at])
+    return pieces
+
+
+def portable_vocab(encoding, compact_to_original: Iterable[int] | None) -> dict:
+    """What encoding and decoding the prepared data's tokens need, without rank files or network: the regex, the
+    special tokens, and the (bytes, rank) of every token the data uses plus every intermediate piece byte-pair
+    encoding builds them through and all 256 single bytes.
+
+    Why the intermediates make the subset exact: BPE merges, within a piece of text, the adjacent pair of lowest
+    rank. Each merge that builds one of the data's tokens joins two pieces inside that token, in the order BPE of the
+    token alone would, so with those pieces (and no others) ranked the same, the subset merges exactly as the full
+    table does on any text whose full encoding uses only the data's tokens. Other text still encodes, to pieces of
+    the subset; pieces outside the compact vocabulary are reported as unknown by ModelTokenizer.
+    """
+    ranks: dict[bytes, int] = encoding._mergeable_ranks
+    specials: dict[str, int] = dict(encoding._special_tokens)
+    if compact_to_original is None:
+        kept = dict(ranks)
+    else:
+        by_rank = {r: b for b, r in ranks.items()}
+        kept = {bytes([i]): ranks[bytes([i])] for i in range(256)}
+        wanted = {int(t) for t in compact_to_original}
+        for rank in wanted:
+            token = by_rank.get(rank)
+            if token is not None:
+                for piece in _merge_pieces(token, ranks):
+                    kept[piece] = ranks[piece]
+        eot = encoding.eot_token
+        specials = {name: i for name, i in specials.items() if i in wanted or i == eot}
+    order = sorted(kept.items(), key=lambda kv: kv[1])
+    blob = b"".join(b for b, _ in order)
+    return dict(
+        format=VOCAB_FORMAT, name=encoding.name, pat_str=encoding._pat_str, special_tokens=specials,
+        n_vocab=int(encoding.n_vocab), count=len(order),
+        ranks=base64.b64encode(np.asarray([r for _, r in order], dtype="<u4").tobytes()).decode("ascii"),
+        lengths=base64.b64encode(np.asarray([len(b) for b, _ in order], dtype="<u2").tobytes()).decode("ascii"),
+        bytes=base64.b64encode(blob).decode("ascii"),
+    )
+
+
+def encoding_from_vocab(vocab: dict):
+    """A tiktoken.Encoding from portable_vocab's record (no files, no network)."""
+    import tiktoken
+
+    if not isinstance(vocab, dict) or vocab.get("format") != VOCAB_FORMAT:
+        raise TokenizerError(f"the manifest's vocabulary is not in the {VOCAB_FORMAT} format; re-run `python cli.py prepare --force`")
+    try:
+        ranks = np.frombuffer(base64.b64decode(vocab["ranks"]), dtype="<u4")
+        lengths = np.frombuffer(base64.b64decode(vocab["lengths"]), dtype="<u2")
+        blob = base64.b64decode(vocab["bytes"])
+        if not (len(ranks) == len(lengths) == vocab["count"]) or int(lengths.sum()) != len(blob):
+            raise ValueError("sizes disagree")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise TokenizerError(f"the manifest's vocabulary is damaged ({exc}); re-run `python cli.py prepare --force`") from None
+    ends = np.cumsum(lengths, dtype=np.int64)
+    starts = ends - lengths
+    mergeable = {blob[a:b]: int(r) for a, b, r in zip(starts.tolist(), ends.tolist(), ranks.tolist())}
+    return tiktoken.Encoding(vocab["name"], pat_str=vocab["pat_str"], mergeable_ranks=mergeable,
+                             special_tokens={k: int(v) for k, v in vocab["special_tokens"].items()})
+
+
 def load_tokenizer(manifest_or_data_dir, tokenizer_dir: str | os.PathLike | None = None) -> ModelTokenizer:
-    """The model-side tokenizer of a prepared directory (or of a manifest dict loaded from it)."""
+    """The model-side tokenizer of a prepared directory (or of a manifest dict loaded from it, e.g. a checkpoint's).
+
+    From the vocabulary the manifest carries when it has one (prepare writes it): no rank files, no network.
+    Older manifests fall back to the tiktoken rank files (tokenizer_dir, $GPTOSS_TOKENIZER_DIR, cache, download).
+    """
     from .manifest import load_manifest
 
     manifest = manifest_or_data_dir if isinstance(manifest_or_data_dir, dict) else load_manifest(manifest_or_data_dir)
-    encoding = get_encoding(manifest["tokenizer"], tokenizer_dir)
+    if manifest.get("vocab"):
+        encoding = encoding_from_vocab(manifest["vocab"])
+    else:
+        encoding = get_encoding(manifest["tokenizer"], tokenizer_dir)
     return ModelTokenizer(encoding, manifest.get("compact_to_original") if manifest.get("compacted") else None)

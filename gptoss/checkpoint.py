@@ -28,10 +28,18 @@ def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomically(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        # safetensors creates its file 0600; give every written file the mode a plain open() would (0644 usually).
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -68,6 +68,7 @@ class TrainConfig:
     prompt: str = "Once upon a time"
     sample_tokens: int = 120
     tokenizer_dir: Optional[str] = None
+    verify_data: bool = True  # check every shard's checksum before step 1 (skip for huge data you trust)
     verbose: bool = False
     inject_failure_at: Optional[int] = None  # testing: rank world-1 dies once at this step
 

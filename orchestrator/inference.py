@@ -123,14 +123,17 @@ def _compaction_map(manifest: dict):
 
 
 def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
-                        seq_len: Optional[int] = None, progress: bool = True) -> dict:
+                        seq_len: Optional[int] = None, progress: bool = True, verify_data: bool = True) -> dict:
     """Loss, perplexity and bits/byte of a checkpoint over every window of a split (one process)."""
     from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
+    from data_pipeline.manifest import check_shards
 
     data_dir = os.path.abspath(data_dir)
     manifest = load_manifest(data_dir)
     if split not in manifest.get("splits", {}):
         raise ValueError(f"split {split!r} not in {data_dir}; choose one of {sorted(manifest.get('splits', {}))}")
+    if verify_data:
+        check_shards(data_dir, manifest, splits=[split])
     with open_checkpoint(path) as bundle:
         check_compatible(bundle, manifest, data_dir)
         seq_len = seq_len or int(bundle.state.get("config", {}).get("seq_len", 256))
@@ -152,15 +155,15 @@ def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", bat
 
 
 def evaluate_on_cluster(address: str, path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
-                        seq_len: Optional[int] = None, verbose: bool = False) -> dict:
+                        seq_len: Optional[int] = None, verbose: bool = False, verify_data: bool = True) -> dict:
     """evaluate_checkpoint as one Ray task on the cluster (a GPU node when it has one); paths must be shared."""
-    from orchestrator.runtime import init_ray
+    from raysetup import init_ray
 
     info = init_ray(address, verbose)
     import ray
 
     task = ray.remote(num_cpus=1, num_gpus=1 if info.gpus >= 1 else 0, max_retries=0)(evaluate_checkpoint)
-    return ray.get(task.remote(os.path.abspath(path), os.path.abspath(data_dir), split, batch_size, seq_len, False))
+    return ray.get(task.remote(os.path.abspath(path), os.path.abspath(data_dir), split, batch_size, seq_len, False, verify_data))
 
 
 def export_checkpoint(path: str, out_dir: str) -> str:

@@ -13,7 +13,8 @@ from ray import tune
 
 from orchestrator.config import TrainConfig
 from orchestrator.report import TRIALS_DIR
-from orchestrator.runtime import ClusterError
+from orchestrator.trainer import failure_reason
+from raysetup import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
 TRAIN_AXES = ("arch", "seed", "lr", "variant")
@@ -184,19 +185,25 @@ def _trial(params: dict) -> None:
             tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                          "best_val_loss": summary["best_val_loss"], "reused": 1})
             return
-    run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
+    summary = run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
+    if summary["invocation"]["steps"] == 0:
+        # Trained to its last step by an earlier sweep that failed afterwards: no trainer ran, so nothing reported to
+        # Tune; without a result carrying val_loss Tune would refuse the trial (strict metric checking).
+        tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
+                     "best_val_loss": summary["best_val_loss"], "reused": 1})
 
 
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
     """The settings every trial starts from. Local paths become absolute: a Tune trial runs in its own working
     directory, where `data/tinystories` would name nothing."""
-    from orchestrator.cluster import is_uri, local_path
+    from raysetup import is_uri, local_path
 
     def absolute(path: Optional[str]) -> Optional[str]:
         return path if path is None or is_uri(path) else local_path(path)
 
+    # verify_data: plan_sweep checked every shard once before the sweep; N trials need not each read it all again.
     return TrainConfig.from_dict({**base.to_dict(), "threads_per_worker": threads, "data": absolute(base.data),
-                                  "tokenizer_dir": absolute(base.tokenizer_dir)})
+                                  "tokenizer_dir": absolute(base.tokenizer_dir), "verify_data": False})
 
 
 def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
@@ -216,9 +223,9 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
 
 def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     """Run (or resume) the sweep and write its report; returns the report's summary."""
-    from orchestrator.cluster import check_shared_storage
+    from raysetup import check_shared_storage
     from orchestrator.report import write_report
-    from orchestrator.runtime import init_ray
+    from raysetup import init_ray
     from orchestrator.storage import open_storage
 
     points, _ = plan_sweep(cfg)
@@ -271,18 +278,45 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     started = time.time()
-    results = tuner.fit()
-    errors = [r for r in results if r.error is not None]
+    if not cfg.base.verbose:
+        # Tune's own "Trials did not complete: [...]" error line: the sweep names each failure and its reason itself.
+        import logging
+
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    # Ctrl-C: Tune's own handler would stop the trials "gracefully" and return as if the sweep had ended; let the
+    # interrupt reach us instead (each trial's checkpoints are its resume state, not Tune's experiment state).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        raise SweepInterrupted(f"interrupted: sweep {cfg.name} keeps its finished trials and every trial's latest "
+                               f"checkpoint in {sweep_uri}; run the same command again to resume") from None
+    errors = [(r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else "?", failure_reason(r.error)) for r in results if r.error is not None]
+    finished = len(results) - len(errors)
+    wall_s = time.time() - started
+    if finished == 0:
+        # No trial finished: there is nothing to report on, and the report's advice (run the sweep) would be this command.
+        raise ClusterError(f"all {len(errors)} trial(s) of sweep {cfg.name} failed; {errors[0][0]}: {errors[0][1]}"
+                           + _rerun_hint(cfg.name))
     report = write_report(sweep_uri)
-    report["wall_s"] = time.time() - started
+    report["wall_s"] = wall_s
     report["errors"] = len(errors)
     if show_progress:
         console.say(f"sweep {cfg.name} done in {report['wall_s']:.0f}s: {report['trials']} trials reported, "
                     f"{len(errors)} failed; report: {report['report']}")
     if errors:
-        first = " ".join(str(errors[0].error).split())[:300]
-        raise ClusterError(f"{len(errors)} trial(s) failed (the report covers the rest); first error: {first}")
+        raise ClusterError(f"{len(errors)} of {len(results)} trial(s) failed (the report covers the rest); "
+                           f"{errors[0][0]}: {errors[0][1]}" + _rerun_hint(cfg.name))
     return report
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: what was kept and how to continue, in one line (the CLI prints it and exits 130)."""
+
+
+def _rerun_hint(name: str) -> str:
+    return f"; fix the cause and run the same command again (same --name {name}): finished trials are kept, failed ones resume"
+
 
 
 class SweepConsole(tune.Callback):
@@ -330,7 +364,15 @@ class SweepConsole(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
-        self.say(f"[failed {self.done}/{self.total}] {self._row(trial)['trial']}")
+        reason = ""
+        try:  # Tune has just pickled the error into the trial's local folder (its storage copy is synced later)
+            from ray import cloudpickle
+
+            with open(trial.pickled_error_file, "rb") as f:
+                reason = f": {failure_reason(cloudpickle.load(f))}"
+        except Exception:
+            pass
+        self.say(f"[failed {self.done}/{self.total}] {self._row(trial)['trial']}{reason}")
 
     def table(self) -> str:
         head = f"{'trial':<40} {'arch':<7} {'depth':>5} {'experts':>7} {'step':>6} {'val loss':>9}"

@@ -243,14 +243,11 @@ def train_worker(job: dict) -> None:
 
     window_loss, window_steps, window_tokens = 0.0, 0, 0
     window_start = time.perf_counter()
+    first_window = True  # start-up (allocation, caches, compile) lands in it: not steady-state throughput
     last_grad_norm = 0.0
     model.train()
     for step in range(start_step, total_steps):
-        if cfg.inject_failure_at is not None and step == cfg.inject_failure_at and env.rank == env.world_size - 1:
-            marker = job["failure_marker"]
-            if not os.path.exists(marker):
-                open(marker, "w").close()
-                os._exit(17)  # a hard worker death, as a lost node would cause
+        _maybe_inject_failure(cfg, job, env, step)
 
         lr = lr_at(step, total_steps, warmup, lr0, min_lr)
         for group in optimizer.param_groups:
@@ -280,7 +277,10 @@ def train_worker(job: dict) -> None:
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / max(elapsed, 1e-9)
             metrics = dict(step=done, time=time.time(), tokens=tokens_seen, train_loss=window_loss / window_steps, lr=lr,
-                           grad_norm=last_grad_norm, tokens_per_s=tps, epoch=(step * cfg.grad_accum) // max(1, train_windows.batches_per_epoch(cfg.batch_size)))
+                           grad_norm=last_grad_norm, tokens_per_s=tps, window_s=elapsed, window_tokens=window_tokens,
+                           first_window=first_window,
+                           epoch=(step * cfg.grad_accum) // max(1, train_windows.batches_per_epoch(cfg.batch_size)))
+            first_window = False
             metrics.update(_throughput(fpt, tps, peak, env.world_size, device))
             metrics.update(_moe_metrics(raw_model))
             if not is_eval:
@@ -311,7 +311,19 @@ def train_worker(job: dict) -> None:
                 env.report(metrics, ckpt_dir)
             emit(dict(kind="eval", **metrics))
             window_start = time.perf_counter()  # eval time is not training throughput
+    _maybe_inject_failure(cfg, job, env, total_steps)  # at total_steps: after the last checkpoint
     emit(dict(kind="done", step=total_steps))
+
+
+def _maybe_inject_failure(cfg: TrainConfig, job: dict, env: WorkerEnv, step: int) -> None:
+    """Testing (--inject-failure-at): the last rank dies once, hard, before `step` (or after the last step's
+    checkpoint when step == total_steps), as a lost node would make it."""
+    if cfg.inject_failure_at is None or step != cfg.inject_failure_at or env.rank != env.world_size - 1:
+        return
+    marker = job["failure_marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(17)
 
 
 def _throughput(fpt: float, tps: float, peak: Optional[float], world_size: int, device: torch.device) -> dict:

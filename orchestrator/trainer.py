@@ -10,18 +10,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 from orchestrator.config import TrainConfig
-from orchestrator.runtime import ClusterError, ClusterInfo
+from raysetup import ClusterError, ClusterInfo
 from orchestrator.storage import Storage, open_storage
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
+INVOCATIONS_FILE = "invocations.json"  # one entry per `train` of this run: wall time, steps, how it ended
 # Config fields that must match for a run to continue from its checkpoint.
 _RESUME_KEYS = ("arch", "preset", "variant", "model_overrides", "seq_len", "data")
 
 
 class TrainingError(RuntimeError):
     """The run failed after it started (a worker error beyond --max-failures); one line for the user."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C: what was kept and how to continue, in one line (the CLI prints it and exits 130)."""
 
 
 @dataclass
@@ -49,13 +54,18 @@ class RunPlan:
                     threads_per_worker=self.threads_per_worker, **extra)
 
 
-def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
-    """Check data, model and batch against each other; raise ValueError with one line if they do not fit."""
+def plan_run(cfg: TrainConfig, workers: int = 1, verify_data: Optional[bool] = None) -> RunPlan:
+    """Check data, model and batch against each other, and everything the end of the run needs (the sample's
+    tokenizer and prompt); raise ValueError with one line if they do not fit. verify_data (default cfg.verify_data)
+    checks every shard's checksum."""
     from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
+    from data_pipeline.manifest import check_shards
     from gptoss import build_config, build_model, count_params, flops_per_token
 
     cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
     manifest = load_manifest(cfg.data)
+    if cfg.verify_data if verify_data is None else verify_data:
+        check_shards(cfg.data, manifest)
     overrides = cfg.resolved_model_overrides()  # the variant's switches, then explicit overrides
     overrides["vocab_size"] = int(manifest["vocab_size"])
     model_cfg = build_config(cfg.arch, cfg.preset, **overrides)
@@ -68,6 +78,7 @@ def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
     if val.num_windows < workers:
         raise ValueError(f"the validation split has {val.num_windows} windows of {cfg.seq_len + 1} tokens, fewer than "
                          f"--workers {workers}; use a smaller --seq-len or prepare more validation data")
+    check_sample(cfg, manifest, model_cfg.max_seq_len)
     import torch
 
     with torch.device("meta"):
@@ -75,6 +86,23 @@ def plan_run(cfg: TrainConfig, workers: int = 1) -> RunPlan:
     return RunPlan(cfg=cfg, manifest=manifest, model_overrides=overrides, byte_lengths=token_byte_lengths(manifest),
                    params=count_params(meta_model), model_config=asdict(model_cfg),
                    flops_per_token=flops_per_token(meta_model, cfg.seq_len))
+
+
+def check_sample(cfg: TrainConfig, manifest: dict, max_seq_len: int) -> None:
+    """The end-of-run sample must not be what fails after hours of training: load its tokenizer (the manifest's own
+    vocabulary, or rank files for data prepared before it carried one) and encode the prompt now."""
+    if cfg.sample_tokens <= 0:
+        return
+    from data_pipeline import UnknownTokenError, load_tokenizer
+
+    tokenizer = load_tokenizer(manifest, cfg.tokenizer_dir)  # TokenizerError (one line) when it cannot be loaded
+    try:
+        ids = tokenizer.encode(cfg.prompt) if cfg.prompt else [tokenizer.eot_id]
+    except UnknownTokenError as exc:
+        raise ValueError(f"--prompt {cfg.prompt!r} (the end-of-run sample): {exc}; or pass --sample-tokens 0") from None
+    if len(ids) + cfg.sample_tokens > max_seq_len:
+        raise ValueError(f"--prompt ({len(ids)} tokens) + --sample-tokens {cfg.sample_tokens} exceeds the model's "
+                         f"max_seq_len {max_seq_len}; lower --sample-tokens")
 
 
 def place_workers(cfg: TrainConfig, info: ClusterInfo) -> tuple[int, bool, int]:
@@ -134,6 +162,35 @@ class RunDir:
                  threads_per_worker=plan.threads_per_worker, total_steps=plan.total_steps, params=plan.params,
                  model_config=plan.model_config, flops_per_token=plan.flops_per_token, lr=cfg.resolved_lr,
                  tokenizer=plan.manifest.get("tokenizer"), vocab_size=plan.manifest.get("vocab_size")), indent=1))
+
+    def checkpoint_steps(self) -> dict[int, str]:
+        """Step -> checkpoint path, from the checkpoint_NNNNNNN directory names."""
+        out = {}
+        for path in self.checkpoints():
+            digits = path.rsplit("_", 1)[-1]
+            if digits.isdigit():
+                out[int(digits)] = path
+        return out
+
+    def checkpoint_val_loss(self, path: str) -> float:
+        from orchestrator.train_loop import TRAIN_STATE_FILE
+
+        try:
+            return float(json.loads(self.storage.read_text(f"{path}/{TRAIN_STATE_FILE}")).get("val_loss", math.inf))
+        except Exception:
+            return math.inf
+
+    def load_invocations(self) -> list[dict]:
+        path = f"{self.path}/{INVOCATIONS_FILE}"
+        try:
+            return json.loads(self.storage.read_text(path)) if self.storage.exists(path) else []
+        except ValueError:
+            return []
+
+    def record_invocation(self, entry: dict) -> list[dict]:
+        entries = self.load_invocations() + [entry]
+        self.storage.write_text(f"{self.path}/{INVOCATIONS_FILE}", json.dumps(entries, indent=1))
+        return entries
 
     def load_records(self) -> list[dict]:
         path = f"{self.path}/{METRICS_FILE}"
@@ -260,27 +317,68 @@ def fit_with_progress(trainer, progress_queue, on_event: Callable[[dict], None])
 
 
 def _failure_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"training failed: {text[:500]}"
+    return f"training failed: {failure_reason(exc)}"
+
+
+_OUR_ERRORS = ("DataError", "TokenizerError", "UnknownTokenError", "TrainingError", "ClusterError", "ValueError",
+               "FileNotFoundError", "PermissionError")
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line saying why a trial failed: the innermost of our own errors behind Ray's wrappers (RayTaskError,
+    TrainingFailedError, ...), without their tracebacks."""
+    import re
+
+    seen, chain, exc = set(), [], error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    for exc in reversed(chain):  # innermost first
+        if type(exc).__name__ in _OUR_ERRORS and not type(exc).__module__.startswith("ray"):
+            return _squash(str(exc))
+    text = " ".join(str(error).split())
+    # Ray Train appends each worker's repr (actor, metadata, context) after "Worker info:": no use to the user.
+    text = text.split(" Worker info:")[0]
+    # A RayTaskError's text embeds the remote traceback; keep the final "SomeError: message" of it.
+    matches = re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception)): (.+?)(?= Traceback \(most recent call last\)|$)", text)
+    if matches:
+        name, message = matches[-1]
+        return _squash(f"{name}: {message}")
+    return _squash(text) or type(error).__name__
+
+
+def _squash(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
                  info: Optional[ClusterInfo] = None, cpu_held_by_caller: float = 0.0) -> dict:
     """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json)."""
-    from orchestrator.cluster import check_shared_storage
-    from orchestrator.runtime import init_ray
+    from raysetup import check_shared_storage, init_ray
 
+    started = time.time()  # this invocation's wall time includes Ray's start-up: the user waits for it too
     plan = plan_run(cfg, workers=cfg.workers or 1)  # fail on bad data/model/batch before Ray starts
     info = info or init_ray(cfg.address, cfg.verbose)
     plan.workers, plan.use_gpu, plan.threads_per_worker = place_workers(cfg, info)
     if plan.workers != (cfg.workers or 1):
-        plan_run(cfg, workers=plan.workers)  # re-check the batch against the real worker count
+        plan_run(cfg, workers=plan.workers, verify_data=False)  # re-check the batch against the real worker count
     storage = open_storage(cfg.storage)
     check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
     run = RunDir(storage, cfg.run_name)
     run.prepare(plan, say if show_progress else (lambda s: None))
     if show_progress:
         say(_start_line(plan, info))
+
+    invocation = dict(started_unix=started, start_step=0, end_step=0)
+    finished = run.checkpoint_steps()
+    if cfg.resume and finished and max(finished) >= plan.total_steps and run.records:
+        # Trained to the end by an earlier invocation that failed or was stopped afterwards (the sample, the summary):
+        # no new trainer (Ray Train would restore at the last step, train nothing and report nothing); finish the run.
+        invocation.update(start_step=max(finished), end_step=max(finished))
+        result = _FinishedResult(run, finished)
+        return _finish_run(plan, run, storage, result, invocation, started, show_progress, None)
 
     import ray
     from ray.util.queue import Queue
@@ -291,10 +389,11 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     progress_queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     console = ConsoleProgress(show_progress, cfg.run_name)
     logger = _WandbLogger(cfg, plan) if cfg.wandb else None
-    started = time.time()
+    starts: list[int] = []
 
     def on_event(event: dict) -> None:
         if event["kind"] == "start":
+            starts.append(event["step"])
             run.restart_at(event["step"])
         elif event["kind"] in ("step", "eval"):
             run.add({k: v for k, v in event.items()})
@@ -304,9 +403,14 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
                 logger.log(event)
         console(event)
 
+    outcome = "failed"
     try:
         trainer = make_trainer(plan, storage, progress_queue, callbacks, cpu_held_by_caller)
         result = fit_with_progress(trainer, progress_queue, on_event)
+        outcome = "trained"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise RunInterrupted(_interrupted_line(cfg, run, storage)) from None
     finally:
         console.close()
         run.flush()
@@ -314,15 +418,72 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
             ray.kill(progress_queue.actor)
         except Exception:
             pass
-    summary = summarize(plan, run, result, time.time() - started)
-    if cfg.sample_tokens > 0 and summary.get("best_checkpoint"):
-        summary["sample"] = sample_from(summary["best_checkpoint"], cfg, storage)
+        evals = [r for r in run.records if r.get("kind") == "eval"]
+        invocation.update(start_step=starts[0] if starts else 0, end_step=evals[-1]["step"] if evals else 0)
+        if outcome != "trained":
+            _record(run, invocation, started, outcome)
+    return _finish_run(plan, run, storage, result, invocation, started, show_progress, logger)
+
+
+def _record(run: RunDir, invocation: dict, started: float, outcome: str) -> list[dict]:
+    try:
+        return run.record_invocation(dict(invocation, wall_s=round(time.time() - started, 3), outcome=outcome))
+    except Exception:  # bookkeeping must never mask the run's own error
+        return []
+
+
+def _interrupted_line(cfg: TrainConfig, run: RunDir, storage: Storage) -> str:
+    steps = run.checkpoint_steps()
+    where = storage.uri_of(cfg.run_name)
+    if not steps:
+        return f"interrupted: run {cfg.run_name} has no checkpoint yet ({where}); the same command starts it again"
+    return (f"interrupted: run {cfg.run_name} keeps its checkpoint at step {max(steps)} in {where}; "
+            f"run the same command again to continue from there")
+
+
+def _finish_run(plan: RunPlan, run: RunDir, storage: Storage, result, invocation: dict, started: float,
+                show_progress: bool, logger) -> dict:
+    cfg = plan.cfg
+    try:
+        sample = None
+        best = _best_checkpoint(result)
+        if cfg.sample_tokens > 0 and best:
+            sample = sample_from(best, cfg, storage)
+    except KeyboardInterrupt:
+        _record(run, invocation, started, "interrupted")
+        raise RunInterrupted(_interrupted_line(cfg, run, storage)) from None
+    except BaseException:
+        _record(run, invocation, started, "failed")
+        raise
+    invocations = _record(run, invocation, started, "finished")
+    summary = summarize(plan, run, result, time.time() - started, invocation=invocation, invocations=invocations)
+    if sample is not None:
+        summary["sample"] = sample
     run.write_summary(summary)
     if logger:
         logger.finish(summary)
     if show_progress:
         print_summary(summary)
     return summary
+
+
+class _FinishedResult:
+    """What summarize needs from a ray.train.Result, for a run whose training had already reached its last step."""
+
+    def __init__(self, run: RunDir, steps: dict[int, str]):
+        self.error = None
+        uri = run.storage.uri_of(run.name)
+        paths = {step: f"{uri}/{path.rsplit('/', 1)[-1]}" for step, path in steps.items()}
+        self.checkpoint = type("Ckpt", (), {"path": paths[max(paths)]})()
+        self.best_checkpoints = [(type("Ckpt", (), {"path": paths[step]})(), {"val_loss": run.checkpoint_val_loss(path)})
+                                 for step, path in steps.items()]
+
+
+def _best_checkpoint(result) -> Optional[str]:
+    scored = [(m.get("val_loss", math.inf), c) for c, m in (getattr(result, "best_checkpoints", None) or []) if m]
+    if scored:
+        return min(scored, key=lambda t: t[0])[1].path
+    return result.checkpoint.path if getattr(result, "checkpoint", None) else None
 
 
 def _start_line(plan: RunPlan, info: ClusterInfo) -> str:
@@ -333,15 +494,35 @@ def _start_line(plan: RunPlan, info: ClusterInfo) -> str:
             f"global batch {cfg.tokens_per_step(plan.workers):,} tokens, {plan.total_steps} steps")
 
 
-def summarize(plan: RunPlan, run: RunDir, result, wall_s: float) -> dict:
+def throughput(records: list[dict]) -> dict:
+    """Training-step time and steady-state tokens/s over step records: each record covers one logging window (its
+    tokens and seconds, evaluations excluded); the first window of every worker-group start carries the start-up
+    and is left out of the steady state (unless it is all there is)."""
+    windows = [r for r in records if r.get("window_s")]
+    if not windows:  # records from before windows were logged: the mean of the windows' rates
+        rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+        return dict(train_s=None, tokens_per_s=sum(rates) / len(rates) if rates else None, steady_windows=0)
+    steady = [r for r in windows if not r.get("first_window")] or windows
+    return dict(train_s=sum(r["window_s"] for r in windows),
+                tokens_per_s=sum(r["window_tokens"] for r in steady) / sum(r["window_s"] for r in steady),
+                steady_windows=len(steady) if steady is not windows or not windows[0].get("first_window") else 0)
+
+
+def summarize(plan: RunPlan, run: RunDir, result, wall_s: float, invocation: Optional[dict] = None,
+              invocations: Optional[list[dict]] = None) -> dict:
+    """The run's summary: the whole run (all invocations) and this invocation apart; tokens/s is the steady state of
+    the training steps alone (no start-up, no first window, no evaluations), never tokens over wall time."""
     evals = [r for r in run.records if r.get("kind") == "eval"]
-    steps = [r for r in run.records if "tokens_per_s" in r]
-    best_ckpt = None
-    best_checkpoints = getattr(result, "best_checkpoints", None) or []
-    scored = [(m.get("val_loss", math.inf), c) for c, m in best_checkpoints if m]
-    if scored:
-        best_ckpt = min(scored, key=lambda t: t[0])[1].path
+    best_ckpt = _best_checkpoint(result)
     latest = result.checkpoint.path if getattr(result, "checkpoint", None) else None
+    invocation = dict(invocation or {})
+    tokens_per_step = plan.cfg.tokens_per_step(plan.workers)
+    start, end = invocation.get("start_step", 0), invocation.get("end_step", evals[-1]["step"] if evals else 0)
+    this = dict(start_step=start, end_step=end, steps=end - start, tokens=(end - start) * tokens_per_step, wall_s=wall_s)
+    this["tokens_per_s_wall"] = this["tokens"] / wall_s if wall_s > 0 else None
+    rate = throughput(run.records)
+    mine = throughput([r for r in run.records if r.get("step", 0) > start])
+    history = invocations or [dict(wall_s=wall_s)]
     return dict(
         run=plan.cfg.run_name,
         run_dir=run.storage.uri_of(plan.cfg.run_name),
@@ -352,8 +533,12 @@ def summarize(plan: RunPlan, run: RunDir, result, wall_s: float) -> dict:
         final_val_loss=evals[-1]["val_loss"] if evals else None,
         final_val_bpb=evals[-1]["val_bpb"] if evals else None,
         best_val_loss=min((e["val_loss"] for e in evals), default=None),
-        tokens_per_s=sum(s["tokens_per_s"] for s in steps) / len(steps) if steps else None,
-        wall_s=wall_s,
+        tokens_per_s=rate["tokens_per_s"],  # steady state, training steps only, whole run
+        train_s=rate["train_s"],  # seconds in training steps, whole run (evals and start-up excluded)
+        wall_s=wall_s,  # this invocation, start to end
+        run_wall_s=sum(i.get("wall_s", 0.0) for i in history),  # every invocation of this run
+        invocations=len(history),
+        invocation=dict(this, tokens_per_s=mine["tokens_per_s"], train_s=mine["train_s"]),
         params=plan.params,
         workers=plan.workers,
         best_checkpoint=best_ckpt or latest,
@@ -369,20 +554,37 @@ def sample_from(checkpoint_path: str, cfg: TrainConfig, storage: Storage) -> str
                              seed=cfg.seed, tokenizer_dir=cfg.tokenizer_dir)
 
 
-def print_summary(summary: dict) -> None:
+def summary_lines(summary: dict) -> list[str]:
     p = summary["params"]
-    lines = [
-        "",
-        f"run {summary['run']}: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_s']:.0f}s"
-        + (f" ({summary['tokens_per_s']:,.0f} tokens/s)" if summary.get("tokens_per_s") else ""),
-        f"  val loss final {summary['final_val_loss']:.4f}  best {summary['best_val_loss']:.4f}  "
-        f"bits/byte {summary['final_val_bpb']:.4f}" if summary.get("final_val_loss") is not None else "  no evaluation ran",
-        f"  params {p['total']/1e6:.2f}M total, {p['active']/1e6:.2f}M active, {p['embedding']/1e6:.2f}M embedding",
-        f"  checkpoint {summary['best_checkpoint']}",
-    ]
+    inv = summary.get("invocation") or {}
+    whole = (f"run {summary['run']}: {summary['steps']} steps, {summary['tokens']:,} tokens"
+             + (f" over {summary['invocations']} invocations, {summary['run_wall_s']:.0f}s wall in all" if summary.get("invocations", 1) > 1 else ""))
+    if summary.get("train_s"):
+        whole += f", {summary['train_s']:.0f}s of it in training steps"
+    lines = ["", whole]
+    if inv:
+        if inv["steps"] == 0:
+            lines.append(f"  this invocation: no steps left to train (already at step {inv['end_step']}), {inv['wall_s']:.0f}s wall")
+        else:
+            lines.append(f"  this invocation: steps {inv['start_step']}-{inv['end_step']}, {inv['tokens']:,} tokens in "
+                         f"{inv['wall_s']:.0f}s wall (start-up, evaluations and checkpoints included)")
+    if summary.get("tokens_per_s"):
+        lines.append(f"  throughput {summary['tokens_per_s']:,.0f} tokens/s in steady-state training steps "
+                     f"(start-up, first window and evaluations excluded)")
+    if summary.get("final_val_loss") is not None:
+        lines.append(f"  val loss final {summary['final_val_loss']:.4f}  best {summary['best_val_loss']:.4f}  "
+                     f"bits/byte {summary['final_val_bpb']:.4f}")
+    else:
+        lines.append("  no evaluation ran")
+    lines += [f"  params {p['total']/1e6:.2f}M total, {p['active']/1e6:.2f}M active, {p['embedding']/1e6:.2f}M embedding",
+              f"  checkpoint {summary['best_checkpoint']}"]
     if summary.get("sample"):
         lines += ["", "sample:", summary["sample"]]
-    say("\n".join(lines))
+    return lines
+
+
+def print_summary(summary: dict) -> None:
+    say("\n".join(summary_lines(summary)))
 
 
 class _WandbLogger:

@@ -32,7 +32,7 @@ def tiktoken_dir() -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """One 2-CPU Ray instance shared by every Ray test: start-up costs seconds here."""
-    from orchestrator.runtime import init_ray, shutdown_ray
+    from raysetup import init_ray, shutdown_ray
 
     info = init_ray(num_cpus=2)
     yield info

@@ -142,3 +142,171 @@ def test_sweep_flags_reach_every_trial(monkeypatch, tmp_path):
     assert gpt2.model_overrides["dropout"] == 0.1 and "sliding_window" not in gpt2.model_overrides
     assert oss.model_overrides["sliding_window"] == 64 and "dropout" not in oss.model_overrides
     assert not gpt2.resume and gpt2.grad_clip == 0.5 and gpt2.workers == 2
+
+
+def _copy_data(prepared_data, tmp_path, edit=None):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared_data, copy)
+    if edit:
+        manifest = json.loads((copy / "manifest.json").read_text())
+        edit(copy, manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _train_args(data, tmp_path, *extra):
+    return ["train", "--data", str(data), "--storage", str(tmp_path / "runs"), "--preset", "debug", "--seq-len", "32",
+            "--batch-size", "2", "--max-steps", "1", "--eval-every", "1", "--eval-windows", "1", *extra]
+
+
+def test_train_refuses_before_step_1_what_would_fail_at_its_end(prepared_data, tmp_path, monkeypatch):
+    # Data prepared before the manifest carried its vocabulary, and no rank files reachable: the end-of-run sample
+    # would fail after all the training; it must fail first, in one line, with nothing written.
+    def drop_vocab(_, manifest):
+        manifest.pop("vocab")
+
+    old = _copy_data(prepared_data, tmp_path, drop_vocab)
+    monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    _one_line_error(runner.invoke(cli.app, _train_args(old, tmp_path, "--tokenizer-dir", str(tmp_path / "nonexistent"))),
+                    "tokenizer directory", "does not exist")
+    from data_pipeline import tokenizers
+
+    monkeypatch.setattr(tokenizers, "_host_reachable", lambda *a, **k: False)
+    _one_line_error(runner.invoke(cli.app, _train_args(old, tmp_path)), "o200k_base.tiktoken", "--tokenizer-dir")
+    # A prompt the compact vocabulary cannot encode, or one too long for the model, is refused up front too.
+    _one_line_error(runner.invoke(cli.app, _train_args(prepared_data, tmp_path, "--prompt", "Zyzzyva 炎")), "--prompt", "--sample-tokens 0")
+    _one_line_error(runner.invoke(cli.app, _train_args(prepared_data, tmp_path, "--sample-tokens", "100000")), "max_seq_len")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_train_and_evaluate_refuse_a_shard_corrupted_in_place(prepared_data, tmp_path):
+    def corrupt(copy, manifest):
+        shard = copy / manifest["splits"]["validation"]["shards"][0]["file"]
+        data = bytearray(shard.read_bytes())
+        data[-64:-56] = b"\xff" * 8  # same size, different bytes
+        shard.write_bytes(bytes(data))
+
+    bad = _copy_data(prepared_data, tmp_path, corrupt)
+    result = runner.invoke(cli.app, _train_args(bad, tmp_path))
+    _one_line_error(result, "shard validation-00000.arrow", "prepare")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    _one_line_error(runner.invoke(cli.app, ["evaluate", str(tmp_path / "no-such-ckpt"), "--data", str(bad)]),
+                    "shard validation-00000.arrow", "prepare")
+
+
+def _cli(args, cwd, env, timeout=600):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _offline_env(tmp_path):
+    import os
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GPTOSS_TOKENIZER_DIR", "RAY_ADDRESS")}
+    (tmp_path / "empty-tiktoken-cache").mkdir(exist_ok=True)
+    # No rank file cached, none downloadable (the data_gym cache too): after prepare, nothing may need them.
+    env.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "empty-tiktoken-cache"), DATA_GYM_CACHE_DIR=str(tmp_path / "empty-tiktoken-cache"),
+               PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
+def test_the_readme_offline_path_end_to_end(tmp_path, tinystories_dir, tiktoken_dir):
+    """prepare with --tokenizer-dir, then train, generate, evaluate, export, a 2-trial sweep and report, each a fresh
+    `python cli.py` process with no tokenizer flag, no rank files reachable and no network."""
+    import stat
+
+    env = _offline_env(tmp_path)
+    tiny = ["--preset", "debug", "--seq-len", "64", "--batch-size", "4", "--eval-every", "2", "--eval-windows", "4",
+            "--storage", "runs"]
+
+    def clean(output: str) -> None:
+        assert "Traceback" not in output and "(raylet)" not in output, output
+
+    code, out = _cli(["prepare", "--source", tinystories_dir, "--tokenizer-dir", tiktoken_dir, "--limit", "400", "--out", "data"],
+                     tmp_path, env)
+    assert code == 0, out
+    clean(out)
+    code, out = _cli(["train", "--data", "data", "--max-steps", "4", "--sample-tokens", "12", "--name", "e2e", *tiny], tmp_path, env)
+    assert code == 0, out
+    clean(out)
+    summary = json.loads((tmp_path / "runs" / "e2e" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["sample"].startswith("Once upon a time") and "sample:" in out
+    assert "this invocation: steps 0-4" in out and "steady-state" in out
+
+    code, out = _cli(["generate", "runs/e2e", "--prompt", "The dog", "--max-tokens", "8", "--temperature", "0"], tmp_path, env)
+    assert code == 0 and out.startswith("The dog") and len(out.strip()) > len("The dog"), out
+    code, out = _cli(["evaluate", "runs/e2e", "--data", "data", "--json"], tmp_path, env)
+    assert code == 0, out
+    assert 0 < json.loads(out.strip().splitlines()[-1])["loss"] < 20
+    code, out = _cli(["export", "runs/e2e", "hf"], tmp_path, env)
+    assert code == 0, out
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()}
+    assert set(files) == {"config.json", "model.safetensors", "generation_config.json", "tokenizer_manifest.json"}
+    assert len(set(files.values())) == 1, files  # the weights as readable as the rest
+    assert json.loads((tmp_path / "hf" / "tokenizer_manifest.json").read_text())["vocab"]["count"] > 0
+
+    code, out = _cli(["sweep", "--data", "data", "--archs", "gpt2", "--layers", "1,2", "--max-steps", "2", "--name", "s",
+                      "--preset", "debug", "--seq-len", "64", "--batch-size", "4", "--eval-every", "2", "--eval-windows", "4",
+                      "--storage", "runs"], tmp_path, env)
+    assert code == 0, out
+    clean(out)
+    assert "[done 2/2]" in out and "WARNING" not in out, out
+    code, out = _cli(["report", "runs/s"], tmp_path, env)
+    assert code == 0 and out.startswith("2 trials"), out
+    assert (tmp_path / "runs" / "s" / "REPORT.md").is_file()
+
+
+def _interrupt_when(args, cwd, env, ready, timeout=400):
+    """Run `python cli.py ARGS`, press Ctrl-C (SIGINT to its process group, as a terminal does) once ready() holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out
+
+
+def test_ctrl_c_in_prepare_and_train_ends_in_one_line_saying_what_was_kept(tmp_path, tinystories_dir, tiktoken_dir):
+    env = _offline_env(tmp_path)
+    staging = tmp_path / "data" / ".prepare-staging" / "train"
+    code, out = _interrupt_when(["prepare", "--source", tinystories_dir, "--tokenizer-dir", tiktoken_dir, "--out", "data"],
+                                tmp_path, env, staging.exists)
+    last = out.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in out, out
+    assert last.startswith("interrupted: prepare removed its unfinished work") and "same command again" in last, out
+    assert not (tmp_path / "data").exists()  # nothing half-written is left
+
+    code, out = _cli(["prepare", "--source", tinystories_dir, "--tokenizer-dir", tiktoken_dir, "--out", "data", "--limit", "300"],
+                     tmp_path, env)
+    assert code == 0, out
+    ckpt = tmp_path / "runs" / "t" / "checkpoint_0000002"
+    code, out = _interrupt_when(["train", "--data", "data", "--preset", "debug", "--seq-len", "64", "--batch-size", "4",
+                                 "--eval-every", "2", "--eval-windows", "4", "--max-steps", "100000", "--storage", "runs",
+                                 "--name", "t"], tmp_path, env, ckpt.exists)
+    last = out.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in out and "(raylet)" not in out, out
+    assert last.startswith("interrupted: run t keeps its checkpoint at step") and "same command again" in last, out
+    invocations = json.loads((tmp_path / "runs" / "t" / "invocations.json").read_text())
+    assert [i["outcome"] for i in invocations] == ["interrupted"]

@@ -33,3 +33,20 @@ def test_mismatched_weights_are_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="missing"):
         load_checkpoint(tmp_path)
+
+
+def test_written_files_get_the_mode_a_plain_file_gets(tmp_path):
+    # safetensors creates its file 0600; an export handed to others must be readable like its other files (0644).
+    import stat
+
+    from gptoss import build_model, export_hf, save_checkpoint
+
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    model = build_model("gpt2", "debug", vocab_size=64)
+    save_checkpoint(model, tmp_path / "ckpt")
+    export_hf(model, tmp_path / "hf")
+    written = list((tmp_path / "ckpt").iterdir()) + list((tmp_path / "hf").iterdir())
+    assert {p.name for p in written} >= {"model.safetensors", "config.json", "generation_config.json"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {p.name: expected for p in written}

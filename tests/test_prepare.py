@@ -108,3 +108,42 @@ def test_full_vocab_gpt2_jsonl_fraction_and_reader(ray_session, tinystories_dir,
     ds = ray_dataset(out, "train")
     total = sum(len(row) for batch in ds.iter_batches(batch_format="numpy", batch_size=None) for row in batch["tokens"])
     assert total == manifest["splits"]["train"]["tokens"]
+
+
+def test_manifest_carries_the_vocabulary_and_shard_checksums(compact_run, tmp_path, monkeypatch):
+    import shutil
+
+    import xxhash
+
+    from data_pipeline import DataError
+    from data_pipeline import tokenizers as tk
+    from data_pipeline.manifest import check_shards
+
+    cfg, out, _ = compact_run
+    manifest = load_manifest(out)
+    assert len(json.dumps(manifest["vocab"])) < 500_000  # a few hundred KB at most
+    for shard in manifest["splits"]["train"]["shards"]:
+        assert shard["xxh3_64"] == xxhash.xxh3_64((out / shard["file"]).read_bytes()).hexdigest()
+    # Decoding needs neither rank files nor network once prepared.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
+    monkeypatch.setattr(tk, "_host_reachable", lambda *a, **k: False)
+    tok = load_tokenizer(out)
+    story = planned_stories(cfg)["validation"][0]
+    assert tok.decode(tok.encode(story)) == story
+    # A shard overwritten in place with its size kept is caught, by name, with `prepare` as the fix.
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    victim = copy / manifest["splits"]["train"]["shards"][1]["file"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 8] = b"\x07" * 8
+    victim.write_bytes(bytes(data))
+    assert check_shards(out, manifest) == sum(s["bytes"] for sp in manifest["splits"].values() for s in sp["shards"])
+    with pytest.raises(DataError, match=rf"shard {victim.name} in .* prepare"):
+        check_shards(copy, load_manifest(copy))
+    # Manifests from before checksums (size only) are not refused.
+    old = load_manifest(copy)
+    for sp in old["splits"].values():
+        for s in sp["shards"]:
+            s.pop("xxh3_64"), s.pop("sha256")
+    check_shards(copy, old)

@@ -145,3 +145,14 @@ def test_default_source_offline_fails_fast(tmp_path, monkeypatch):
     code, output = run_prepare("--out", str(tmp_path / "o"))
     assert code == 2 and "cannot reach huggingface.co" in output and "--source PATH" in output
     assert time.perf_counter() - t < 5
+
+
+def test_offline_hub_error_also_names_tokenizer_dir_when_rank_files_are_missing(tmp_path, monkeypatch, tiktoken_dir):
+    # Offline, the rank files are the next thing to fail: one error must name both fixes.
+    monkeypatch.setattr(src, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
+    code, output = run_prepare("--out", str(tmp_path / "o"))
+    assert code == 2 and "--source PATH" in output and "--tokenizer-dir DIR" in output and "o200k_base.tiktoken" in output
+    code, output = run_prepare("--out", str(tmp_path / "o"), "--tokenizer-dir", str(tiktoken_dir))
+    assert code == 2 and "--source PATH" in output and "--tokenizer-dir" not in output

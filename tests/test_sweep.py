@@ -76,7 +76,7 @@ def test_bad_axes_are_refused(grid, message):
 
 
 def test_more_workers_per_trial_than_the_cluster_has_fails_fast(prepared_data, tmp_path, ray_session):
-    from orchestrator.runtime import ClusterError
+    from raysetup import ClusterError
     from orchestrator.sweep import run_sweep
 
     cfg = SweepConfig(base=TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64,
@@ -92,7 +92,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray_session):
+def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray_session, capfd):
     from orchestrator.report import write_report
     from orchestrator.sweep import run_sweep
 
@@ -118,27 +118,37 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     write_report(str(sweep_dir))
     assert {f: (sweep_dir / f).read_bytes() for f in before} == before
 
-    # Widen the grid, and let the new trials die after their step-5 checkpoint (as an interrupted sweep leaves them).
-    from orchestrator.runtime import ClusterError
+    # Widen the grid, and let the new trials die after their last (step-10) checkpoint, before their summary: the
+    # state a failure at the end of a trial (the sample, a lost node) leaves behind.
+    from raysetup import ClusterError
 
     finished = sweep_dir / "trials" / "gptoss-L1-E2" / "summary.json"
     stamp = finished.stat().st_mtime_ns
     wider = {**grid, "num_experts": [2, 4]}
-    crashing = TrainConfig(**{**base.to_dict(), "inject_failure_at": 7})
-    with pytest.raises(ClusterError, match="2 trial\\(s\\) failed"):
-        run_sweep(SweepConfig(base=crashing, grid=wider, name="tiny"), show_progress=False)
+    crashing = TrainConfig(**{**base.to_dict(), "inject_failure_at": 10})
+    capfd.readouterr()
+    with pytest.raises(ClusterError) as failed:
+        run_sweep(SweepConfig(base=crashing, grid=wider, name="tiny"), show_progress=True)
+    console = capfd.readouterr()
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith("2 of 6 trial(s) failed") and "same command again" in message
+    assert "Traceback" not in message and "Traceback" not in console.out + console.err, console.out + console.err
+    failures = [l for l in (console.out + console.err).splitlines() if l.startswith("[failed")]
+    assert len(failures) == 2 and all("training failed" in l for l in failures), failures
     interrupted = sweep_dir / "trials" / "gptoss-L2-E4"
-    assert (interrupted / "checkpoint_0000005").is_dir() and not (interrupted / "summary.json").exists()
+    assert (interrupted / "checkpoint_0000010").is_dir() and not (interrupted / "summary.json").exists()
     assert finished.stat().st_mtime_ns == stamp, "a finished trial was trained again"
 
+    # The rerun by name completes the failed trials (they trained to the end: nothing is trained again).
     run_sweep(SweepConfig(base=base, grid=wider, name="tiny"), show_progress=False)
     rows = _rows(sweep_dir / "results.csv")
     assert len(rows) == 6 and len({r["trial"] for r in rows}) == 6
     assert all(int(r["steps"]) == 10 for r in rows)
     assert finished.stat().st_mtime_ns == stamp, "a finished trial was trained again"
     evals = [json.loads(l) for l in open(interrupted / "metrics.jsonl") if l.strip()]
-    evals = [e["step"] for e in evals if e["kind"] == "eval"]
-    assert evals == [5, 10]  # resumed from the step-5 checkpoint; the lost attempt's records are gone
+    assert [e["step"] for e in evals if e["kind"] == "eval"] == [5, 10]
+    summary = json.loads((interrupted / "summary.json").read_text())
+    assert summary["invocation"]["steps"] == 0 and summary["invocations"] == 2 and summary["steps"] == 10
 
 
 def test_the_example_sweep_file_parses_and_flags_override_it():

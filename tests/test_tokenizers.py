@@ -95,3 +95,48 @@ def test_full_tokenizer_byte_lengths(tiktoken_dir):
     tok = ModelTokenizer(get_encoding("gpt2", tiktoken_dir))
     lengths = tok.token_byte_lengths()
     assert lengths.shape == (50257,) and lengths[50256] == 0 and lengths[:256].min() == 1
+
+
+@pytest.mark.parametrize("name", ["o200k_harmony", "gpt2"])
+def test_portable_vocab_encodes_and_decodes_like_the_full_tokenizer(tiktoken_dir, tinystories_dir, name):
+    # The manifest's vocabulary (the data's tokens plus BPE's intermediate pieces) must tokenize the data exactly as
+    # the full rank file does, without the rank file.
+    import json
+
+    enc = get_encoding(name, tiktoken_dir)
+    stories = (tinystories_dir / "validation.txt").read_text().split("<|endoftext|>")[:400]
+    used = sorted({t for s in stories[:300] for t in enc.encode_ordinary(s)} | {enc.eot_token})
+    vocab = tk.portable_vocab(enc, used)
+    assert len(json.dumps(vocab)) < 400_000 and vocab["count"] < 3 * len(used)
+    portable = tk.encoding_from_vocab(json.loads(json.dumps(vocab)))  # what a manifest round trip gives
+    assert portable.eot_token == enc.eot_token
+    for s in stories[:300]:
+        assert portable.encode_ordinary(s) == enc.encode_ordinary(s)
+    full, mine = ModelTokenizer(enc, used), ModelTokenizer(portable, used)
+    for s in stories[:300]:
+        ids = full.encode(s)
+        assert mine.encode(s) == ids and mine.decode(ids) == s
+    assert mine.token_byte_lengths().tolist() == full.token_byte_lengths().tolist()
+    with pytest.raises(UnknownTokenError):
+        mine.encode("Zyzzyva quaggas 炎")
+    # Held-out stories: whatever encodes maps to ids that decode back to the text.
+    for s in stories[300:]:
+        ids = mine.encode(s, on_unknown="skip")
+        assert all(0 <= i < mine.vocab_size for i in ids)
+    with pytest.raises(TokenizerError, match="damaged"):
+        tk.encoding_from_vocab({**vocab, "count": vocab["count"] + 1})
+
+
+def test_load_tokenizer_uses_the_manifests_vocab_without_rank_files(tiktoken_dir, tmp_path, monkeypatch):
+    enc = get_encoding("o200k_harmony", tiktoken_dir)
+    used = sorted(set(enc.encode_ordinary(SAMPLE)) | {enc.eot_token})
+    manifest = dict(tokenizer="o200k_harmony", compacted=True, compact_to_original=used, vocab=tk.portable_vocab(enc, used))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached
+    monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
+    monkeypatch.setattr(tk, "_host_reachable", lambda *a, **k: False)
+    tok = tk.load_tokenizer(manifest, tokenizer_dir=None)
+    assert tok.decode(tok.encode(SAMPLE)) == SAMPLE and tok.vocab_size == len(used)
+    old = {k: v for k, v in manifest.items() if k != "vocab"}  # data prepared before the vocabulary was carried
+    with pytest.raises(TokenizerError, match="--tokenizer-dir"):
+        tk.load_tokenizer(old)
+    assert tk.load_tokenizer(old, tiktoken_dir).decode(tok.encode(SAMPLE)) == SAMPLE

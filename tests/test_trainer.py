@@ -73,14 +73,45 @@ def test_rerun_with_the_same_name_resumes_from_the_latest_checkpoint(clean_run, 
     from orchestrator.trainer import run_training
 
     storage, _ = clean_run
-    run_training(_cfg(prepared_data, storage, "clean", max_steps=40, sample_tokens=0), show_progress=False)
+    first = json.load(open(storage / "clean" / "summary.json"))
+    summary = run_training(_cfg(prepared_data, storage, "clean", max_steps=40, sample_tokens=0), show_progress=False)
     evals = [r for r in _records(storage / "clean") if r["kind"] == "eval"]
     assert [e["step"] for e in evals] == [10, 20, 30, 40]  # continued, not restarted
     assert evals[-1]["tokens"] == 40 * 8 * 64 * 2
+    # The summary tells this invocation (steps 30-40) and the whole run apart, and its tokens/s is the steady state
+    # of the training steps, not tokens over wall time.
+    inv = summary["invocation"]
+    assert (inv["start_step"], inv["end_step"], inv["steps"], inv["tokens"]) == (30, 40, 10, 10 * 8 * 64 * 2)
+    assert (summary["steps"], summary["tokens"], summary["invocations"]) == (40, 40 * 8 * 64 * 2, 2)
+    assert summary["run_wall_s"] == pytest.approx(first["wall_s"] + summary["wall_s"], rel=0.05)
+    assert inv["tokens_per_s_wall"] == pytest.approx(inv["tokens"] / summary["wall_s"])
+    windows = [r for r in _records(storage / "clean") if not r["first_window"]]
+    assert summary["tokens_per_s"] == pytest.approx(sum(r["window_tokens"] for r in windows) / sum(r["window_s"] for r in windows))
+    assert summary["tokens_per_s"] > inv["tokens_per_s_wall"]  # wall time includes start-up and evals
+    assert summary["train_s"] < summary["run_wall_s"]
+
+
+def test_throughput_leaves_out_start_up_windows_and_summary_lines_keep_them_apart():
+    from orchestrator.trainer import summary_lines, throughput
+
+    records = [dict(kind="step", step=5, window_s=10.0, window_tokens=1000, first_window=True, tokens_per_s=100.0),
+               dict(kind="eval", step=10, window_s=1.0, window_tokens=1000, first_window=False, tokens_per_s=1000.0),
+               dict(kind="step", step=15, window_s=4.0, window_tokens=1000, first_window=True, tokens_per_s=250.0),  # a resume
+               dict(kind="eval", step=20, window_s=1.0, window_tokens=1000, first_window=False, tokens_per_s=1000.0)]
+    assert throughput(records) == dict(train_s=16.0, tokens_per_s=1000.0, steady_windows=2)
+    assert throughput(records[:1])["tokens_per_s"] == 100.0  # one window: all there is
+    assert throughput([dict(step=5, tokens_per_s=50.0), dict(step=10, tokens_per_s=150.0)])["tokens_per_s"] == 100.0
+    summary = dict(run="r", steps=20, tokens=4000, invocations=2, run_wall_s=90.0, train_s=16.0, tokens_per_s=1000.0,
+                   invocation=dict(start_step=10, end_step=20, steps=10, tokens=2000, wall_s=30.0),
+                   final_val_loss=None, params=dict(total=1e6, active=1e6, embedding=1e5), best_checkpoint="c")
+    text = "\n".join(summary_lines(summary))
+    assert "20 steps, 4,000 tokens over 2 invocations, 90s wall in all, 16s of it in training steps" in text
+    assert "this invocation: steps 10-20, 2,000 tokens in 30s wall" in text
+    assert "1,000 tokens/s in steady-state training steps" in text
 
 
 def test_worker_guard_fails_fast_without_leaving_a_run_dir(prepared_data, tmp_path, ray_session):
-    from orchestrator.runtime import ClusterError
+    from raysetup import ClusterError
     from orchestrator.trainer import run_training
 
     with pytest.raises(ClusterError, match="cannot place 3 CPU workers"):

@@ -1,0 +1,41 @@
+"""raysetup: Ray start-up lives below data_pipeline and orchestrator, and its quiet environment silences the raylet's warnings."""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+from conftest import REPO
+
+LAYERS = {"gptoss": set(), "raysetup": set(), "data_pipeline": {"gptoss", "raysetup"},
+          "orchestrator": {"gptoss", "raysetup", "data_pipeline"}}
+
+
+def _imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_package_imports_a_layer_above_it():
+    ours = set(LAYERS) | {"cli"}
+    for package, allowed in LAYERS.items():
+        for path in sorted((REPO / package).glob("*.py")):
+            upward = (_imported_packages(path) & ours) - allowed - {package}
+            assert not upward, f"{path.relative_to(REPO)} imports {sorted(upward)} from a layer above it"
+
+
+def test_quiet_env_raises_the_raylets_startup_warning_threshold_unless_verbose(monkeypatch):
+    from raysetup import quiet_ray_env
+
+    monkeypatch.delenv("RAY_worker_maximum_startup_concurrency", raising=False)
+    quiet_ray_env(verbose=True)
+    assert "RAY_worker_maximum_startup_concurrency" not in os.environ
+    quiet_ray_env(verbose=False)
+    # The raylet warns at 4x this many started workers; a sweep on 2 CPUs starts ~8-12.
+    assert int(os.environ["RAY_worker_maximum_startup_concurrency"]) * 4 > 64

@@ -100,6 +100,15 @@ def place_workers(cfg: TrainConfig, info: ClusterInfo) -> tuple[int, bool, int]:
 # Run directory: config, metrics.jsonl, summary, and the resume decision.
 
 
+@dataclass
+class ResumeDecision:
+    resume: bool
+    had_checkpoints: bool
+    checkpoint: Optional[str] = None  # the checkpoint the workers restore
+    valid: list = field(default_factory=list)
+    damaged: list = field(default_factory=list)  # (path, why) of checkpoints that failed verification
+
+
 class RunDir:
     def __init__(self, storage: Storage, name: str):
         self.storage, self.name = storage, name
@@ -111,24 +120,64 @@ class RunDir:
 
     def saved_config(self) -> Optional[dict]:
         path = f"{self.path}/{CONFIG_FILE}"
-        return json.loads(self.storage.read_text(path)) if self.storage.exists(path) else None
+        if not self.storage.exists(path):
+            return None
+        try:
+            return json.loads(self.storage.read_text(path))
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{path} is unreadable") from None
 
-    def prepare(self, plan: RunPlan, say: Callable[[str], None]) -> None:
-        """Decide resume vs fresh start before anything is launched, and record the resolved config."""
+    def decide(self, plan: RunPlan) -> "ResumeDecision":
+        """Resume or start fresh, and from which checkpoint: reads only, so that a refusal leaves the run untouched.
+
+        A rerun with the same name resumes from the newest checkpoint that verifies (weights, optimizer, state, data
+        manifest all readable); damaged ones are named and set aside. It is refused when the settings or the data
+        differ from the run's, with a one-line ValueError that says how to start over.
+        """
+        from orchestrator.checkpoints import check_same_data, scan_checkpoints
+
         cfg = plan.cfg
-        saved = self.saved_config()
-        has_ckpt = bool(self.checkpoints())
-        if saved and has_ckpt and cfg.resume:
-            diffs = [k for k in _RESUME_KEYS if saved.get("config", {}).get(k) != cfg.to_dict().get(k)]
-            if diffs:
-                raise ValueError(f"run {self.name!r} exists with a different {', '.join(diffs)}; pass another --name, "
-                                 f"or --no-resume to start it over (the old run is kept aside)")
-            say(f"resuming run {self.name} from its latest checkpoint")
+        try:
+            saved = self.saved_config()
+        except ValueError:
+            saved = None  # an unreadable config.json: nothing to compare against, start over (the old run is kept)
+        paths = self.checkpoints()
+        if not (saved and paths and cfg.resume):
+            return ResumeDecision(resume=False, had_checkpoints=bool(paths))
+        diffs = [k for k in _RESUME_KEYS if saved.get("config", {}).get(k) != cfg.to_dict().get(k)]
+        if diffs:
+            raise ValueError(f"run {self.name!r} exists with a different {', '.join(diffs)}; pass another --name, "
+                             f"or --no-resume to start it over (the old run is kept aside)")
+        scan = scan_checkpoints(self.storage, paths)
+        if scan.latest is None:
+            return ResumeDecision(resume=False, had_checkpoints=True, damaged=scan.damaged)
+        check_same_data(self.storage, scan.latest, plan.manifest, cfg.data, self.name)
+        return ResumeDecision(resume=True, had_checkpoints=True, checkpoint=scan.latest, valid=scan.valid,
+                              damaged=scan.damaged)
+
+    def prepare(self, plan: RunPlan, say: Callable[[str], None], decision: Optional["ResumeDecision"] = None) -> None:
+        """Carry out the resume decision (set damaged checkpoints aside, or move the old run aside) and record the
+        resolved config. Called only once the whole plan is validated: nothing is written before."""
+        from orchestrator.checkpoints import DAMAGED_PREFIX, repair_ray_snapshot
+
+        cfg = plan.cfg
+        decision = decision or self.decide(plan)
+        for path, why in decision.damaged:
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if decision.resume:
+                self.storage.fs.move(path, f"{self.path}/{DAMAGED_PREFIX}{name}")
+            say(f"warning: checkpoint {name} of run {self.name} is unusable ({why})"
+                + (f"; set aside as {DAMAGED_PREFIX}{name}" if decision.resume else ""))
+        if decision.resume:
+            repair_ray_snapshot(self.storage, self.path, decision.valid)
+            step = decision.checkpoint.rstrip("/").rsplit("_", 1)[-1].lstrip("0") or "0"
+            say(f"resuming run {self.name} from its checkpoint at step {step}")
             self.records = self.load_records()
         elif self.storage.exists(self.path):
             aside = self.storage.move_aside(self.path)
-            if has_ckpt:
-                say(f"starting {self.name} over; the previous run was moved to {aside}")
+            if decision.had_checkpoints:
+                why = "no checkpoint of it can be restored, " if decision.damaged and cfg.resume else ""
+                say(f"{why}starting {self.name} over; the previous run was moved to {aside}")
         self.storage.write_text(f"{self.path}/{CONFIG_FILE}", json.dumps(
             dict(config=cfg.to_dict(), model_overrides=plan.model_overrides, workers=plan.workers, use_gpu=plan.use_gpu,
                  threads_per_worker=plan.threads_per_worker, total_steps=plan.total_steps, params=plan.params,
@@ -271,14 +320,15 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     from orchestrator.runtime import init_ray
 
     plan = plan_run(cfg, workers=cfg.workers or 1)  # fail on bad data/model/batch before Ray starts
+    storage = open_storage(cfg.storage)
+    run = RunDir(storage, cfg.run_name)
+    decision = run.decide(plan)  # a refused resume fails here, in seconds, before Ray starts
     info = info or init_ray(cfg.address, cfg.verbose)
     plan.workers, plan.use_gpu, plan.threads_per_worker = place_workers(cfg, info)
     if plan.workers != (cfg.workers or 1):
         plan_run(cfg, workers=plan.workers)  # re-check the batch against the real worker count
-    storage = open_storage(cfg.storage)
     check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
-    run = RunDir(storage, cfg.run_name)
-    run.prepare(plan, say if show_progress else (lambda s: None))
+    run.prepare(plan, say if show_progress else (lambda s: None), decision)
     if show_progress:
         say(_start_line(plan, info))
 

@@ -135,7 +135,32 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
             # No --address and no RAY_ADDRESS: Ray joins a cluster already running on this machine (`ray start`
             # on a head node), else starts a local instance with this machine's resources.
             ray.init(num_cpus=num_cpus, **kwargs)
+    if not verbose:
+        quiet_raylet_messages()
     return cluster_info()
+
+
+def quiet_raylet_messages() -> None:
+    """Keep the raylet's pushed messages ("(raylet) A worker died or was killed ...", "N PYTHON worker processes have
+    been started ...") off the console: a recovered failure is reported by our own progress line, an unrecovered one
+    by the run's error line. Ray prints them from its driver's error-listener thread whatever log_to_driver says, and
+    offers no setting for it, so the printer that thread uses passes raylet messages to a logger instead (shown with
+    --verbose). With log_to_driver=False that printer serves only this listener."""
+    import ray._private.worker as ray_worker
+
+    printer = ray_worker.print_to_stdstream
+    if getattr(printer, "_quiet_raylet", False):
+        return
+
+    def quiet(data, *args, **kwargs):
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                logging.getLogger("orchestrator.raylet").info(line)
+            return
+        printer(data, *args, **kwargs)
+
+    quiet._quiet_raylet = True
+    ray_worker.print_to_stdstream = quiet
 
 
 def cluster_info() -> ClusterInfo:

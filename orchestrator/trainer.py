@@ -16,6 +16,7 @@ from orchestrator.storage import Storage, open_storage
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
+ERROR_FILE = "error.log"
 # Config fields that must match for a run to continue from its checkpoint.
 _RESUME_KEYS = ("arch", "preset", "model_overrides", "seq_len", "data")
 
@@ -300,17 +301,21 @@ def fit_with_progress(trainer, progress_queue, on_event: Callable[[dict], None])
         if not alive:
             break
         thread.join(timeout=0.25)
-    if "error" in box:
-        raise TrainingError(_failure_line(box["error"])) from None
-    result = box["result"]
-    if getattr(result, "error", None) is not None:
-        raise TrainingError(_failure_line(result.error))
-    return result
+    error = box.get("error") or getattr(box.get("result"), "error", None)
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        raise _training_error(error) from None
+    return box["result"]
 
 
-def _failure_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"training failed: {text[:500]}"
+def _training_error(exc: BaseException) -> TrainingError:
+    from orchestrator.failures import describe_failure
+
+    line, full = describe_failure(exc)
+    error = TrainingError(f"training failed: {line}")
+    error.full_text = full
+    return error
 
 
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
@@ -357,6 +362,11 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     try:
         trainer = make_trainer(plan, storage, progress_queue, callbacks, cpu_held_by_caller)
         result = fit_with_progress(trainer, progress_queue, on_event)
+    except TrainingError as exc:
+        # The one line names the root cause; the whole error (Ray's cut traceback, every rank's) goes beside the run.
+        log = f"{run.path}/{ERROR_FILE}"
+        run.storage.write_text(log, getattr(exc, "full_text", str(exc)))
+        raise TrainingError(f"{exc} (full error: {run.storage.uri_of(cfg.run_name, ERROR_FILE)})") from None
     finally:
         console.close()
         run.flush()

@@ -29,6 +29,56 @@ SWEEP_FILE = "sweep.json"
 TRIAL_CPU = 0.01
 
 
+# Value types of the grid axes (an axis not listed here is checked by the config it lands in).
+_AXIS_TYPES = {"arch": str, "seed": int, "lr": float, "n_layers": int, "d_model": int, "n_heads": int, "n_kv_heads": int,
+               "num_experts": int, "experts_per_token": int, "intermediate_size": int, "sliding_window": int,
+               "head_dim": int, "aux_loss_coef": float, "dropout": float, "tie_embeddings": bool}
+_TYPE_WORDS = {int: "integer", float: "number", bool: "true/false", str: "text", dict: "mapping", list: "list"}
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    """YAML's types against a field's: bool is not a number, an integer is a valid float."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _field_type(annotation: str) -> tuple[Optional[type], bool]:
+    """(type, optional) of a dataclass field annotation written as a string (`Optional[int]`, `dict[str, Any]`)."""
+    text = str(annotation).replace(" ", "")
+    optional = text.startswith("Optional[") or text.endswith("|None")
+    text = text.removeprefix("Optional[").removesuffix("]") if text.startswith("Optional[") else text.removesuffix("|None")
+    base = text.split("[", 1)[0]
+    return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "list": list}.get(base), optional
+
+
+def check_setting_types(settings: dict, cls, where: str) -> None:
+    """Every setting has its dataclass field's type; else one line naming the field, the expected type and the value."""
+    annotations = {f.name: f.type for f in fields(cls)}
+    for key, value in settings.items():
+        if key not in annotations:
+            continue
+        kind, optional = _field_type(annotations[key])
+        if kind is None or (value is None and optional) or _is_type(value, kind):
+            continue
+        wanted = _TYPE_WORDS[kind] + (" or null" if optional else "")
+        raise ValueError(f"{where}: {key} must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {value!r}"
+                         + _yaml_number_hint(value, kind))
+
+
+def _yaml_number_hint(value: Any, kind: type) -> str:
+    """YAML 1.1 reads 1e-3 (no dot) as text: say so where a number was meant."""
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text; write it with a dot, e.g. {float(value)!r})"
+    return ""
+
+
 @dataclass
 class SweepConfig:
     """A grid of training runs; `base` holds every train flag, `grid` the axes (field -> values)."""
@@ -48,8 +98,15 @@ class SweepConfig:
         for axis, values in self.grid.items():
             if axis not in allowed:
                 raise ValueError(f"unknown sweep axis {axis!r}; allowed: {', '.join(sorted(allowed))}")
-            if not isinstance(values, list) or not values:
+            if not isinstance(values, list):
+                raise ValueError(f"sweep axis {axis!r} must be a list of values such as [{values!r}], got {values!r}")
+            if not values:
                 raise ValueError(f"sweep axis {axis!r} is empty; give at least one value")
+            kind = _AXIS_TYPES.get(axis)
+            bad = [v for v in values if kind is not None and not _is_type(v, kind)]
+            if bad:
+                raise ValueError(f"sweep axis {axis!r} takes {_TYPE_WORDS[kind]} values, got {bad[0]!r}"
+                                 + _yaml_number_hint(bad[0], kind))
         for arch in self.grid.get("arch", [self.base.arch]):
             if arch not in ARCHS:
                 raise ValueError(f"unknown arch {arch!r} in the sweep; allowed: {', '.join(ARCHS)}")
@@ -336,7 +393,10 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     per-trial token budget; giving a budget or --max-steps on the command line replaces the other from the YAML.
     """
     settings = load_sweep_yaml(config_path) if config_path else {}
-    grid = dict(settings.pop("grid", {}) or {})
+    grid = settings.pop("grid", {}) or {}
+    if not isinstance(grid, dict):
+        raise ValueError(f"sweep config {config_path}: grid must be a mapping of axis -> list of values, got {grid!r}")
+    grid = dict(grid)
     grid.update({k: v for k, v in grid_flags.items() if v is not None})
     if not config_path:
         for axis, default in DEFAULT_GRID.items():
@@ -345,6 +405,8 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
     sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
     if "budget_tokens" in settings:
+        if not _is_type(settings["budget_tokens"], int):
+            raise ValueError(f"sweep config {config_path}: budget_tokens must be an integer, got {settings['budget_tokens']!r}")
         settings["max_tokens"] = settings.pop("budget_tokens")
     if train_flags.get("max_tokens") is not None:
         settings.pop("max_steps", None)
@@ -356,4 +418,7 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
         raise ValueError(f"unknown setting(s) {sorted(unknown)} in {config_path}; use train flag names "
                          f"(e.g. seq_len, budget_tokens) and a grid: section")
     settings.setdefault("data", "data/tinystories")
+    where = f"sweep config {config_path}" if config_path else "sweep"
+    check_setting_types(settings, TrainConfig, where)
+    check_setting_types(sweep_settings, SweepConfig, where)
     return SweepConfig(base=TrainConfig(**settings), grid=grid, **sweep_settings)

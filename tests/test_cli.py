@@ -144,3 +144,14 @@ def test_a_truncated_checkpoint_is_one_line_and_exit_2(command, via_run_dir, pre
 
 def test_evaluate_refuses_a_zero_batch(tmp_path):
     _one_line_error(runner.invoke(cli.app, ["evaluate", str(tmp_path), "--batch-size", "0"]), "--batch-size must be >= 1")
+
+
+def test_sweep_yaml_with_a_mistyped_field_is_one_line(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text('seq_len: "sixty"\ngrid:\n  n_layers: [2]\n')
+    _one_line_error(runner.invoke(cli.app, ["sweep", "--config", str(path), "--storage", str(tmp_path / "runs")]),
+                    "seq_len must be an integer, got 'sixty'")
+    path.write_text("grid:\n  n_layers: 2\n")
+    _one_line_error(runner.invoke(cli.app, ["sweep", "--config", str(path), "--storage", str(tmp_path / "runs")]),
+                    "sweep axis 'n_layers' must be a list")
+    assert not (tmp_path / "runs").exists()

@@ -185,3 +185,27 @@ def test_the_study_files_compare_like_with_like(name):
         assert cfg.lr == study.lr_by_arch[p.arch]
     assert len(shapes) == 3 and all(len(s) == 1 for s in shapes.values())
     assert {p.arch for p in points} == {"gptoss", "gpt2"}
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("seq_len: sixty\n", "seq_len must be an integer, got 'sixty'"),
+    ("seq_len: 64.5\n", "seq_len must be an integer, got 64.5"),
+    ("lr: 1e-3\n", "lr must be a number or null, got '1e-3' (YAML reads 1e-3 as text; write it with a dot, e.g. 0.001)"),
+    ("cpu: maybe\n", "cpu must be a true/false, got 'maybe'"),
+    ("budget_tokens: lots\n", "budget_tokens must be an integer, got 'lots'"),
+    ("workers_per_trial: two\n", "workers_per_trial must be an integer, got 'two'"),
+    ("asha: 3\n", "asha must be a true/false, got 3"),
+    ("lr_by_arch: 0.001\n", "lr_by_arch must be a mapping, got 0.001"),
+    ("grid:\n  n_layers: 2\n", "sweep axis 'n_layers' must be a list of values such as [2], got 2"),
+    ("grid:\n  n_layers: [2, four]\n", "sweep axis 'n_layers' takes integer values, got 'four'"),
+    ("grid:\n  lr: [1e-3]\n", "sweep axis 'lr' takes number values, got '1e-3' (YAML reads"),
+    ("grid: [2, 4]\n", "grid must be a mapping"),
+])
+def test_every_yaml_field_is_type_checked_by_name(tmp_path, yaml_text, message):
+    from orchestrator.sweep import build_sweep_config
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: t\n" + yaml_text + ("" if "grid" in yaml_text else "grid:\n  n_layers: [2]\n"))
+    with pytest.raises(ValueError) as info:
+        build_sweep_config(str(path), {}, {}, {})
+    assert message in str(info.value)

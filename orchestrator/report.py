@@ -376,8 +376,9 @@ def status_lines(sweep: dict, rows: list[dict], missing: list[str], skipped: lis
     if missing:
         total = len(sweep.get("points", []))
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        early = " (ASHA stops weak trials early; those have no result either)" if sweep.get("asha") else ""
         lines.append(f"> **Unfinished sweep: {total - len(missing)} of {total} trials finished.** This report covers only "
-                     f"those; missing: {shown}. Rerun `python cli.py sweep` with the same name to finish the rest "
+                     f"those; missing: {shown}{early}. Rerun `python cli.py sweep` with the same name to finish the rest "
                      f"(finished trials are kept, not retrained).")
     for name, why in skipped:
         lines.append(f"> **Trial {name} left out: {why}.**")

@@ -297,7 +297,14 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     started = time.time()
-    results = tuner.fit()
+    # Tune's own Ctrl-C handler ends fit() as if the sweep were done (exit 0, half the trials). Without it, Ctrl-C
+    # raises here; Tune stops the trials' actors on its way out.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        _report_interruption(cfg.name, points, sweep_uri)
+        raise
     errors = [r for r in results if r.error is not None]
     report = write_report(sweep_uri)
     report["wall_s"] = time.time() - started
@@ -309,6 +316,27 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
         first = " ".join(str(errors[0].error).split())[:300]
         raise ClusterError(f"{len(errors)} trial(s) failed (the report covers the rest); first error: {first}")
     return report
+
+
+def interruption_lines(name: str, points: list, finished: list[str]) -> list[str]:
+    """What an interrupted sweep tells the user: which trials finished and that a rerun resumes."""
+    done = [p.name for p in points if p.name in set(finished)]
+    lines = [f"sweep {name} interrupted: {len(done)} of {len(points)} trials finished"
+             + (f" ({', '.join(done)})" if done else "")]
+    lines.append(f"rerun the same command (same --name {name}) to resume: finished trials are kept, the others start "
+                 f"again from their latest checkpoints")
+    return lines
+
+
+def _report_interruption(name: str, points: list, sweep_uri: str) -> None:
+    from orchestrator.report import write_report
+
+    try:
+        finished = [r["trial"] for r in write_report(sweep_uri)["rows"]]  # the report marks itself unfinished
+    except ValueError:
+        finished = []  # no trial finished: no report to write
+    for line in interruption_lines(name, points, finished):
+        SweepConsole.say_always(line)
 
 
 class SweepConsole(tune.Callback):

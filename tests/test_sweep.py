@@ -209,3 +209,47 @@ def test_every_yaml_field_is_type_checked_by_name(tmp_path, yaml_text, message):
     with pytest.raises(ValueError) as info:
         build_sweep_config(str(path), {}, {}, {})
     assert message in str(info.value)
+
+
+def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the_report(prepared_data, tmp_path,
+                                                                                        ray_session, monkeypatch):
+    """The exit path, with Tune replaced by a stand-in that finishes one trial and then meets Ctrl-C (a real SIGINT
+    to `cli.py sweep` was checked by hand: exit 130 and these lines)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    import cli
+    import orchestrator.sweep as sweep_module
+    from test_report import _trial_files
+
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")
+    seen = {}
+
+    class InterruptedTuner:
+        def __init__(self, trainable, param_space, tune_config, run_config):
+            self.storage = run_config.storage_path
+
+        def fit(self):
+            seen["tune_sigint_handler_disabled"] = os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
+            _trial_files(tmp_path / "runs" / "cc" / "trials" / "gpt2-L1", arch="gpt2")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module.tune, "Tuner", InterruptedTuner)
+    out = CliRunner().invoke(cli.app, ["sweep", "--data", str(prepared_data), "--preset", "debug", "--archs", "gpt2",
+                                       "--layers", "1,2", "--max-steps", "5", "--seq-len", "64", "--batch-size", "8",
+                                       "--storage", str(tmp_path / "runs"), "--name", "cc"])
+    assert out.exit_code == 130, out.output
+    assert seen["tune_sigint_handler_disabled"]  # else Tune swallows Ctrl-C and fit() returns as if done
+    assert "sweep cc interrupted: 1 of 2 trials finished (gpt2-L1)" in out.output
+    assert "rerun the same command (same --name cc) to resume" in out.output
+    assert "sweep cc done" not in out.output
+    report = (tmp_path / "runs" / "cc" / "REPORT.md").read_text()
+    assert report.startswith("> **Unfinished sweep: 1 of 2 trials finished.**") and "missing: gpt2-L2" in report
+
+
+def test_interruption_lines_without_a_finished_trial():
+    from orchestrator.sweep import TrialPoint, interruption_lines
+
+    points = [TrialPoint("gpt2-L1", "gpt2", ()), TrialPoint("gpt2-L2", "gpt2", ())]
+    assert interruption_lines("s", points, [])[0] == "sweep s interrupted: 0 of 2 trials finished"

@@ -8,10 +8,10 @@ import os
 import pytest
 
 from conftest import TIKTOKEN_DIR
-from orchestrator.checkpoints import (DAMAGED_PREFIX, RAY_SNAPSHOT_FILE, repair_ray_snapshot, scan_checkpoints,
-                                      verify_checkpoint)
 from orchestrator.config import TrainConfig
 from orchestrator.storage import open_storage
+
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's name; also checked against ours below
 
 
 def _permuted(manifest: dict) -> dict:
@@ -64,6 +64,8 @@ def existing_run(prepared_data, tmp_path):
 
 
 def test_a_truncated_checkpoint_is_named_and_the_newest_valid_one_chosen(existing_run):
+    from orchestrator.checkpoints import scan_checkpoints, verify_checkpoint
+
     cfg, run_dir = existing_run
     storage = open_storage(cfg.storage)
     weights = run_dir / "checkpoint_0000020" / "model.safetensors"
@@ -76,6 +78,7 @@ def test_a_truncated_checkpoint_is_named_and_the_newest_valid_one_chosen(existin
 
 
 def test_resume_falls_back_to_the_newest_valid_checkpoint_and_repairs_rays_snapshot(existing_run):
+    from orchestrator.checkpoints import DAMAGED_PREFIX
     from orchestrator.trainer import RunDir, plan_run
 
     cfg, run_dir = existing_run
@@ -102,6 +105,11 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint_and_repairs_rays_snaps
 
 
 def test_a_checkpoint_deleted_by_hand_is_dropped_from_rays_snapshot(tmp_path):
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+
+    from orchestrator.checkpoints import RAY_SNAPSHOT_FILE as ours, repair_ray_snapshot
+
+    assert ours == RAY_SNAPSHOT_FILE == CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
     storage = open_storage(str(tmp_path))
     names = ["checkpoint_0000010", "checkpoint_0000020", "checkpoint_0000030"]
     (tmp_path / RAY_SNAPSHOT_FILE).write_text(json.dumps(_snapshot(names, "checkpoint_0000030")))

@@ -206,8 +206,11 @@ def _trial(params: dict) -> None:
     storage = open_storage(cfg.storage)
     summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
     if storage.exists(summary_path):
-        summary = json.loads(storage.read_text(summary_path))
-        if summary.get("steps") == params["total_steps"]:
+        try:
+            summary = json.loads(storage.read_text(summary_path))
+        except ValueError:
+            summary = {}  # damaged: train the trial again (it resumes from its checkpoints)
+        if summary.get("steps") == params["total_steps"] and summary.get("final_val_loss") is not None:
             # Finished in an earlier, interrupted sweep: report its result and do not train again.
             tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                          "best_val_loss": summary["best_val_loss"], "reused": 1})

@@ -155,3 +155,14 @@ def test_sweep_yaml_with_a_mistyped_field_is_one_line(tmp_path):
     _one_line_error(runner.invoke(cli.app, ["sweep", "--config", str(path), "--storage", str(tmp_path / "runs")]),
                     "sweep axis 'n_layers' must be a list")
     assert not (tmp_path / "runs").exists()
+
+
+def test_generate_refuses_a_checkpoint_whose_token_map_does_not_fit_its_model(tmp_path):
+    from gptoss import build_model, save_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(build_model("gpt2", "debug", vocab_size=300), str(ckpt))
+    # The map decodes the model's ids: one entry short, the last id would decode to nothing (or to a wrong token).
+    (ckpt / "manifest.json").write_text(json.dumps(dict(tokenizer="gpt2", vocab_size=300, compacted=True,
+                                                        compact_to_original=list(range(299)), eot_id=0)))
+    _one_line_error(runner.invoke(cli.app, ["generate", str(ckpt)]), "does not describe this model's 300-token vocabulary")

@@ -376,6 +376,12 @@ def report(sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<st
     from orchestrator.report import write_report
 
     result = write_report(sweep_dir)
+    for name, why in result.get("skipped", []):
+        typer.echo(f"warning: trial {name} left out of the report: {why}", err=True)
+    if result.get("unfinished"):
+        typer.echo(f"warning: unfinished sweep: {len(result['unfinished'])} trial(s) have no result yet "
+                   f"({', '.join(result['unfinished'][:5])}{', ...' if len(result['unfinished']) > 5 else ''}); "
+                   f"the report says so", err=True)
     typer.echo(f"{result['trials']} trials -> {result['report']}")
 
 

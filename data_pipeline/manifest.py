@@ -166,3 +166,19 @@ def token_byte_lengths(manifest: dict) -> np.ndarray:
     if len(lengths) != manifest["vocab_size"]:
         raise ValueError(f"manifest token_bytes has {len(lengths)} entries for vocab {manifest['vocab_size']}; rebuild with --force")
     return lengths
+
+
+def data_identity(manifest: dict, content: bool = False) -> str:
+    """A fingerprint of what a model trained on this data depends on: the token space (tokenizer, vocabulary size and
+    the compact-to-original map) and, with content=True, also the tokens themselves (every shard's sha256).
+
+    Two directories with the same vocabulary size can map their ids to different tokens; a checkpoint meeting data
+    (evaluate, resume, decoding) must compare this, never the size alone. Paths and build times are left out, so a
+    copied or moved directory keeps its identity.
+    """
+    payload: dict = dict(tokenizer=manifest.get("tokenizer"), vocab_size=manifest.get("vocab_size"),
+                         compacted=bool(manifest.get("compacted")), compact_to_original=manifest.get("compact_to_original"))
+    if content:
+        payload["shards"] = {split: [s.get("sha256") for s in info.get("shards", [])]
+                             for split, info in sorted(manifest.get("splits", {}).items())}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

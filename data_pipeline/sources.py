@@ -409,12 +409,24 @@ def _take_stories(scanned: list, budget: int | None, split: str | None, cfg, pla
     return index
 
 
+def _check_limit_covers_both_splits(limit: int | None) -> None:
+    if limit is not None and limit < 2:
+        raise DataError(f"--limit {limit} cannot cover both splits: train and validation need at least one story each; "
+                        f"use --limit 2 or more")
+
+
 def plan_files(cfg: PrepareConfig) -> SourcePlan:
     paths, description = find_source_files(str(cfg.source))
     splits = {p: _split_of_name(p) for p in paths}
     named = set(splits.values())
     split_mode = "files" if {"train", "validation"} <= named else "fraction"
+    if "validation" in named and "train" not in named:
+        val = next(p for p, sp in splits.items() if sp == "validation")
+        raise DataError(f"--source {description} has validation data ({val.name}) but no train.* file; training on it "
+                        f"would score the model on text it learned. Add a train.* file beside it, or rename the file if "
+                        f"it is meant to be split into both")
     if split_mode == "files":
+        _check_limit_covers_both_splits(cfg.limit)
         strays = [p for p, s in splits.items() if s is None]
         if strays:
             raise DataError(f"{strays[0]} is neither train.* nor validation.* beside files that are; move it or name it")
@@ -483,6 +495,7 @@ def _offline_tokenizer_hint(cfg: PrepareConfig) -> str:
 
 def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
     """The default source: load (download or reuse the cache of) the Hub dataset, then plan over its Arrow cache files."""
+    _check_limit_covers_both_splits(cfg.limit)
     offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     if not offline and not _hub_reachable():
         raise DataError(

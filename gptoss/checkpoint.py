@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -66,9 +67,17 @@ def save_checkpoint(model: nn.Module, out_dir: str | os.PathLike, extra: dict | 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model saved in directory `path`, on map_location; tied weights are re-tied by construction."""
     path = Path(path)
-    config = config_from_dict(json.loads((path / CONFIG_NAME).read_text()))
+    try:
+        config = config_from_dict(json.loads((path / CONFIG_NAME).read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise ValueError(f"checkpoint {path} has no readable {CONFIG_NAME} ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}); it is damaged, use another checkpoint") from None
     model = model_from_config(config)
-    state = load_file(str(path / WEIGHTS_NAME))
+    try:
+        state = load_file(str(path / WEIGHTS_NAME))
+    except (OSError, SafetensorError) as exc:
+        raise ValueError(f"checkpoint {path / WEIGHTS_NAME} is damaged or truncated ({' '.join(str(exc).split())}); "
+                         f"use another checkpoint") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Only aliases of a saved tensor (dropped on save) may be missing.
     aliases = set(model.state_dict()) - set(unique_state_dict(model))

@@ -59,13 +59,23 @@ def open_checkpoint(path: str, storage=None) -> Iterator[CheckpointBundle]:
         manifest_path = os.path.join(ckpt, MANIFEST_FILE)
         if not os.path.exists(manifest_path):
             raise ValueError(f"{ckpt} has no {MANIFEST_FILE}; it was not written by `python cli.py train`")
-        with open(manifest_path) as f:
-            manifest = json.load(f)
+        manifest = _read_json(manifest_path)
+        _check_manifest_fits_model(ckpt, manifest, model)
         state = {}
         if os.path.exists(os.path.join(ckpt, TRAIN_STATE_FILE)):
-            with open(os.path.join(ckpt, TRAIN_STATE_FILE)) as f:
-                state = json.load(f)
+            state = _read_json(os.path.join(ckpt, TRAIN_STATE_FILE))
         yield CheckpointBundle(ckpt, model, manifest, state)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is unreadable ({type(exc).__name__}); the checkpoint is damaged") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object; the checkpoint is damaged")
+    return data
 
 
 @contextmanager
@@ -101,25 +111,31 @@ def generate_text(bundle: CheckpointBundle, prompt: str, max_new_tokens: int = 2
 
 
 def check_compatible(bundle: CheckpointBundle, data_manifest: dict, data_dir: str) -> None:
-    """A checkpoint can only be scored on data in its own token space: same tokenizer, vocab and compaction."""
+    """A checkpoint can only be scored on data in its own token space: same tokenizer, vocab and the same map from
+    its ids to tokens (two compact vocabularies of one size can map every id to a different token)."""
+    from data_pipeline import data_identity
+
     mine, theirs = bundle.manifest, data_manifest
     for key in ("tokenizer", "vocab_size", "compacted"):
         if mine.get(key) != theirs.get(key):
             raise ValueError(f"checkpoint {bundle.path} was trained with {key}={mine.get(key)!r} but {data_dir} has "
                              f"{key}={theirs.get(key)!r}; evaluate on data prepared with the same tokenizer settings")
-    if mine.get("compacted") and _compaction_map(mine) != _compaction_map(theirs):
-        raise ValueError(f"checkpoint {bundle.path} and {data_dir} use different compact vocabularies; "
-                         f"evaluate on the data the model was trained on")
+    if data_identity(mine) != data_identity(theirs):
+        raise ValueError(f"checkpoint {bundle.path} and {data_dir} map token ids to different tokens (different compact "
+                         f"vocabularies of the same size); evaluate on data prepared from the model's training text")
     model_vocab = bundle.model.config.vocab_size
     if model_vocab != theirs.get("vocab_size"):
         raise ValueError(f"checkpoint vocab {model_vocab} does not match {data_dir} vocab {theirs.get('vocab_size')}")
 
 
-def _compaction_map(manifest: dict):
-    for key in ("compaction", "compaction_map", "compact_map"):
-        if key in manifest:
-            return manifest[key]
-    return None
+def _check_manifest_fits_model(ckpt: str, manifest: dict, model) -> None:
+    """The checkpoint's own data manifest decodes its ids: its map must cover exactly the model's vocabulary."""
+    vocab = model.config.vocab_size
+    mapping = manifest.get("compact_to_original")
+    if manifest.get("vocab_size") != vocab or (manifest.get("compacted") and (mapping is None or len(mapping) != vocab)):
+        raise ValueError(f"{ckpt}/{MANIFEST_FILE} does not describe this model's {vocab}-token vocabulary "
+                         f"(vocab_size {manifest.get('vocab_size')}, map of "
+                         f"{len(mapping) if mapping is not None else 'no'} entries); the checkpoint is damaged")
 
 
 def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
@@ -128,6 +144,10 @@ def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", bat
     from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
     from data_pipeline.manifest import check_shards
 
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if seq_len is not None and seq_len < 1:
+        raise ValueError(f"--seq-len must be >= 1, got {seq_len}")
     data_dir = os.path.abspath(data_dir)
     manifest = load_manifest(data_dir)
     if split not in manifest.get("splits", {}):

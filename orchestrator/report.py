@@ -20,19 +20,74 @@ COLUMNS = [
 ]
 
 
-def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[str, list[dict]]]:
-    """One row per finished trial (a trial run with a summary), and each trial's eval curve."""
+class DamagedTrial(ValueError):
+    """A trial's files cannot be read; the message names the file and what is wrong with it."""
+
+
+# What a row needs from a trial's files; a trial lacking one is skipped with a warning naming the file and key.
+_SUMMARY_KEYS = ("steps", "tokens", "final_val_loss", "best_val_loss", "final_val_bpb", "params")
+_PARAMS_KEYS = ("total", "active", "embedding")
+_CONFIG_KEYS = ("arch", "seed")
+
+
+def _read_json_file(storage: Storage, path: str) -> dict:
+    if not storage.exists(path):
+        raise DamagedTrial(f"{path} is missing")
+    try:
+        data = json.loads(storage.read_text(path))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedTrial(f"{path} is not valid JSON (truncated or damaged: {type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise DamagedTrial(f"{path} is not a JSON object")
+    return data
+
+
+def _require(data: dict, keys: tuple, path: str, what: str = "") -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise DamagedTrial(f"{path} lacks {', '.join(what + k for k in missing)}")
+
+
+def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[dict]]:
+    """(summary, config, metrics records) of one trial, checked for what the report reads."""
+    summary_path, config_path = f"{trial_path}/summary.json", f"{trial_path}/config.json"
+    summary = _read_json_file(storage, summary_path)
+    _require(summary, _SUMMARY_KEYS, summary_path)
+    if summary["final_val_loss"] is None:
+        raise DamagedTrial(f"{summary_path} has no final_val_loss (the trial never evaluated)")
+    if not isinstance(summary["params"], dict):
+        raise DamagedTrial(f"{summary_path}: params is not a mapping")
+    _require(summary["params"], _PARAMS_KEYS, summary_path, "params.")
+    config = _read_json_file(storage, config_path)
+    if not isinstance(config.get("config"), dict):
+        raise DamagedTrial(f"{config_path} lacks config")
+    _require(config["config"], _CONFIG_KEYS, config_path, "config.")
+    records = []
+    metrics_path = f"{trial_path}/metrics.jsonl"
+    if storage.exists(metrics_path):
+        try:
+            records = [json.loads(l) for l in storage.read_text(metrics_path).splitlines() if l.strip()]
+        except (ValueError, UnicodeDecodeError):
+            raise DamagedTrial(f"{metrics_path} has a line that is not valid JSON (truncated or damaged)") from None
+    return summary, config, records
+
+
+def collect_rows(storage: Storage, sweep_path: str,
+                 skipped: Optional[list] = None) -> tuple[list[dict], dict[str, list[dict]]]:
+    """One row per finished trial (a trial run with a summary), and each trial's eval curve. A trial whose files are
+    damaged is left out; (trial, why) goes to `skipped` when given."""
     rows, curves = [], {}
     for trial_path in storage.list_dirs(f"{sweep_path}/{TRIALS_DIR}"):
         name = trial_path.rsplit("/", 1)[-1]
         if ".old-" in name or not storage.exists(f"{trial_path}/summary.json"):
             continue
-        summary = json.loads(storage.read_text(f"{trial_path}/summary.json"))
-        config = json.loads(storage.read_text(f"{trial_path}/config.json"))
+        try:
+            summary, config, records = _trial_files(storage, trial_path)
+        except DamagedTrial as exc:
+            if skipped is not None:
+                skipped.append((name, str(exc)))
+            continue
         cfg, model, params = config["config"], config.get("model_config", {}), summary["params"]
-        records = []
-        if storage.exists(f"{trial_path}/metrics.jsonl"):
-            records = [json.loads(l) for l in storage.read_text(f"{trial_path}/metrics.jsonl").splitlines() if l.strip()]
         evals = [r for r in records if r.get("kind") == "eval"]
         curves[name] = [dict(tokens=r["tokens"], val_loss=r["val_loss"]) for r in evals]
         fpt = config.get("flops_per_token")
@@ -302,9 +357,13 @@ def write_report(sweep_dir: str) -> dict:
     storage = open_storage(sweep_dir) if "://" in sweep_dir else _existing_local(sweep_dir)
     root = storage.root
     sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
-    rows, curves = collect_rows(storage, root)
+    skipped: list = []
+    rows, curves = collect_rows(storage, root, skipped)
     if not rows:
-        raise ValueError(f"{sweep_dir} holds no finished trials (trials/<name>/summary.json); run `python cli.py sweep` first")
+        damaged = f" ({len(skipped)} damaged: {skipped[0][1]})" if skipped else ""
+        raise ValueError(f"{sweep_dir} holds no finished trials (trials/<name>/summary.json){damaged}; "
+                         f"run `python cli.py sweep` first")
+    missing = unfinished_points(sweep, rows)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -318,8 +377,30 @@ def write_report(sweep_dir: str) -> dict:
         from orchestrator.ladder import plot_waterfall
 
         storage.write_bytes(f"{root}/ladder.png", plot_waterfall(best_lr_rows(rows)))
-    storage.write_text(f"{root}/REPORT.md", render_markdown(rows, sweep))
-    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows)
+    status = status_lines(sweep, rows, missing, skipped)
+    storage.write_text(f"{root}/REPORT.md", "".join(line + "\n" for line in status) + render_markdown(rows, sweep))
+    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows, unfinished=missing, skipped=skipped)
+
+
+def unfinished_points(sweep: dict, rows: list[dict]) -> list[str]:
+    """The sweep's grid points (sweep.json) without a finished trial, in grid order."""
+    done = {r["trial"] for r in rows}
+    return [p for p in sweep.get("points", []) if p not in done]
+
+
+def status_lines(sweep: dict, rows: list[dict], missing: list[str], skipped: list) -> list[str]:
+    """The report's first lines when it does not cover the whole sweep (empty when it does)."""
+    lines = []
+    if missing:
+        total = len(sweep.get("points", []))
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        early = " (ASHA stops weak trials early; those have no result either)" if sweep.get("asha") else ""
+        lines.append(f"> **Unfinished sweep: {total - len(missing)} of {total} trials finished.** This report covers only "
+                     f"those; missing: {shown}{early}. Rerun `python cli.py sweep` with the same name to finish the rest "
+                     f"(finished trials are kept, not retrained).")
+    for name, why in skipped:
+        lines.append(f"> **Trial {name} left out: {why}.**")
+    return [text for line in lines for text in (line, "")]  # a blank line between: one paragraph each
 
 
 def _existing_local(path: str) -> Storage:

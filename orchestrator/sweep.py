@@ -13,7 +13,7 @@ from ray import tune
 
 from orchestrator.config import TrainConfig
 from orchestrator.report import TRIALS_DIR
-from orchestrator.trainer import failure_reason
+from orchestrator.failures import failure_reason
 from raysetup import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
@@ -33,6 +33,56 @@ SWEEP_FILE = "sweep.json"
 # A trial only launches a trainer; its workers hold the real CPUs. A whole CPU per trial would starve them, and Tune
 # refuses a zero reservation, so a trial holds this sliver and its trainer's workers reserve that much less.
 TRIAL_CPU = 0.01
+
+
+# Value types of the grid axes (an axis not listed here is checked by the config it lands in).
+_AXIS_TYPES = {"arch": str, "seed": int, "lr": float, "n_layers": int, "d_model": int, "n_heads": int, "n_kv_heads": int,
+               "num_experts": int, "experts_per_token": int, "intermediate_size": int, "sliding_window": int,
+               "head_dim": int, "aux_loss_coef": float, "dropout": float, "tie_embeddings": bool}
+_TYPE_WORDS = {int: "integer", float: "number", bool: "true/false", str: "text", dict: "mapping", list: "list"}
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    """YAML's types against a field's: bool is not a number, an integer is a valid float."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _field_type(annotation: str) -> tuple[Optional[type], bool]:
+    """(type, optional) of a dataclass field annotation written as a string (`Optional[int]`, `dict[str, Any]`)."""
+    text = str(annotation).replace(" ", "")
+    optional = text.startswith("Optional[") or text.endswith("|None")
+    text = text.removeprefix("Optional[").removesuffix("]") if text.startswith("Optional[") else text.removesuffix("|None")
+    base = text.split("[", 1)[0]
+    return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "list": list}.get(base), optional
+
+
+def check_setting_types(settings: dict, cls, where: str) -> None:
+    """Every setting has its dataclass field's type; else one line naming the field, the expected type and the value."""
+    annotations = {f.name: f.type for f in fields(cls)}
+    for key, value in settings.items():
+        if key not in annotations:
+            continue
+        kind, optional = _field_type(annotations[key])
+        if kind is None or (value is None and optional) or _is_type(value, kind):
+            continue
+        wanted = _TYPE_WORDS[kind] + (" or null" if optional else "")
+        raise ValueError(f"{where}: {key} must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {value!r}"
+                         + _yaml_number_hint(value, kind))
+
+
+def _yaml_number_hint(value: Any, kind: type) -> str:
+    """YAML 1.1 reads 1e-3 (no dot) as text: say so where a number was meant."""
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text; write it with a dot, e.g. {float(value)!r})"
+    return ""
 
 
 @dataclass
@@ -56,8 +106,15 @@ class SweepConfig:
         for axis, values in self.grid.items():
             if axis not in allowed:
                 raise ValueError(f"unknown sweep axis {axis!r}; allowed: {', '.join(sorted(allowed))}")
-            if not isinstance(values, list) or not values:
+            if not isinstance(values, list):
+                raise ValueError(f"sweep axis {axis!r} must be a list of values such as [{values!r}], got {values!r}")
+            if not values:
                 raise ValueError(f"sweep axis {axis!r} is empty; give at least one value")
+            kind = _AXIS_TYPES.get(axis)
+            bad = [v for v in values if kind is not None and not _is_type(v, kind)]
+            if bad:
+                raise ValueError(f"sweep axis {axis!r} takes {_TYPE_WORDS[kind]} values, got {bad[0]!r}"
+                                 + _yaml_number_hint(bad[0], kind))
         archs = self.grid.get("arch", [self.base.arch])
         for arch in archs:
             if arch not in ARCHS:
@@ -179,8 +236,11 @@ def _trial(params: dict) -> None:
     storage = open_storage(cfg.storage)
     summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
     if cfg.resume and storage.exists(summary_path):
-        summary = json.loads(storage.read_text(summary_path))
-        if summary.get("steps") == params["total_steps"]:
+        try:
+            summary = json.loads(storage.read_text(summary_path))
+        except ValueError:
+            summary = {}  # damaged: train the trial again (it resumes from its checkpoints)
+        if summary.get("steps") == params["total_steps"] and summary.get("final_val_loss") is not None:
             # Finished in an earlier, interrupted sweep: report its result and do not train again.
             tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                          "best_val_loss": summary["best_val_loss"], "reused": 1})
@@ -289,8 +349,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     try:
         results = tuner.fit()
     except KeyboardInterrupt:
-        raise SweepInterrupted(f"interrupted: sweep {cfg.name} keeps its finished trials and every trial's latest "
-                               f"checkpoint in {sweep_uri}; run the same command again to resume") from None
+        raise SweepInterrupted(_interruption(cfg.name, points, sweep_uri)) from None
     errors = [(r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else "?", failure_reason(r.error)) for r in results if r.error is not None]
     finished = len(results) - len(errors)
     wall_s = time.time() - started
@@ -317,6 +376,24 @@ class SweepInterrupted(KeyboardInterrupt):
 def _rerun_hint(name: str) -> str:
     return f"; fix the cause and run the same command again (same --name {name}): finished trials are kept, failed ones resume"
 
+
+def interruption_line(name: str, points: list, finished: list[str], sweep_uri: str) -> str:
+    """What an interrupted sweep tells the user, in one line: which trials finished and that a rerun resumes."""
+    done = [p.name for p in points if p.name in set(finished)]
+    return (f"sweep {name} interrupted: {len(done)} of {len(points)} trials finished"
+            + (f" ({', '.join(done)})" if done else "")
+            + f"; the others keep their latest checkpoints in {sweep_uri}; rerun the same command (same --name {name}) "
+              f"to resume")
+
+
+def _interruption(name: str, points: list, sweep_uri: str) -> str:
+    from orchestrator.report import write_report
+
+    try:
+        finished = [r["trial"] for r in write_report(sweep_uri)["rows"]]  # the report marks itself unfinished
+    except ValueError:
+        finished = []  # no trial finished: no report to write
+    return interruption_line(name, points, finished, sweep_uri)
 
 
 class SweepConsole(tune.Callback):
@@ -411,7 +488,10 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     command line replaces the other from the YAML.
     """
     settings = load_sweep_yaml(config_path) if config_path else {}
-    grid = dict(settings.pop("grid", {}) or {})
+    grid = settings.pop("grid", {}) or {}
+    if not isinstance(grid, dict):
+        raise ValueError(f"sweep config {config_path}: grid must be a mapping of axis -> list of values, got {grid!r}")
+    grid = dict(grid)
     if "variants" in settings:
         variants = settings.pop("variants")
         if not isinstance(variants, list):
@@ -425,6 +505,8 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
     sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
     if "budget_tokens" in settings:
+        if not _is_type(settings["budget_tokens"], int):
+            raise ValueError(f"sweep config {config_path}: budget_tokens must be an integer, got {settings['budget_tokens']!r}")
         settings["max_tokens"] = settings.pop("budget_tokens")
     if train_flags.get("max_tokens") is not None:
         settings.pop("max_steps", None)
@@ -436,4 +518,7 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
         raise ValueError(f"unknown setting(s) {sorted(unknown)} in {config_path}; use train flag names "
                          f"(e.g. seq_len, budget_tokens) and a grid: section")
     settings.setdefault("data", "data/tinystories")
+    where = f"sweep config {config_path}" if config_path else "sweep"
+    check_setting_types(settings, TrainConfig, where)
+    check_setting_types(sweep_settings, SweepConfig, where)
     return SweepConfig(base=TrainConfig(**settings), grid=grid, **sweep_settings)

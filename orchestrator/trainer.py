@@ -17,6 +17,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 INVOCATIONS_FILE = "invocations.json"  # one entry per `train` of this run: wall time, steps, how it ended
+ERROR_FILE = "error.log"
 # Config fields that must match for a run to continue from its checkpoint.
 _RESUME_KEYS = ("arch", "preset", "variant", "model_overrides", "seq_len", "data")
 
@@ -128,6 +129,15 @@ def place_workers(cfg: TrainConfig, info: ClusterInfo) -> tuple[int, bool, int]:
 # Run directory: config, metrics.jsonl, summary, and the resume decision.
 
 
+@dataclass
+class ResumeDecision:
+    resume: bool
+    had_checkpoints: bool
+    checkpoint: Optional[str] = None  # the checkpoint the workers restore
+    valid: list = field(default_factory=list)
+    damaged: list = field(default_factory=list)  # (path, why) of checkpoints that failed verification
+
+
 class RunDir:
     def __init__(self, storage: Storage, name: str):
         self.storage, self.name = storage, name
@@ -139,24 +149,64 @@ class RunDir:
 
     def saved_config(self) -> Optional[dict]:
         path = f"{self.path}/{CONFIG_FILE}"
-        return json.loads(self.storage.read_text(path)) if self.storage.exists(path) else None
+        if not self.storage.exists(path):
+            return None
+        try:
+            return json.loads(self.storage.read_text(path))
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{path} is unreadable") from None
 
-    def prepare(self, plan: RunPlan, say: Callable[[str], None]) -> None:
-        """Decide resume vs fresh start before anything is launched, and record the resolved config."""
+    def decide(self, plan: RunPlan) -> "ResumeDecision":
+        """Resume or start fresh, and from which checkpoint: reads only, so that a refusal leaves the run untouched.
+
+        A rerun with the same name resumes from the newest checkpoint that verifies (weights, optimizer, state, data
+        manifest all readable); damaged ones are named and set aside. It is refused when the settings or the data
+        differ from the run's, with a one-line ValueError that says how to start over.
+        """
+        from orchestrator.checkpoints import check_same_data, scan_checkpoints
+
         cfg = plan.cfg
-        saved = self.saved_config()
-        has_ckpt = bool(self.checkpoints())
-        if saved and has_ckpt and cfg.resume:
-            diffs = [k for k in _RESUME_KEYS if saved.get("config", {}).get(k) != cfg.to_dict().get(k)]
-            if diffs:
-                raise ValueError(f"run {self.name!r} exists with a different {', '.join(diffs)}; pass another --name, "
-                                 f"or --no-resume to start it over (the old run is kept aside)")
-            say(f"resuming run {self.name} from its latest checkpoint")
+        try:
+            saved = self.saved_config()
+        except ValueError:
+            saved = None  # an unreadable config.json: nothing to compare against, start over (the old run is kept)
+        paths = self.checkpoints()
+        if not (saved and paths and cfg.resume):
+            return ResumeDecision(resume=False, had_checkpoints=bool(paths))
+        diffs = [k for k in _RESUME_KEYS if saved.get("config", {}).get(k) != cfg.to_dict().get(k)]
+        if diffs:
+            raise ValueError(f"run {self.name!r} exists with a different {', '.join(diffs)}; pass another --name, "
+                             f"or --no-resume to start it over (the old run is kept aside)")
+        scan = scan_checkpoints(self.storage, paths)
+        if scan.latest is None:
+            return ResumeDecision(resume=False, had_checkpoints=True, damaged=scan.damaged)
+        check_same_data(self.storage, scan.latest, plan.manifest, cfg.data, self.name)
+        return ResumeDecision(resume=True, had_checkpoints=True, checkpoint=scan.latest, valid=scan.valid,
+                              damaged=scan.damaged)
+
+    def prepare(self, plan: RunPlan, say: Callable[[str], None], decision: Optional["ResumeDecision"] = None) -> None:
+        """Carry out the resume decision (set damaged checkpoints aside, or move the old run aside) and record the
+        resolved config. Called only once the whole plan is validated: nothing is written before."""
+        from orchestrator.checkpoints import DAMAGED_PREFIX, repair_ray_snapshot
+
+        cfg = plan.cfg
+        decision = decision or self.decide(plan)
+        for path, why in decision.damaged:
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if decision.resume:
+                self.storage.fs.move(path, f"{self.path}/{DAMAGED_PREFIX}{name}")
+            say(f"warning: checkpoint {name} of run {self.name} is unusable ({why})"
+                + (f"; set aside as {DAMAGED_PREFIX}{name}" if decision.resume else ""))
+        if decision.resume:
+            repair_ray_snapshot(self.storage, self.path, decision.valid)
+            step = decision.checkpoint.rstrip("/").rsplit("_", 1)[-1].lstrip("0") or "0"
+            say(f"resuming run {self.name} from its checkpoint at step {step}")
             self.records = self.load_records()
         elif self.storage.exists(self.path):
             aside = self.storage.move_aside(self.path)
-            if has_ckpt:
-                say(f"starting {self.name} over; the previous run was moved to {aside}")
+            if decision.had_checkpoints:
+                why = "no checkpoint of it can be restored, " if decision.damaged and cfg.resume else ""
+                say(f"{why}starting {self.name} over; the previous run was moved to {aside}")
         self.storage.write_text(f"{self.path}/{CONFIG_FILE}", json.dumps(
             dict(config=cfg.to_dict(), model_overrides=plan.model_overrides, workers=plan.workers, use_gpu=plan.use_gpu,
                  threads_per_worker=plan.threads_per_worker, total_steps=plan.total_steps, params=plan.params,
@@ -308,49 +358,23 @@ def fit_with_progress(trainer, progress_queue, on_event: Callable[[dict], None])
         if not alive:
             break
         thread.join(timeout=0.25)
-    if "error" in box:
-        raise TrainingError(_failure_line(box["error"])) from None
-    result = box["result"]
-    if getattr(result, "error", None) is not None:
-        raise TrainingError(_failure_line(result.error))
-    return result
+    error = box.get("error") or getattr(box.get("result"), "error", None)
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        raise _training_error(error) from None
+    return box["result"]
 
 
-def _failure_line(exc: BaseException) -> str:
-    return f"training failed: {failure_reason(exc)}"
+def _training_error(exc: BaseException) -> TrainingError:
+    from orchestrator.failures import describe_failure
+
+    line, full = describe_failure(exc)
+    error = TrainingError(f"training failed: {line}")
+    error.full_text = full
+    return error
 
 
-_OUR_ERRORS = ("DataError", "TokenizerError", "UnknownTokenError", "TrainingError", "ClusterError", "ValueError",
-               "FileNotFoundError", "PermissionError")
-
-
-def failure_reason(error: BaseException) -> str:
-    """One line saying why a trial failed: the innermost of our own errors behind Ray's wrappers (RayTaskError,
-    TrainingFailedError, ...), without their tracebacks."""
-    import re
-
-    seen, chain, exc = set(), [], error
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = getattr(exc, "cause", None) or exc.__cause__
-    for exc in reversed(chain):  # innermost first
-        if type(exc).__name__ in _OUR_ERRORS and not type(exc).__module__.startswith("ray"):
-            return _squash(str(exc))
-    text = " ".join(str(error).split())
-    # Ray Train appends each worker's repr (actor, metadata, context) after "Worker info:": no use to the user.
-    text = text.split(" Worker info:")[0]
-    # A RayTaskError's text embeds the remote traceback; keep the final "SomeError: message" of it.
-    matches = re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception)): (.+?)(?= Traceback \(most recent call last\)|$)", text)
-    if matches:
-        name, message = matches[-1]
-        return _squash(f"{name}: {message}")
-    return _squash(text) or type(error).__name__
-
-
-def _squash(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
@@ -360,14 +384,15 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
 
     started = time.time()  # this invocation's wall time includes Ray's start-up: the user waits for it too
     plan = plan_run(cfg, workers=cfg.workers or 1)  # fail on bad data/model/batch before Ray starts
+    storage = open_storage(cfg.storage)
+    run = RunDir(storage, cfg.run_name)
+    decision = run.decide(plan)  # a refused resume fails here, in seconds, before Ray starts
     info = info or init_ray(cfg.address, cfg.verbose)
     plan.workers, plan.use_gpu, plan.threads_per_worker = place_workers(cfg, info)
     if plan.workers != (cfg.workers or 1):
         plan_run(cfg, workers=plan.workers, verify_data=False)  # re-check the batch against the real worker count
-    storage = open_storage(cfg.storage)
     check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
-    run = RunDir(storage, cfg.run_name)
-    run.prepare(plan, say if show_progress else (lambda s: None))
+    run.prepare(plan, say if show_progress else (lambda s: None), decision)
     if show_progress:
         say(_start_line(plan, info))
 
@@ -411,6 +436,11 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise RunInterrupted(_interrupted_line(cfg, run, storage)) from None
+    except TrainingError as exc:
+        # The one line names the root cause; the whole error (Ray's cut traceback, every rank's) goes beside the run.
+        log = f"{run.path}/{ERROR_FILE}"
+        run.storage.write_text(log, getattr(exc, "full_text", str(exc)))
+        raise TrainingError(f"{exc} (full error: {run.storage.uri_of(cfg.run_name, ERROR_FILE)})") from None
     finally:
         console.close()
         run.flush()

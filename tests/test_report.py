@@ -41,3 +41,67 @@ def test_the_report_names_the_weights_file_as_checkpoints_write_it():
 @pytest.mark.parametrize("layers", [2, 6])
 def test_depths_without_gpt2_still_get_a_row(layers):
     assert f"| {layers} | 4 |" in "\n".join(headline_table([_row("gptoss", 1e-3, 0, 2.0, layers=layers)]))
+
+
+def _trial_files(trial_dir, arch="gptoss", seed=0, loss=2.0):
+    import json
+
+    trial_dir.mkdir(parents=True)
+    summary = dict(steps=10, tokens=1000, final_val_loss=loss, best_val_loss=loss, final_val_bpb=loss / 3,
+                   tokens_per_s=100.0, wall_s=5.0, best_checkpoint=None,
+                   params=dict(total=1000, active=800, embedding=200, non_embedding=800, bytes_bf16=2000))
+    config = dict(config=dict(arch=arch, seed=seed, lr=1e-3), model_config=dict(n_layers=2, d_model=64, n_heads=4,
+                                                                                num_experts=4, experts_per_token=2),
+                  flops_per_token=1e6, lr=1e-3)
+    (trial_dir / "summary.json").write_text(json.dumps(summary))
+    (trial_dir / "config.json").write_text(json.dumps(config))
+    (trial_dir / "metrics.jsonl").write_text(json.dumps(dict(kind="eval", step=10, tokens=1000, val_loss=loss)) + "\n")
+    return trial_dir
+
+
+def test_damaged_trials_are_named_and_skipped_and_an_unfinished_sweep_says_so_first(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import cli
+
+    sweep = tmp_path / "sw"
+    points = ["gptoss-L2-s0", "gpt2-L2-s0", "gptoss-L2-s1", "gpt2-L2-s1", "gptoss-L2-s2"]
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps(dict(name="sw", points=points, grid={}, base={})))
+    _trial_files(sweep / "trials" / points[0])
+    _trial_files(sweep / "trials" / points[1], arch="gpt2", loss=2.2)
+    truncated = _trial_files(sweep / "trials" / points[2], seed=1) / "summary.json"
+    truncated.write_text(truncated.read_text()[:40])
+    lacking = _trial_files(sweep / "trials" / points[3], arch="gpt2", seed=1) / "summary.json"
+    lacking.write_text(json.dumps({k: v for k, v in json.loads(lacking.read_text()).items() if k != "final_val_bpb"}))
+    # points[4] never ran (the sweep was interrupted)
+    out = CliRunner().invoke(cli.app, ["report", str(sweep)])
+    assert out.exit_code == 0, out.output
+    assert "Traceback" not in out.output
+    assert f"warning: trial {points[2]} left out of the report: {truncated} is not valid JSON" in out.output
+    assert f"warning: trial {points[3]} left out of the report: {lacking} lacks final_val_bpb" in out.output
+    assert "unfinished sweep: 3 trial(s) have no result yet" in out.output
+    assert out.output.strip().splitlines()[-1].startswith("2 trials -> ")
+    report = (sweep / "REPORT.md").read_text().splitlines()
+    assert report[0].startswith("> **Unfinished sweep: 2 of 5 trials finished.**")
+    assert points[4] in report[0] and "Rerun `python cli.py sweep` with the same name" in report[0]
+    assert report[1] == report[3] == report[5] == "" and report[6].startswith("# Sweep report")
+    assert report[2] == f"> **Trial {points[3]} left out: {lacking} lacks final_val_bpb.**"
+    assert report[4].startswith(f"> **Trial {points[2]} left out: {truncated} is not valid JSON")
+    assert [r["trial"] for r in json.loads((sweep / "results.json").read_text())] == [points[1], points[0]]
+
+
+def test_a_complete_sweep_report_starts_with_its_title(tmp_path):
+    import json
+
+    from orchestrator.report import write_report
+
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps(dict(name="sw", points=["a"], grid={}, base={})))
+    _trial_files(sweep / "trials" / "a")
+    result = write_report(str(sweep))
+    assert result["unfinished"] == [] and result["skipped"] == []
+    assert (sweep / "REPORT.md").read_text().startswith("# Sweep report: sw")

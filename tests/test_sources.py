@@ -156,3 +156,28 @@ def test_offline_hub_error_also_names_tokenizer_dir_when_rank_files_are_missing(
     assert code == 2 and "--source PATH" in output and "--tokenizer-dir DIR" in output and "o200k_base.tiktoken" in output
     code, output = run_prepare("--out", str(tmp_path / "o"), "--tokenizer-dir", str(tiktoken_dir))
     assert code == 2 and "--source PATH" in output and "--tokenizer-dir" not in output
+
+
+def test_a_validation_file_alone_is_not_silently_trained_on(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "validation.txt").write_text("One." + SEP + "Two." + SEP + "Three." + SEP)
+    code, output = run_prepare("--source", str(d), "--out", str(tmp_path / "o"))
+    assert code == 2 and "validation data (validation.txt) but no train.* file" in output, output
+    assert output.strip().count("\n") == 0 and not (tmp_path / "o").exists()
+    (d / "stories.txt").write_text("Four." + SEP)  # an unnamed file beside it: still no train split named
+    with pytest.raises(DataError, match="no train"):
+        plan_sources(PrepareConfig(source=str(d)))
+    os.remove(d / "validation.txt")  # unnamed files alone are split by --val-fraction, as documented
+    assert plan_sources(PrepareConfig(source=str(d), val_fraction=0)).stories == {"train": 1, "validation": 0}
+
+
+def test_limit_1_is_refused_rather_than_writing_two_stories(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "train.txt").write_text("One." + SEP + "Two." + SEP)
+    (d / "validation.txt").write_text("Three." + SEP)
+    code, output = run_prepare("--source", str(d), "--out", str(tmp_path / "o"), "--limit", "1")
+    assert code == 2 and "--limit 1 cannot cover both splits" in output, output
+    plan = plan_sources(PrepareConfig(source=str(d), limit=2))
+    assert plan.stories == {"train": 1, "validation": 1}

@@ -288,3 +288,73 @@ def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_
     assert f"| {loo:+.4f} |" in next(l for l in report if l.startswith("| gptoss-no-moe |"))
     png = (sweep_dir / "ladder.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("seq_len: sixty\n", "seq_len must be an integer, got 'sixty'"),
+    ("seq_len: 64.5\n", "seq_len must be an integer, got 64.5"),
+    ("lr: 1e-3\n", "lr must be a number or null, got '1e-3' (YAML reads 1e-3 as text; write it with a dot, e.g. 0.001)"),
+    ("cpu: maybe\n", "cpu must be a true/false, got 'maybe'"),
+    ("budget_tokens: lots\n", "budget_tokens must be an integer, got 'lots'"),
+    ("workers_per_trial: two\n", "workers_per_trial must be an integer, got 'two'"),
+    ("asha: 3\n", "asha must be a true/false, got 3"),
+    ("lr_by_arch: 0.001\n", "lr_by_arch must be a mapping, got 0.001"),
+    ("grid:\n  n_layers: 2\n", "sweep axis 'n_layers' must be a list of values such as [2], got 2"),
+    ("grid:\n  n_layers: [2, four]\n", "sweep axis 'n_layers' takes integer values, got 'four'"),
+    ("grid:\n  lr: [1e-3]\n", "sweep axis 'lr' takes number values, got '1e-3' (YAML reads"),
+    ("grid: [2, 4]\n", "grid must be a mapping"),
+])
+def test_every_yaml_field_is_type_checked_by_name(tmp_path, yaml_text, message):
+    from orchestrator.sweep import build_sweep_config
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: t\n" + yaml_text + ("" if "grid" in yaml_text else "grid:\n  n_layers: [2]\n"))
+    with pytest.raises(ValueError) as info:
+        build_sweep_config(str(path), {}, {}, {})
+    assert message in str(info.value)
+
+
+def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the_report(prepared_data, tmp_path,
+                                                                                        ray_session, monkeypatch):
+    """The exit path, with Tune replaced by a stand-in that finishes one trial and then meets Ctrl-C (a real SIGINT
+    to `cli.py sweep` was checked by hand: exit 130 and these lines)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    import cli
+    import orchestrator.sweep as sweep_module
+    from test_report import _trial_files
+
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")
+    seen = {}
+
+    class InterruptedTuner:
+        def __init__(self, trainable, param_space, tune_config, run_config):
+            self.storage = run_config.storage_path
+
+        def fit(self):
+            seen["tune_sigint_handler_disabled"] = os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
+            _trial_files(tmp_path / "runs" / "cc" / "trials" / "gpt2-L1", arch="gpt2")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module.tune, "Tuner", InterruptedTuner)
+    out = CliRunner().invoke(cli.app, ["sweep", "--data", str(prepared_data), "--preset", "debug", "--archs", "gpt2",
+                                       "--layers", "1,2", "--max-steps", "5", "--seq-len", "64", "--batch-size", "8",
+                                       "--storage", str(tmp_path / "runs"), "--name", "cc"])
+    assert out.exit_code == 130, out.output
+    assert seen["tune_sigint_handler_disabled"]  # else Tune swallows Ctrl-C and fit() returns as if done
+    assert "sweep cc interrupted: 1 of 2 trials finished (gpt2-L1)" in out.output
+    assert "rerun the same command (same --name cc) to resume" in out.output
+    assert "sweep cc done" not in out.output
+    report = (tmp_path / "runs" / "cc" / "REPORT.md").read_text()
+    assert report.startswith("> **Unfinished sweep: 1 of 2 trials finished.**") and "missing: gpt2-L2" in report
+
+
+def test_interruption_lines_without_a_finished_trial():
+    from orchestrator.sweep import TrialPoint, interruption_line
+
+    points = [TrialPoint("gpt2-L1", "gpt2", ()), TrialPoint("gpt2-L2", "gpt2", ())]
+    assert interruption_line("s", points, [], "runs/s").startswith("sweep s interrupted: 0 of 2 trials finished; ")
+    line = interruption_line("s", points, ["gpt2-L2"], "runs/s")
+    assert "1 of 2 trials finished (gpt2-L2)" in line and "\n" not in line and line.endswith("to resume")

@@ -69,6 +69,30 @@ def test_killed_worker_is_survived_and_the_run_matches_the_clean_one(clean_run, 
     assert summary["steps"] == 30
 
 
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(clean_run, prepared_data):
+    """Before the rerun test extends `clean`: a copy of it whose step-30 weights were cut short resumes from step 20,
+    through Ray's own snapshot (repaired), and reaches the clean run's numbers."""
+    import shutil
+
+    from orchestrator.checkpoints import DAMAGED_PREFIX
+    from orchestrator.trainer import run_training
+
+    storage, _ = clean_run
+    shutil.copytree(storage / "clean", storage / "damaged")
+    assert sorted(d for d in os.listdir(storage / "damaged") if d.startswith("checkpoint_0")) == \
+        ["checkpoint_0000020", "checkpoint_0000030"]
+    weights = storage / "damaged" / "checkpoint_0000030" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    summary = run_training(_cfg(prepared_data, storage, "damaged", sample_tokens=0), show_progress=False)
+    run_dir = storage / "damaged"
+    assert (run_dir / f"{DAMAGED_PREFIX}checkpoint_0000030").is_dir()
+    evals = [r for r in _records(run_dir) if r["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [10, 20, 30]
+    clean_30 = next(e for e in _records(storage / "clean") if e["kind"] == "eval" and e["step"] == 30)
+    assert evals[-1]["val_loss"] == pytest.approx(clean_30["val_loss"], abs=1e-4)  # really restored step 20
+    assert summary["steps"] == 30 and os.path.isdir(summary["latest_checkpoint"])
+
+
 def test_rerun_with_the_same_name_resumes_from_the_latest_checkpoint(clean_run, prepared_data):
     from orchestrator.trainer import run_training
 

@@ -102,8 +102,10 @@ AccumOpt = Annotated[int, Opt("--grad-accum", help="Micro-steps per optimizer st
 MaxStepsOpt = Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps (default 500 unless --max-tokens).")]
 MaxTokensOpt = Annotated[Optional[int], Opt("--max-tokens", help="Training tokens; sets the steps from the global batch.")]
 LrOpt = Annotated[Optional[float], Opt("--lr", help="Peak learning rate (default per preset: debug 3e-3, cpu-* 1e-3, seed-* 3e-4).")]
-MinLrOpt = Annotated[Optional[float], Opt("--min-lr", help="Learning rate at the end of the cosine decay (default lr/10).")]
+MinLrOpt = Annotated[Optional[float], Opt("--min-lr", help="Learning rate at the end of the cosine decay or wsd cooldown (default lr/10).")]
 WarmupOpt = Annotated[Optional[int], Opt("--warmup-steps", help="Linear warmup steps (default 5% of steps, at most 200).")]
+ScheduleOpt = Annotated[str, Opt("--schedule", help="lr schedule after warmup: cosine, wsd (stable, then a 1-sqrt cooldown over the last --cooldown-frac) or constant.")]
+CooldownOpt = Annotated[float, Opt("--cooldown-frac", help="wsd: fraction of the steps that cool down to --min-lr.")]
 WdOpt = Annotated[float, Opt("--weight-decay", help="AdamW weight decay on matrices.")]
 ClipOpt = Annotated[float, Opt("--grad-clip", help="Gradient norm clipping.")]
 EvalEveryOpt = Annotated[int, Opt("--eval-every", help="Steps between evaluations and checkpoints.")]
@@ -152,7 +154,8 @@ def train(
     window: WindowOpt = None, dropout: DropoutOpt = None, aux_loss_coef: AuxOpt = None,
     seq_len: SeqLenOpt = 256, batch_size: BatchOpt = 16, grad_accum: AccumOpt = 1,
     max_steps: MaxStepsOpt = None, max_tokens: MaxTokensOpt = None,
-    lr: LrOpt = None, min_lr: MinLrOpt = None, warmup_steps: WarmupOpt = None, weight_decay: WdOpt = 0.1,
+    lr: LrOpt = None, min_lr: MinLrOpt = None, warmup_steps: WarmupOpt = None,
+    schedule: ScheduleOpt = "cosine", cooldown_frac: CooldownOpt = 0.2, weight_decay: WdOpt = 0.1,
     grad_clip: ClipOpt = 1.0, eval_every: EvalEveryOpt = 100, eval_windows: EvalWindowsOpt = 128,
     workers: Annotated[Optional[int], Opt("--workers", help="Training workers (default: one per GPU, else 1).")] = None,
     cpu: CpuOpt = False, gpu: GpuOpt = False, threads_per_worker: ThreadsOpt = None,
@@ -176,7 +179,8 @@ def train(
     cfg = TrainConfig(
         data=data, arch=arch, preset=preset, model_overrides=overrides, seq_len=seq_len, batch_size=batch_size,
         grad_accum=grad_accum, max_steps=max_steps, max_tokens=max_tokens, lr=lr, min_lr=min_lr,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
+        warmup_steps=warmup_steps, schedule=schedule, cooldown_frac=cooldown_frac, weight_decay=weight_decay,
+        grad_clip=grad_clip, eval_every=eval_every,
         eval_windows=eval_windows, workers=workers, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
         address=address, storage=storage, name=name, resume=resume, keep=keep, max_failures=max_failures, seed=seed,
         compile=compile, wandb=wandb, wandb_project=wandb_project, prompt=prompt, sample_tokens=sample_tokens,

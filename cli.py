@@ -90,6 +90,24 @@ def prepare(
 
 
 
+@app.command()
+@_user_errors
+def baseline(
+    data_dir: Annotated[str, typer.Argument(help="Prepared data directory (from `prepare`).")],
+    train_tokens: Annotated[Optional[int], typer.Option("--train-tokens", help="Fit on the first N training tokens (default: all).")] = None,
+):
+    """Fit unigram and Kneser-Ney bigram/trigram models on the training tokens; score validation; write baselines.json."""
+    from data_pipeline.ngram import BASELINES_NAME, fit_baselines
+
+    result = fit_baselines(data_dir, train_tokens)
+    typer.echo(f"fitted on {result['train_tokens']:,} training tokens, scored on {result['validation_tokens']:,} "
+               f"validation tokens in {result['seconds']:.1f}s")
+    for name, m in result["models"].items():
+        extra = f"  (discount {m['discount']})" if "discount" in m else ""
+        typer.echo(f"  {name:<11} {m['nats_per_token']:.4f} nats/token  {m['bits_per_byte']:.4f} bits/byte{extra}")
+    typer.echo(f"-> {os.path.join(data_dir, BASELINES_NAME)}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Options shared by `train` and `sweep` (a sweep applies every train flag to each of its trials).
 

@@ -8,12 +8,13 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
+from orchestrator.scaling import budget_section, draw_references
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"
 WEIGHTS_NAME = "model.safetensors"  # as gptoss.checkpoint writes it; not imported, to keep torch out of `report`
 COLUMNS = [
-    "trial", "arch", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr",
+    "trial", "arch", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr", "budget",
     "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
     "non_embedding_params", "bytes_bf16", "checkpoint_bytes", "flops_per_token", "train_flops", "tokens_per_s", "train_s",
     "wall_s", "checkpoint",
@@ -43,6 +44,7 @@ def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[st
             num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
             experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
             seed=cfg["seed"], lr=cfg["lr"] if cfg.get("lr") is not None else config.get("lr"),
+            budget=cfg.get("max_tokens") or summary["tokens"],  # the token budget the trial was given
             steps=summary["steps"], tokens=summary["tokens"], final_val_loss=summary["final_val_loss"],
             best_val_loss=summary["best_val_loss"], val_bpb=summary["final_val_bpb"], total_params=params["total"],
             active_params=params["active"], non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
@@ -52,7 +54,7 @@ def collect_rows(storage: Storage, sweep_path: str) -> tuple[list[dict], dict[st
             train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
             wall_s=summary.get("wall_s"), checkpoint=checkpoint,
         ))
-    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], str(r["num_experts"]), r["seed"], r["trial"]))
+    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], str(r["num_experts"]), r["seed"], r["budget"], r["trial"]))
     return rows, curves
 
 
@@ -74,10 +76,21 @@ def _model_key(r: dict) -> tuple:
     return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]))
 
 
+def model_label(r: dict) -> str:
+    """A model's name in the budget tables and plots, built from _model_key: gptoss-L4-E4k2-d128-h4."""
+    arch, layers, width, heads, experts, top_k = _model_key(r)[:6]
+    return "-".join([arch, f"L{layers}"] + ([f"E{experts}k{top_k}"] if arch == "gptoss" else []) + [f"d{width}", f"h{heads}"])
+
+
+def _budget_text(tokens) -> str:
+    return f"{tokens / 1e6:.2f}M" if tokens else "-"
+
+
 def _by_model_and_lr(rows: list[dict]) -> dict:
+    """(model key + budget) -> lr -> rows: lrs are compared among trials of the same model and budget."""
     groups: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        groups[_model_key(r)][r["lr"]].append(r)
+        groups[_model_key(r) + (r.get("budget"),)][r["lr"]].append(r)
     return groups
 
 
@@ -95,51 +108,60 @@ def best_lr_rows(rows: list[dict]) -> list[dict]:
 def lr_table(rows: list[dict]) -> list[str]:
     """Mean final val loss per model and learning rate (only models trained at more than one lr)."""
     groups = _by_model_and_lr(rows)
-    lines = ["| arch | layers | experts (top-k) | lr | final val loss | seeds | best |", "|---|---:|---:|---:|---:|---:|---|"]
-    for key in sorted(k for k in groups if len(groups[k]) > 1):
+    lines = ["| arch | layers | experts (top-k) | budget | lr | final val loss | seeds | best |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for key in sorted((k for k in groups if len(groups[k]) > 1), key=str):
         by_lr, experts = groups[key], f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
         best = _best_lr(by_lr)
         for lr in sorted(by_lr):
             losses = [r["final_val_loss"] for r in by_lr[lr]]
-            lines.append(f"| {key[0]} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
+            lines.append(f"| {key[0]} | {key[1]} | {experts} | {_budget_text(key[-1])} | {lr:g} | {_pm(losses)} | {len(losses)} | "
                          f"{'**best**' if lr == best else ''} |")
     return lines if len(lines) > 2 else []
 
 
-def _improvement(oss: list[dict], gpt2: list[dict]) -> str:
-    """(GPT-2 - GPT-OSS) / GPT-2 in %. With seeds on both sides the pairs share a seed (same data order, same
-    validation windows), so the spread is that of the paired differences."""
-    g, o = statistics.fmean(r["final_val_loss"] for r in gpt2), statistics.fmean(r["final_val_loss"] for r in oss)
-    text = f"{(g - o) / g * 100:+.1f}%"
-    by_seed = {r["seed"]: r["final_val_loss"] for r in gpt2}
-    paired = [(by_seed[r["seed"]] - r["final_val_loss"]) / by_seed[r["seed"]] * 100 for r in oss if r["seed"] in by_seed]
+def _improvement(oss: list[dict], gpt2: list[dict], key: str = "final_val_loss", percent: bool = True) -> str:
+    """GPT-2 - GPT-OSS of `key`: relative in % (percent=True), else absolute (nats, or bits/byte). With seeds on both
+    sides the pairs share a seed (same data order, same validation windows), so the spread is that of the paired
+    differences."""
+    def diff(g: float, o: float) -> float:
+        return (g - o) / g * 100 if percent else g - o
+
+    g, o = statistics.fmean(r[key] for r in gpt2), statistics.fmean(r[key] for r in oss)
+    text = f"{diff(g, o):+.1f}%" if percent else f"{diff(g, o):+.4f}"
+    by_seed = {r["seed"]: r[key] for r in gpt2}
+    paired = [diff(by_seed[r["seed"]], r[key]) for r in oss if r["seed"] in by_seed]
     if len(paired) > 1:
-        text += f" ± {statistics.stdev(paired):.1f}"
+        text += f" ± {statistics.stdev(paired):.1f}" if percent else f" ± {statistics.stdev(paired):.4f}"
     return text
 
 
 def headline_table(rows: list[dict]) -> list[str]:
-    """Per depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement."""
+    """Per budget and depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement in %,
+    in nats per token and in bits per byte."""
     by_depth: dict = defaultdict(lambda: defaultdict(list))
     for r in best_lr_rows(rows):
         key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
-        by_depth[r["n_layers"]][key].append(r)
-    lines = ["| layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for depth in sorted(by_depth):
-        groups = by_depth[depth]
+        by_depth[(r.get("budget") or 0, r["n_layers"])][key].append(r)
+    lines = ["| budget (tokens) | layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | improvement (nats) | "
+             "improvement (bits/byte) | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for budget, depth in sorted(by_depth):
+        groups = by_depth[(budget, depth)]
         gpt2 = groups.get(("gpt2", ""), [])
         for key in sorted(k for k in groups if k[0] == "gptoss"):
             oss = groups[key]
             oss_loss = [r["final_val_loss"] for r in oss]
             gpt2_loss = [r["final_val_loss"] for r in gpt2]
-            improvement = _improvement(oss, gpt2) if gpt2 else "n/a"
-            lines.append(f"| {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | {improvement} | "
+            gains = [_improvement(oss, gpt2), _improvement(oss, gpt2, percent=False),
+                     _improvement(oss, gpt2, "val_bpb", percent=False)] if gpt2 else ["n/a"] * 3
+            lines.append(f"| {_budget_text(budget)} | {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
+                         f"{' | '.join(gains)} | "
                          f"{_pm([r['val_bpb'] for r in oss])} | {_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
                          f"{len(oss)} / {len(gpt2)} |")
         if not any(k[0] == "gptoss" for k in groups) and gpt2:
-            lines.append(f"| {depth} | | n/a | {_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | "
-                         f"{_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
+            lines.append(f"| {_budget_text(budget)} | {depth} | | n/a | {_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
+                         f"n/a | {_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
     return lines
 
 
@@ -192,7 +214,7 @@ def _fig_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_curves(rows: list[dict], curves: dict) -> bytes:
+def plot_curves(rows: list[dict], curves: dict, references: Optional[list] = None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,6 +231,7 @@ def plot_curves(rows: list[dict], curves: dict) -> bytes:
         labelled.add(r["arch"])
         ax.plot([p["tokens"] for p in pts], [p["val_loss"] for p in pts], color=colors.get(r["arch"], "gray"),
                 alpha=0.75, marker=".", label=label)
+    draw_references(ax, references or [])
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("Validation loss during training, every trial")
@@ -220,7 +243,7 @@ def plot_curves(rows: list[dict], curves: dict) -> bytes:
     return data
 
 
-def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> bytes:
+def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]], references: Optional[list] = None) -> bytes:
     """Final val loss against one quantity per panel: (row key, divisor, axis label); one point per trial."""
     import matplotlib
 
@@ -237,6 +260,7 @@ def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> b
                 for r in pts:
                     tag = f"L{r['n_layers']}" + (f"E{r['num_experts']}" if arch == "gptoss" else "")
                     ax.annotate(tag, (r[key] / scale, r["final_val_loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        draw_references(ax, references or [])
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final validation loss (nats/token)")
@@ -247,17 +271,42 @@ def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> b
     return data
 
 
-def plot_loss_vs_params(rows: list[dict]) -> bytes:
+def plot_loss_vs_params(rows: list[dict], references: Optional[list] = None) -> bytes:
     return _scatter_panels(rows, [("active_params", 1e6, "active parameters per token (millions)"),
-                                  ("total_params", 1e6, "total parameters (millions)")])
+                                  ("total_params", 1e6, "total parameters (millions)")], references)
 
 
-def plot_loss_vs_compute(rows: list[dict]) -> bytes:
+def plot_loss_vs_compute(rows: list[dict], references: Optional[list] = None) -> bytes:
     return _scatter_panels(rows, [("train_flops", 1e12, "training compute (TFLOPs, forward + backward)"),
-                                  ("train_s", 1, "training time (s in training steps, this machine)")])
+                                  ("train_s", 1, "training time (s in training steps, this machine)")], references)
 
 
-def render_markdown(rows: list[dict], sweep: dict) -> str:
+def ngram_references(data_dir: Optional[str]) -> tuple[list[tuple[str, float, float]], list[str]]:
+    """The n-gram lines of the data the sweep trained on (DATA_DIR/baselines.json, from `python cli.py baseline`):
+    those fitted on the most training tokens; and a table of every recorded fit."""
+    from data_pipeline.ngram import load_baselines
+
+    fits = load_baselines(data_dir) if data_dir and "://" not in data_dir else []
+    if not fits:
+        return [], []
+    names = {"unigram": "unigram", "kn_bigram": "KN bigram", "kn_trigram": "KN trigram"}
+    widest = max(fits, key=lambda f: f["train_tokens"])
+    lines = [f"{names.get(k, k)} ({widest['train_tokens'] / 1e6:.2f}M tokens)" for k in widest["models"]]
+    refs = [(label, m["nats_per_token"], m["bits_per_byte"]) for label, m in zip(lines, widest["models"].values())]
+    table = ["| reference model | fitted on (tokens) | val loss (nats/token) | bits/byte |", "|---|---:|---:|---:|"]
+    for fit in fits:
+        for key, m in fit["models"].items():
+            table.append(f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} |")
+    return refs, table
+
+
+def _largest_budget(rows: list[dict]) -> list[dict]:
+    top = max(r.get("budget") or 0 for r in rows)
+    return [r for r in rows if (r.get("budget") or 0) == top]
+
+
+def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None, reference_table: Optional[list] = None,
+                    baseline: str = "gpt2") -> str:
     base = sweep.get("base", {})
     settings = {k: base.get(k) for k in ("data", "preset", "seq_len", "batch_size", "grad_accum", "max_steps",
                                           "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay", "eval_every",
@@ -276,15 +325,22 @@ def render_markdown(rows: list[dict], sweep: dict) -> str:
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
            "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
-           "## 4. Best expert count per depth", "", *best_experts_table(rows), "",
+           "## 4. Best expert count per depth", "", *(["At the largest budget."] if budget else []),
+           *best_experts_table(_largest_budget(rows)), "",
+           *([f"## 4b. Loss against budget ({baseline} as the baseline)", "", *budget["lines"], ""] if budget else []),
+           *(["## 4c. Count-based reference models (horizontal lines on every loss plot)", "",
+              "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
+              "A model above the trigram line has not yet learned more than local word statistics.", "",
+              *reference_table, ""] if reference_table else []),
            "## 5. Settings", "", "```json", json.dumps(dict(settings=settings, grid=sweep.get("grid", {}),
                                                              lr_by_arch=sweep.get("lr_by_arch", {}),
                                                              workers_per_trial=sweep.get("workers_per_trial")), indent=1), "```", ""]
     return "\n".join(out)
 
 
-def write_report(sweep_dir: str) -> dict:
-    """(Re)build every report file of a sweep from its trial runs; returns where they are."""
+def write_report(sweep_dir: str, baseline: str = "gpt2") -> dict:
+    """(Re)build every report file of a sweep from its trial runs; returns where they are. `baseline` (an arch, or a
+    model label as in the budget tables) is what the data and compute multipliers are measured against."""
     storage = open_storage(sweep_dir) if "://" in sweep_dir else _existing_local(sweep_dir)
     root = storage.root
     sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
@@ -297,11 +353,14 @@ def write_report(sweep_dir: str) -> dict:
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())
     storage.write_text(f"{root}/results.json", json.dumps(rows, indent=1))
-    storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves))
-    storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows))
-    storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows))
-    storage.write_text(f"{root}/REPORT.md", render_markdown(rows, sweep))
-    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows)
+    references, reference_table = ngram_references(sweep.get("base", {}).get("data"))
+    budget = budget_section([dict(r, model=model_label(r)) for r in rows], baseline, references)
+    storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves, references))
+    storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows, references))
+    storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows, references))
+    storage.write_bytes(f"{root}/loss_vs_budget.png", budget["plot"])
+    storage.write_text(f"{root}/REPORT.md", render_markdown(rows, sweep, budget, reference_table, baseline))
+    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows, fits=budget["fits"])
 
 
 def _existing_local(path: str) -> Storage:

@@ -301,6 +301,10 @@ def sweep(
     heads: Annotated[Optional[str], Opt("--heads", help="Comma list of head counts.")] = None,
     kv_heads: Annotated[Optional[str], Opt("--kv-heads", help="Comma list of kv head counts, gptoss only.")] = None,
     budget_tokens: Annotated[Optional[int], Opt("--budget-tokens", help="Training tokens per trial (the same for every trial).")] = None,
+    budgets: Annotated[Optional[str], Opt("--budgets", help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.")] = None,
+    schedule: Annotated[Optional[str], Opt("--schedule", help="lr schedule of every trial: cosine, wsd or constant.")] = None,
+    cooldown_frac: Annotated[Optional[float], Opt("--cooldown-frac", help="wsd: fraction of each budget's steps that cool down.")] = None,
+    baseline: Annotated[Optional[str], Opt("--baseline", help="The report's multipliers are measured against this arch or model (default gpt2).")] = None,
     max_steps: MaxStepsOpt = None,
     workers_per_trial: Annotated[Optional[int], Opt("--workers-per-trial", help="Ray Train workers per trial.")] = None,
     max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
@@ -330,21 +334,24 @@ def sweep(
                 d_model=_comma_list("--d-model", d_model, int), n_heads=_comma_list("--heads", heads, int),
                 n_kv_heads=_comma_list("--kv-heads", kv_heads, int))
     sweep_flags = dict(name=name, workers_per_trial=workers_per_trial, max_concurrent=max_concurrent, asha=asha,
-                       lr_by_arch=_lr_by_arch(lr_by_arch))
+                       lr_by_arch=_lr_by_arch(lr_by_arch), budgets=_comma_list("--budgets", budgets, int), baseline=baseline)
     train_flags = dict(data=data, max_tokens=budget_tokens, max_steps=max_steps, preset=preset, seq_len=seq_len,
                        batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, eval_windows=eval_windows,
-                       warmup_steps=warmup_steps, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
+                       warmup_steps=warmup_steps, schedule=schedule, cooldown_frac=cooldown_frac, cpu=cpu, gpu=gpu, threads_per_worker=threads_per_worker,
                        address=address, storage=storage, wandb=wandb, tokenizer_dir=tokenizer_dir, verbose=verbose)
     run_sweep(build_sweep_config(config, grid, sweep_flags, train_flags))
 
 
 @app.command()
 @_user_errors
-def report(sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<storage>/<sweep name>).")]):
+def report(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<storage>/<sweep name>).")],
+    baseline: Annotated[str, Opt("--baseline", help="Measure data/compute multipliers against this arch (the same depth's model) or model label.")] = "gpt2",
+):
     """(Re)write a sweep's results.csv/json, REPORT.md and plots from its trial runs."""
     from orchestrator.report import write_report
 
-    result = write_report(sweep_dir)
+    result = write_report(sweep_dir, baseline)
     typer.echo(f"{result['trials']} trials -> {result['report']}")
 
 

@@ -40,6 +40,8 @@ class SweepConfig:
     max_concurrent: Optional[int] = None  # None: as many as the cluster's resources allow
     asha: bool = False
     lr_by_arch: dict[str, float] = field(default_factory=dict)  # each arch's own lr, where the grid has no lr axis
+    budgets: list[int] = field(default_factory=list)  # token budgets: one wsd run per point, cooldowns branched off
+    baseline: str = "gpt2"  # the report's multipliers are measured against this arch or model
 
     def __post_init__(self):
         from gptoss import ARCHS
@@ -61,10 +63,24 @@ class SweepConfig:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         TrainConfig(**{**self.base.to_dict(), "name": self.name})  # the sweep name must be a valid run name
+        if self.budgets:
+            if not isinstance(self.budgets, list) or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
+                                                         for b in self.budgets):
+                raise ValueError(f"budgets must be a list of positive token counts, got {self.budgets!r}")
+            if len(set(self.budgets)) != len(self.budgets):
+                raise ValueError(f"budgets {self.budgets} repeat a value")
+            if self.base.schedule != "wsd":
+                raise ValueError("budgets need --schedule wsd: the smaller budgets branch off the stable phase of one run")
+            if self.base.max_steps is not None or self.base.max_tokens is not None:
+                raise ValueError("give budgets or one budget (budget_tokens / --max-steps), not both")
+            if self.asha:
+                raise ValueError("--asha stops trials early, which would cut the long runs the budgets branch from; "
+                                 "drop --asha or budgets")
 
     def to_dict(self) -> dict:
         return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
-                    max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch)
+                    max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch,
+                    budgets=self.budgets, baseline=self.baseline)
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,68 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial to run: its run name, train config, step count, and for a budget branch the long run it leaves."""
+
+    name: str
+    train: TrainConfig
+    total_steps: int
+    budget: Optional[int] = None
+    branch_of: Optional[str] = None  # the long run's name
+
+    def param(self) -> dict:
+        return dict(name=self.name, train=self.train.to_dict(), total_steps=self.total_steps, branch_of=self.branch_of)
+
+
+def budget_steps(base: TrainConfig, budgets: list[int], workers: int) -> dict[int, int]:
+    """Optimizer steps of each budget (ceil of budget / global batch); two budgets of the same step count are refused."""
+    steps = {b: TrainConfig.from_dict({**base.to_dict(), "max_tokens": b, "max_steps": None}).total_steps(workers)
+             for b in sorted(budgets)}
+    if len(set(steps.values())) != len(steps):
+        raise ValueError(f"budgets {sorted(budgets)} give the same step count for two budgets "
+                         f"(global batch {base.tokens_per_step(workers):,} tokens); space them further apart")
+    return steps
+
+
+def plan_trials(cfg: SweepConfig, points: list[TrialPoint], base: TrainConfig, storage_uri: str) -> tuple[list, list]:
+    """(phase 1, phase 2) trial specs. Without budgets: every point once, no phase 2. With budgets: per point one
+    wsd run to the largest budget that keeps its state at each smaller budget's cooldown start, and per smaller budget
+    a branch run that starts from that state and cools down over its own last cooldown_frac of steps. The warmup is
+    the same for every budget (that of the largest, unless --warmup-steps is given), so the stable phases coincide."""
+    from orchestrator.train_loop import branch_point_path
+
+    workers = cfg.workers_per_trial
+    if not cfg.budgets:
+        specs = []
+        for p in points:
+            tcfg = p.train_config(base, storage_uri, workers, cfg.name, cfg.lr_by_arch)
+            specs.append(TrialSpec(p.name, tcfg, tcfg.total_steps(workers)))
+        return specs, []
+    steps = budget_steps(base, cfg.budgets, workers)
+    largest = max(steps)
+    warmup = base.resolved_warmup(steps[largest])
+    starts = {b: base.cooldown_start(n) for b, n in steps.items() if b != largest}
+    too_early = [b for b, s in starts.items() if s < max(1, warmup)]
+    if too_early:
+        raise ValueError(f"budget(s) {too_early} cool down from a step inside the {warmup}-step warmup of the largest "
+                         f"budget; drop them, lower --warmup-steps or --cooldown-frac")
+    long_specs, branch_specs = [], []
+    for p in points:
+        common = dict(warmup_steps=warmup, max_steps=None)
+        long_name = f"{p.name}-D{largest}"
+        long_cfg = p.train_config(base, storage_uri, workers, cfg.name, cfg.lr_by_arch)
+        long_cfg = TrainConfig.from_dict({**long_cfg.to_dict(), **common, "name": long_name, "max_tokens": largest,
+                                          "branch_points": sorted(set(starts.values()))})
+        long_specs.append(TrialSpec(long_name, long_cfg, steps[largest], largest))
+        for budget, start in sorted(starts.items()):
+            branch = TrainConfig.from_dict({**long_cfg.to_dict(), "name": f"{p.name}-D{budget}", "max_tokens": budget,
+                                            "branch_points": [], "start_step": start,
+                                            "init_from": branch_point_path(f"{storage_uri}/{long_name}", start)})
+            branch_specs.append(TrialSpec(branch.name, branch, steps[budget], budget, long_name))
+    return long_specs, branch_specs
+
+
 def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int) -> None:
     """Build every point's model config before anything runs; name every point that is invalid."""
     from gptoss import build_config
@@ -145,17 +223,28 @@ def _trial(params: dict) -> None:
     from orchestrator.trainer import SUMMARY_FILE, run_training
     from orchestrator.storage import open_storage
 
+    from orchestrator.train_loop import branch_point_path
+
     cfg = TrainConfig.from_dict(params["train"])
     storage = open_storage(cfg.storage)
     summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
+    # A branch's kept state in the long run is needed until the branch has finished, then removed.
+    kept = branch_point_path(storage.path(params["branch_of"]), cfg.start_step) if params.get("branch_of") else None
     if storage.exists(summary_path):
         summary = json.loads(storage.read_text(summary_path))
         if summary.get("steps") == params["total_steps"]:
             # Finished in an earlier, interrupted sweep: report its result and do not train again.
+            if kept:
+                storage.delete_dir(kept)
             tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                          "best_val_loss": summary["best_val_loss"], "reused": 1})
             return
+    if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
+        raise RuntimeError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
+                           f"{cfg.start_step} to branch from (it did not get that far)")
     run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
+    if kept:
+        storage.delete_dir(kept)
 
 
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
@@ -179,7 +268,10 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     points = expand_grid(cfg)
     manifest = load_manifest(os.path.abspath(cfg.base.data))
     validate_points(cfg, points, int(manifest["vocab_size"]))
-    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
+    phase1, phase2 = plan_trials(cfg, points, cfg.base, "unused")  # budget arithmetic, before anything runs
+    for spec in phase1 + phase2:
+        spec.train.check_schedule(spec.total_steps)
+    first = TrainConfig.from_dict({**phase1[0].train.to_dict(), "storage": cfg.base.storage})
     plan_run(first, workers=cfg.workers_per_trial)  # data, batch and tokenizer checks, once
     return points, manifest
 
@@ -208,16 +300,37 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     storage = open_storage(cfg.base.storage)
     check_shared_storage(storage.uri, info, warn=SweepConsole.say_always)
     sweep_uri = storage.uri_of(cfg.name)
-    storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
-        dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
     base = trial_base(cfg.base, None if use_gpu else threads)
-    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch)
-    total_steps = probe.total_steps(cfg.workers_per_trial)
-    param_space = {"trial": tune.grid_search([
-        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch).to_dict(),
-             total_steps=total_steps) for p in points])}
+    phase1, phase2 = plan_trials(cfg, points, base, trials_uri)
+    storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
+        dict(cfg.to_dict(), points=[p.name for p in points], trials=[t.name for t in phase1 + phase2],
+             concurrent=concurrent, threads_per_worker=threads), indent=1))
+    if show_progress:
+        what = (f"{len(points)} trials of {phase1[0].total_steps} steps" if not phase2 else
+                f"{len(phase1)} long runs to {max(cfg.budgets):,} tokens, then {len(phase2)} cooldown branches")
+        SweepConsole.say_always(f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
+                                f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {sweep_uri}")
+    started = time.time()
+    errors = _run_phase(cfg, phase1, "tune", concurrent, sweep_uri, base, show_progress)
+    if phase2:
+        errors += _run_phase(cfg, phase2, "tune-branches", concurrent, sweep_uri, base, show_progress)
+    report = write_report(sweep_uri, cfg.baseline)
+    report["wall_s"] = time.time() - started
+    report["errors"] = len(errors)
+    if show_progress:
+        SweepConsole.say_always(f"sweep {cfg.name} done in {report['wall_s']:.0f}s: {report['trials']} trials reported, "
+                                f"{len(errors)} failed; report: {report['report']}")
+    if errors:
+        first = " ".join(str(errors[0].error).split())[:300]
+        raise ClusterError(f"{len(errors)} trial(s) failed (the report covers the rest); first error: {first}")
+    return report
 
+
+def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concurrent: int, sweep_uri: str,
+               base: TrainConfig, show_progress: bool) -> list:
+    """One Tune experiment over `specs`; returns the failed results."""
+    total_steps = max(s.total_steps for s in specs)
     scheduler = None
     if cfg.asha:
         from ray.tune.schedulers import ASHAScheduler
@@ -225,33 +338,19 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
         evals = max(1, total_steps // base.eval_every)
         scheduler = ASHAScheduler(time_attr="step", max_t=total_steps, grace_period=max(1, evals // 4) * base.eval_every,
                                   reduction_factor=2)
-    console = SweepConsole(show_progress, len(points))
-    if show_progress:
-        console.say(f"sweep {cfg.name}: {len(points)} trials, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
-                    f"per trial{'' if use_gpu else f' x {threads} thread(s)'}, {total_steps} steps each -> {sweep_uri}")
+    console = SweepConsole(show_progress, len(specs))
     trainable = tune.with_resources(lambda params: _trial(params["trial"]), {"CPU": TRIAL_CPU})
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=scheduler, metric="val_loss", mode="min",
+        param_space={"trial": tune.grid_search([s.param() for s in specs])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent, len(specs)), scheduler=scheduler,
+                                    metric="val_loss", mode="min",
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name="tune", storage_path=sweep_uri, verbose=0, callbacks=[console],
+        run_config=tune.RunConfig(name=experiment, storage_path=sweep_uri, verbose=0, callbacks=[console],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
-    started = time.time()
-    results = tuner.fit()
-    errors = [r for r in results if r.error is not None]
-    report = write_report(sweep_uri)
-    report["wall_s"] = time.time() - started
-    report["errors"] = len(errors)
-    if show_progress:
-        console.say(f"sweep {cfg.name} done in {report['wall_s']:.0f}s: {report['trials']} trials reported, "
-                    f"{len(errors)} failed; report: {report['report']}")
-    if errors:
-        first = " ".join(str(errors[0].error).split())[:300]
-        raise ClusterError(f"{len(errors)} trial(s) failed (the report covers the rest); first error: {first}")
-    return report
+    return [r for r in tuner.fit() if r.error is not None]
 
 
 class SweepConsole(tune.Callback):
@@ -334,6 +433,7 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
 
     Without a YAML, axes not given default to the seed's grid. `budget_tokens` (YAML) / --budget-tokens is the
     per-trial token budget; giving a budget or --max-steps on the command line replaces the other from the YAML.
+    `budgets` (YAML list) / --budgets trains every point at several budgets (wsd branches) instead of one.
     """
     settings = load_sweep_yaml(config_path) if config_path else {}
     grid = dict(settings.pop("grid", {}) or {})
@@ -343,9 +443,15 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
             grid.setdefault(axis, default)
     sweep_keys = {f.name for f in fields(SweepConfig)} - {"base", "grid"}
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
-    sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
     if "budget_tokens" in settings:
         settings["max_tokens"] = settings.pop("budget_tokens")
+    # One budget or a list of them: what the command line gives replaces what the file gives.
+    if sweep_flags.get("budgets") is not None:
+        settings.pop("max_tokens", None)
+        settings.pop("max_steps", None)
+    elif train_flags.get("max_tokens") is not None or train_flags.get("max_steps") is not None:
+        sweep_settings.pop("budgets", None)
+    sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
     if train_flags.get("max_tokens") is not None:
         settings.pop("max_steps", None)
     elif train_flags.get("max_steps") is not None:

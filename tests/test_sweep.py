@@ -185,3 +185,64 @@ def test_the_study_files_compare_like_with_like(name):
         assert cfg.lr == study.lr_by_arch[p.arch]
     assert len(shapes) == 3 and all(len(s) == 1 for s in shapes.values())
     assert {p.arch for p in points} == {"gptoss", "gpt2"}
+
+
+def _budget_sweep(budgets=(2**20, 2**21, 2**22), **base) -> SweepConfig:
+    settings = dict(preset="debug", schedule="wsd", seq_len=256, batch_size=16)
+    settings.update(base)
+    return SweepConfig(base=TrainConfig(**settings), grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]}, name="b",
+                       budgets=list(budgets))
+
+
+def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_starts():
+    from orchestrator.sweep import plan_trials
+    from orchestrator.train_loop import lr_at
+
+    cfg = _budget_sweep()
+    long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "/runs/b/trials")
+    # 4,096 tokens per step: 256, 512 and 1,024 steps; the 20% cooldowns start at 256 - 51 and 512 - 102.
+    assert [(s.name, s.total_steps) for s in long_runs] == [("gptoss-L1-D4194304", 1024), ("gpt2-L1-D4194304", 1024)]
+    assert long_runs[0].train.branch_points == [205, 410] and long_runs[0].train.max_tokens == 2**22
+    assert [(s.name, s.total_steps, s.train.start_step, s.branch_of) for s in branches[:2]] == [
+        ("gptoss-L1-D1048576", 256, 205, "gptoss-L1-D4194304"), ("gptoss-L1-D2097152", 512, 410, "gptoss-L1-D4194304")]
+    assert branches[0].train.init_from == "/runs/b/trials/gptoss-L1-D4194304/branch_points/step_0000205"
+    warmups = {s.train.warmup_steps for s in long_runs + branches}
+    assert warmups == {51}  # 5% of the largest budget's steps, for every budget: the stable phases coincide
+    by_name = {s.name: s.train for s in long_runs}
+    for spec in branches:
+        long_cfg = by_name[spec.branch_of]
+        b, start = spec.train, spec.train.start_step
+        lr = dict(warmup=51, lr=b.resolved_lr, min_lr=b.resolved_min_lr)
+        same = [lr_at(s, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
+        assert same == [lr_at(s, 1024, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
+        assert lr_at(start, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) < lr["lr"]
+        assert {k: v for k, v in b.to_dict().items() if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")} \
+            == {k: v for k, v in long_cfg.to_dict().items() if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")}
+        b.check_schedule(spec.total_steps)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(schedule="cosine"), "budgets need --schedule wsd"),
+    (dict(max_tokens=2**20), "give budgets or one budget"),
+    (dict(budgets=[2**20, 2**20]), "repeat a value"),
+    (dict(budgets=[2**20 - 100, 2**20]), "the same step count"),
+    (dict(budgets=[4096 * 10, 2**22], warmup_steps=20), "inside the 20-step warmup"),
+    (dict(budgets=[0]), "positive token counts"),
+])
+def test_bad_budgets_are_refused_before_anything_runs(kw, message):
+    from orchestrator.sweep import plan_trials
+
+    budgets = kw.pop("budgets", [2**20, 2**21])
+    with pytest.raises(ValueError, match=message):
+        cfg = _budget_sweep(budgets, **kw)
+        plan_trials(cfg, expand_grid(cfg), cfg.base, "s")
+
+
+def test_budgets_on_the_command_line_replace_the_files_single_budget():
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {"schedule": "wsd"})
+    assert cfg.budgets == [2**20, 2**21] and cfg.base.max_tokens is None and cfg.base.schedule == "wsd"
+    with pytest.raises(ValueError, match="budgets need --schedule wsd"):
+        build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {})

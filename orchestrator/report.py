@@ -8,7 +8,7 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
-from orchestrator.scaling import budget_section, draw_references
+from orchestrator.scaling import budget_section, draw_references, fmt_tokens
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"
@@ -83,7 +83,7 @@ def model_label(r: dict) -> str:
 
 
 def _budget_text(tokens) -> str:
-    return f"{tokens / 1e6:.2f}M" if tokens else "-"
+    return fmt_tokens(tokens) if tokens else "-"
 
 
 def _by_model_and_lr(rows: list[dict]) -> dict:
@@ -309,8 +309,10 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
                     baseline: str = "gpt2") -> str:
     base = sweep.get("base", {})
     settings = {k: base.get(k) for k in ("data", "preset", "seq_len", "batch_size", "grad_accum", "max_steps",
-                                          "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay", "eval_every",
-                                          "eval_windows") if k in base}
+                                          "max_tokens", "lr", "min_lr", "warmup_steps", "schedule", "cooldown_frac",
+                                          "weight_decay", "eval_every", "eval_windows") if k in base}
+    if sweep.get("budgets"):
+        settings["budgets"] = sweep["budgets"]
     lrs = lr_table(rows)
     lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss):",
                   "", *lrs, ""] if lrs else []
@@ -325,7 +327,7 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
            "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
-           "## 4. Best expert count per depth", "", *(["At the largest budget."] if budget else []),
+           "## 4. Best expert count per depth", "", *(["At the largest budget.", ""] if len({r.get("budget") for r in rows}) > 1 else []),
            *best_experts_table(_largest_budget(rows)), "",
            *([f"## 4b. Loss against budget ({baseline} as the baseline)", "", *budget["lines"], ""] if budget else []),
            *(["## 4c. Count-based reference models (horizontal lines on every loss plot)", "",

@@ -225,8 +225,14 @@ def pick_baseline(curves: dict[str, ModelCurve], model: ModelCurve, baseline: st
 # The report's budget section: tables and the loss-against-budget plot.
 
 
-def _fmt_tokens(n: float) -> str:
-    return "inf" if not math.isfinite(n) else f"{n / 1e6:.2f}M"
+def fmt_tokens(n: float) -> str:
+    """Token counts as 8.2k, 1.05M, 4.19G."""
+    if not math.isfinite(n):
+        return "inf"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}" if n < 100 * scale else f"{n / scale:.0f}{unit}"
+    return f"{n:.0f}"
 
 
 def _fmt_x(value: float) -> str:
@@ -275,14 +281,14 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
         for m in result:
             interval = f" [{m.data_interval[0]:.2f}, {m.data_interval[1]:.2f}]" if m.data_interval else ""
             c_interval = f" [{m.compute_interval[0]:.2f}, {m.compute_interval[1]:.2f}]" if m.compute_interval else ""
-            lines.append(f"| {name} | {_fmt_tokens(m.budget)} | {m.loss:.4f} | {_fmt_tokens(m.baseline_tokens)} | "
+            lines.append(f"| {name} | {fmt_tokens(m.budget)} | {m.loss:.4f} | {fmt_tokens(m.baseline_tokens)} | "
                          f"{_fmt_x(m.data)}{interval} | {_fmt_x(m.compute)}{c_interval} | "
                          f"{'*extrapolated*' if m.extrapolated else ''} |")
         if len(result) > 1:
             direction = trend([m.data for m in result])
             trends.append(f"- {name} against {base.model}: data multiplier **{direction}** as the budget grows "
-                          f"({_fmt_x(result[0].data)} at {_fmt_tokens(result[0].budget)} tokens, "
-                          f"{_fmt_x(result[-1].data)} at {_fmt_tokens(result[-1].budget)})")
+                          f"({_fmt_x(result[0].data)} at {fmt_tokens(result[0].budget)} tokens, "
+                          f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})")
     if trends:
         lines += ["", *trends]
     if n_budgets < 2:

@@ -220,10 +220,9 @@ def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int)
 def _trial(params: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.trainer import SUMMARY_FILE, run_training
     from orchestrator.storage import open_storage
-
     from orchestrator.train_loop import branch_point_path
+    from orchestrator.trainer import SUMMARY_FILE, run_training
 
     cfg = TrainConfig.from_dict(params["train"])
     storage = open_storage(cfg.storage)
@@ -235,7 +234,7 @@ def _trial(params: dict) -> None:
         if summary.get("steps") == params["total_steps"]:
             # Finished in an earlier, interrupted sweep: report its result and do not train again.
             if kept:
-                storage.delete_dir(kept)
+                remove_kept_state(storage, params["branch_of"], cfg.start_step)
             tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                          "best_val_loss": summary["best_val_loss"], "reused": 1})
             return
@@ -244,7 +243,32 @@ def _trial(params: dict) -> None:
                            f"{cfg.start_step} to branch from (it did not get that far)")
     run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
     if kept:
-        storage.delete_dir(kept)
+        remove_kept_state(storage, params["branch_of"], cfg.start_step)
+
+
+def _finished(spec: TrialSpec) -> bool:
+    """A trial whose run has a summary at its full step count; a finished branch no longer needs its kept state."""
+    from orchestrator.storage import open_storage
+    from orchestrator.trainer import SUMMARY_FILE
+
+    storage = open_storage(spec.train.storage)
+    path = storage.path(spec.name, SUMMARY_FILE)
+    if not storage.exists(path):
+        return False
+    done = json.loads(storage.read_text(path)).get("steps") == spec.total_steps
+    if done and spec.branch_of:
+        remove_kept_state(storage, spec.branch_of, spec.train.start_step)
+    return done
+
+
+def remove_kept_state(storage, long_run: str, step: int) -> None:
+    """Delete a long run's kept state at `step` (its branch has finished), and the branch_points folder once empty."""
+    from orchestrator.train_loop import BRANCH_DIR, branch_point_path
+
+    storage.delete_dir(branch_point_path(storage.path(long_run), step))
+    parent = storage.path(long_run, BRANCH_DIR)
+    if storage.is_dir(parent) and not storage.list_dirs(parent):
+        storage.delete_dir(parent)
 
 
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
@@ -329,7 +353,10 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
 
 def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concurrent: int, sweep_uri: str,
                base: TrainConfig, show_progress: bool) -> list:
-    """One Tune experiment over `specs`; returns the failed results."""
+    """One Tune experiment over the specs not finished yet (by an earlier run of this sweep); returns the failures."""
+    specs = [s for s in specs if not _finished(s)]
+    if not specs:
+        return []
     total_steps = max(s.total_steps for s in specs)
     scheduler = None
     if cfg.asha:

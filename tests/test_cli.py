@@ -14,7 +14,7 @@ runner = CliRunner()
 def test_help_lists_every_command():
     out = runner.invoke(cli.app, ["--help"])
     assert out.exit_code == 0
-    for command in ("prepare", "train", "generate", "evaluate", "sweep", "report", "export", "cluster", "version"):
+    for command in ("prepare", "baseline", "train", "generate", "evaluate", "sweep", "report", "export", "cluster", "version"):
         assert command in out.output
 
 
@@ -43,6 +43,8 @@ def _one_line_error(result, *fragments: str) -> None:
     (["--seq-len", "100000"], ["--seq-len 100000 is beyond what the model supports"]),
     (["--batch-size", "100000"], ["windows"]),
     (["--max-steps", "5", "--max-tokens", "5"], ["not both"]),
+    (["--schedule", "linear"], ["--schedule must be one of"]),
+    (["--schedule", "wsd", "--max-steps", "10", "--warmup-steps", "9"], ["inside the 9-step warmup"]),
 ])
 def test_train_rejects_bad_input_before_anything_starts(args, fragments, prepared_data, tmp_path):
     result = runner.invoke(cli.app, ["train", "--data", str(prepared_data), "--storage", str(tmp_path / "runs"), *args])
@@ -77,6 +79,10 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
     bad_yaml.write_text("seq_len: 64\ncolour: blue\ngrid:\n  n_layers: [1]\n")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(bad_yaml)]), "unknown setting(s) ['colour']")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(tmp_path / "missing.yaml")]), "does not exist")
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "1048576,2097152"]), "budgets need --schedule wsd")
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "8192,8193", "--schedule", "wsd", "--seq-len", "64",
+                                            "--batch-size", "8"]), "the same step count")
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "1e6"]), "--budgets", "int")
     assert not (tmp_path / "runs").exists()
 
 

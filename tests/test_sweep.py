@@ -246,3 +246,58 @@ def test_budgets_on_the_command_line_replace_the_files_single_budget():
     assert cfg.budgets == [2**20, 2**21] and cfg.base.max_tokens is None and cfg.base.schedule == "wsd"
     with pytest.raises(ValueError, match="budgets need --schedule wsd"):
         build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {})
+
+
+def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_session):
+    from data_pipeline.ngram import fit_baselines
+    from orchestrator.sweep import run_sweep
+
+    fit_baselines(prepared_data)  # the report draws these as reference lines
+    # 512 tokens per step: budgets of 16 and 32 steps; the 16-step budget cools down from step 13 of the long run.
+    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
+                       eval_every=8, eval_windows=16, sample_tokens=0, schedule="wsd", tokenizer_dir=str(TIKTOKEN_DIR))
+    cfg = SweepConfig(base=base, grid={"arch": ["gptoss", "gpt2"], "n_layers": [1], "num_experts": [2]}, name="budgets",
+                      budgets=[8192, 16384])
+    run_sweep(cfg, show_progress=False)
+    sweep_dir = tmp_path / "budgets"
+    trials = sweep_dir / "trials"
+    rows = {r["trial"]: r for r in _rows(sweep_dir / "results.csv")}
+    assert sorted(rows) == ["gpt2-L1-D16384", "gpt2-L1-D8192", "gptoss-L1-E2-D16384", "gptoss-L1-E2-D8192"]
+    assert {(int(r["budget"]), int(r["steps"])) for r in rows.values()} == {(8192, 16), (16384, 32)}
+    for arch in ("gpt2-L1", "gptoss-L1-E2"):
+        # The branch trained only its cooldown: its records start after the long run's step 13.
+        branch = [json.loads(l) for l in open(trials / f"{arch}-D8192" / "metrics.jsonl") if l.strip()]
+        assert branch[0]["step"] > 13 and [e["step"] for e in branch if e["kind"] == "eval"] == [16]
+        assert json.load(open(trials / f"{arch}-D8192" / "config.json"))["config"]["start_step"] == 13
+        long_evals = [json.loads(l) for l in open(trials / f"{arch}-D16384" / "metrics.jsonl") if l.strip()]
+        assert [e["step"] for e in long_evals if e["kind"] == "eval"] == [8, 16, 24, 32]
+        assert not (trials / f"{arch}-D16384" / "branch_points").exists(), "the kept state outlived its branch"
+    report = (sweep_dir / "REPORT.md").read_text()
+    assert "## 4b. Loss against budget (gpt2 as the baseline)" in report and "get no fit" in report
+    fit_row = [l for l in report.splitlines() if l.startswith("| gptoss-L1-E2k2-d64-h4 | 2 | - |")]
+    multipliers = [l for l in report.splitlines() if l.startswith("| gptoss-L1-E2k2-d64-h4 | ") and "x |" in l]
+    assert len(fit_row) == 1 and [l.split(" | ")[1] for l in multipliers] == ["8.19k", "16.4k"]
+    assert "data multiplier **" in report
+    assert "## 4c. Count-based reference models" in report and "| KN trigram |" in report
+    assert "| 8.19k | 1 | 2 |" in report and "| 16.4k | 1 | 2 |" in report  # a headline row per budget
+    data = (sweep_dir / "loss_vs_budget.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    # Run again: every long run and branch is finished, nothing trains.
+    stamps = {t: (trials / t / "summary.json").stat().st_mtime_ns for t in rows}
+    run_sweep(cfg, show_progress=False)
+    assert {t: (trials / t / "summary.json").stat().st_mtime_ns for t in rows} == stamps
+
+
+def test_the_budget_study_file_plans_long_runs_and_branches():
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config, plan_trials
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "tinystories-cpu-budgets.yaml"), {}, {}, {})
+    assert cfg.budgets == [2**20, 2**21, 2**22, 2**23] and cfg.base.schedule == "wsd" and cfg.baseline == "gpt2"
+    long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "s")
+    assert len(long_runs) == 6 and len(branches) == 18
+    assert long_runs[0].train.branch_points == [205, 410, 819] and long_runs[0].total_steps == 2048
+    # Cost: the long run plus each branch's cooldown, against four separate runs.
+    cost = long_runs[0].total_steps + sum(b.total_steps - b.train.start_step for b in branches[:3])
+    assert cost / long_runs[0].total_steps == pytest.approx(1 + 0.2 * (256 + 512 + 1024) / 2048, abs=0.01)

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 MIN_BUDGETS_TO_FIT = 4  # a 3-parameter law through fewer points is not a fit
-BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SAMPLES = 1000
 TREND_TOLERANCE = 0.05  # a multiplier moving by less than 5% from the smallest to the largest budget is "flat"
 
 
@@ -75,9 +75,10 @@ def power_law(d, e: float, b: float, beta: float):
     return e + b * np.power(d, -beta)
 
 
-def fit_power_law(tokens, loss) -> Optional[dict]:
+def fit_power_law(tokens, loss, start: Optional[dict] = None) -> Optional[dict]:
     """L(D) = E + B * D^-beta by least squares (scipy curve_fit, with B fitted as log B and D in units of its
-    smallest value for conditioning); None with fewer than MIN_BUDGETS_TO_FIT points or when the fit fails."""
+    smallest value for conditioning); None with fewer than MIN_BUDGETS_TO_FIT points or when the fit fails.
+    `start`: a fit of a nearby curve to start from (one start instead of several: bootstrap refits)."""
     from scipy.optimize import curve_fit
 
     d, y = np.asarray(tokens, dtype=float), np.asarray(loss, dtype=float)
@@ -90,9 +91,11 @@ def fit_power_law(tokens, loss) -> Optional[dict]:
         return e + np.exp(log_b) * np.power(x, -beta)
 
     best = None
-    for beta0 in (0.1, 0.3, 0.7, 1.5):  # a few starts: the loss surface in beta is flat far from the optimum
-        e0 = y.min() * 0.9
-        p0 = (e0, math.log(max(y.max() - e0, 1e-6)), beta0)
+    e0 = y.min() * 0.9
+    starts = [(e0, math.log(max(y.max() - e0, 1e-6)), beta0) for beta0 in (0.1, 0.3, 0.7, 1.5)]
+    if start is not None:  # the same law, in the scaled units used here
+        starts = [(min(start["E"], y.min() * 0.999), math.log(start["B"]) - start["beta"] * math.log(scale), start["beta"])]
+    for p0 in starts:  # several starts: the loss surface in beta is flat far from the optimum
         try:
             params, _ = curve_fit(model, x, y, p0=p0, bounds=([0.0, -30.0, 1e-4], [y.min(), 30.0, 5.0]), maxfev=20000)
         except (RuntimeError, ValueError):
@@ -161,23 +164,26 @@ def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[
     """At each budget of `model`: how many tokens (and FLOPs) `baseline` needs to reach the model's mean loss there,
     over what the model spent. The interval resamples seeds with replacement (a seed's losses at every budget move
     together: they come from one long run); where both curves have the same seeds, one draw serves both (paired)."""
-    out = []
     fpt_ratio = baseline.flops_per_token / model.flops_per_token  # nan when FLOPs are unknown
+    points = [tokens_to_reach(baseline.tokens, baseline.loss, loss, baseline_fit) for loss in model.loss]
     draws = _seed_draws(model, baseline, samples, seed)
+    resampled = []  # per draw, the data multiplier at every budget
+    for model_seeds, base_seeds in draws or []:
+        m_loss = np.nanmean([model.seed_loss[s] for s in model_seeds], axis=0)
+        b_loss = np.nanmean([baseline.seed_loss[s] for s in base_seeds], axis=0)
+        # Where the point estimate reads the baseline's fit, each draw reads the fit of its own resampled curve.
+        fit = baseline_fit and fit_power_law(baseline.tokens, b_loss, start=baseline_fit)
+        resampled.append([tokens_to_reach(baseline.tokens, b_loss, loss, fit or None)[0] / d
+                          for loss, d in zip(m_loss, model.tokens)])
+    out = []
     for j, budget in enumerate(model.budgets):
-        needed, extrapolated = tokens_to_reach(baseline.tokens, baseline.loss, model.loss[j], baseline_fit)
+        needed, extrapolated = points[j]
         data = needed / model.tokens[j]
         interval = None
-        if draws is not None:
-            values = []
-            for model_seeds, base_seeds in draws:
-                m_loss = np.nanmean([model.seed_loss[s][j] for s in model_seeds])
-                b_loss = np.nanmean([baseline.seed_loss[s] for s in base_seeds], axis=0)
-                values.append(tokens_to_reach(baseline.tokens, b_loss, m_loss, baseline_fit)[0] / model.tokens[j])
-            values = np.array(values, dtype=float)
-            values = values[np.isfinite(values)]
-            if len(values):
-                interval = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+        values = np.array([r[j] for r in resampled], dtype=float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            interval = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
         out.append(Multiplier(budget, float(model.loss[j]), needed, data, data * fpt_ratio, extrapolated, interval,
                               (interval[0] * fpt_ratio, interval[1] * fpt_ratio) if interval else None))
     return out

@@ -80,7 +80,7 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(bad_yaml)]), "unknown setting(s) ['colour']")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(tmp_path / "missing.yaml")]), "does not exist")
     _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "1048576,2097152"]), "budgets need --schedule wsd")
-    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "8192,8193", "--schedule", "wsd", "--seq-len", "64",
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "8000,8192", "--schedule", "wsd", "--seq-len", "64",
                                             "--batch-size", "8"]), "the same step count")
     _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "1e6"]), "--budgets", "int")
     assert not (tmp_path / "runs").exists()

@@ -95,6 +95,24 @@ def prepare(
 
 
 
+@app.command()
+@_user_errors
+def baseline(
+    data_dir: Annotated[str, typer.Argument(help="Prepared data directory (from `prepare`).")],
+    train_tokens: Annotated[Optional[int], typer.Option("--train-tokens", help="Fit on the first N training tokens (default: all).")] = None,
+):
+    """Fit unigram and Kneser-Ney bigram/trigram models on the training tokens; score validation; write baselines.json."""
+    from data_pipeline.ngram import BASELINES_NAME, fit_baselines
+
+    result = fit_baselines(data_dir, train_tokens)
+    typer.echo(f"fitted on {result['train_tokens']:,} training tokens, scored on {result['validation_tokens']:,} "
+               f"validation tokens in {result['seconds']:.1f}s")
+    for name, m in result["models"].items():
+        extra = f"  (discount {m['discount']})" if "discount" in m else ""
+        typer.echo(f"  {name:<11} {m['nats_per_token']:.4f} nats/token  {m['bits_per_byte']:.4f} bits/byte{extra}")
+    typer.echo(f"-> {os.path.join(data_dir, BASELINES_NAME)}")
+
+
 # ----------------------------------------------------------------------------------------------
 # The training options: ONE definition, from which both `train` (one run) and `sweep` (every trial) get their flags,
 # so the two cannot drift apart. In `sweep`, options marked `axis` (and every model override) take a comma list and
@@ -152,8 +170,11 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
                 sweep_aliases=("--budget-tokens",)),
     TrainOption("lr", ("--lr",), float, "Peak learning rate (default per preset: debug 3e-3, cpu-* 1e-3, seed-* 3e-4).",
                 axis=True),
-    TrainOption("min_lr", ("--min-lr",), float, "Learning rate at the end of the decay (default lr/10)."),
+    TrainOption("min_lr", ("--min-lr",), float, "Learning rate at the end of the cosine decay or wsd cooldown (default lr/10)."),
     TrainOption("warmup_steps", ("--warmup-steps",), int, "Linear warmup steps (default 5% of steps, at most 200)."),
+    TrainOption("schedule", ("--schedule",), str, "lr schedule after warmup: cosine, wsd (stable, then a 1-sqrt cooldown "
+                "over the last --cooldown-frac) or constant."),
+    TrainOption("cooldown_frac", ("--cooldown-frac",), float, "wsd: fraction of the steps that cool down to --min-lr."),
     TrainOption("weight_decay", ("--weight-decay",), float, "AdamW weight decay on matrices."),
     TrainOption("grad_clip", ("--grad-clip",), float, "Gradient norm clipping."),
     TrainOption("eval_every", ("--eval-every",), int, "Steps between evaluations and checkpoints."),
@@ -346,6 +367,8 @@ def sweep(
     name: Annotated[Optional[str], Opt("--name", help="Sweep name (default 'sweep'); the same name resumes.")] = None,
     lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
     lr_by_variant: Annotated[Optional[str], Opt("--lr-by-variant", help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).")] = None,
+    budgets: Annotated[Optional[str], Opt("--budgets", help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.")] = None,
+    baseline: Annotated[Optional[str], Opt("--baseline", help="The report's multipliers are measured against this arch or model (default gpt2).")] = None,
     max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
     options: Optional[dict] = None,
@@ -357,7 +380,8 @@ def sweep(
 
     grid, train_flags = {}, {}
     sweep_flags = dict(name=name, max_concurrent=max_concurrent, asha=asha, lr_by_arch=_lr_by_arch(lr_by_arch),
-                       lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"))
+                       lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"),
+                       budgets=_comma_list("--budgets", budgets, int), baseline=baseline)
     for opt in TRAIN_OPTIONS:
         value = options[opt.dest]
         if opt.axis or opt.model:
@@ -371,11 +395,14 @@ def sweep(
 
 @app.command()
 @_user_errors
-def report(sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<storage>/<sweep name>).")]):
+def report(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<storage>/<sweep name>).")],
+    baseline: Annotated[str, Opt("--baseline", help="Measure data/compute multipliers against this arch (the same depth's model) or model label.")] = "gpt2",
+):
     """(Re)write a sweep's results.csv/json, REPORT.md and plots from its trial runs."""
     from orchestrator.report import write_report
 
-    result = write_report(sweep_dir)
+    result = write_report(sweep_dir, baseline)
     for name, why in result.get("skipped", []):
         typer.echo(f"warning: trial {name} left out of the report: {why}", err=True)
     if result.get("unfinished"):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from raysetup import ClusterInfo
-from raysetup import check_shared_storage, is_uri, local_path  # noqa: F401  (re-exported: the cluster command's helpers)
 
 
 def _num(x: float) -> str:

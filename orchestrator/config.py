@@ -18,7 +18,16 @@ MODEL_OVERRIDES = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "
                    "intermediate_size", "sliding_window", "dropout", "aux_loss_coef", "positions", "norm", "mlp", "sinks",
                    "tie_embeddings")
 
+SCHEDULES = ("cosine", "wsd", "constant")
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def cooldown_start(steps: int, cooldown_frac: float) -> int:
+    """First step of a WSD cooldown: the last round(cooldown_frac * steps) steps (at least one) cool down.
+
+    The lr function and the budget branches both use this, so a branch starts exactly where its lr leaves the long run's."""
+    return steps - min(steps, max(1, round(cooldown_frac * steps)))
 
 
 def default_lr(preset: str) -> float:
@@ -43,6 +52,11 @@ class TrainConfig:
     lr: Optional[float] = None  # None: the preset family's default
     min_lr: Optional[float] = None  # None: lr / 10
     warmup_steps: Optional[int] = None  # None: 5% of the steps, at most 200
+    schedule: str = "cosine"  # cosine | wsd (warmup, stable, 1-sqrt cooldown) | constant (after warmup)
+    cooldown_frac: float = 0.2  # wsd: the last fraction of the steps that cools down to min_lr
+    branch_points: list[int] = field(default_factory=list)  # steps at which the full training state is kept aside
+    init_from: Optional[str] = None  # a kept training state (branch point) to start from when the run has no checkpoint
+    start_step: Optional[int] = None  # the step that state must hold (checked)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -99,6 +113,16 @@ class TrainConfig:
             raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
         if self.min_lr is not None and self.min_lr < 0:
             raise ValueError(f"--min-lr must be >= 0, got {self.min_lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not (0 < self.cooldown_frac <= 1):
+            raise ValueError(f"--cooldown-frac must be in (0, 1], got {self.cooldown_frac}")
+        if any(not isinstance(b, int) or b < 1 for b in self.branch_points):
+            raise ValueError(f"branch_points must be positive step numbers, got {self.branch_points}")
+        if (self.init_from is None) != (self.start_step is None):
+            raise ValueError("init_from and start_step go together: the kept state and the step it holds")
+        if self.start_step is not None and self.start_step < 1:
+            raise ValueError(f"start_step must be >= 1, got {self.start_step}")
         if self.eval_windows < 0:
             raise ValueError(f"--eval-windows must be >= 0, got {self.eval_windows}")
         if self.max_failures < -1:
@@ -141,6 +165,27 @@ class TrainConfig:
         if self.warmup_steps is not None:
             return min(self.warmup_steps, steps)
         return min(200, max(1, steps // 20))
+
+    def cooldown_start(self, steps: int) -> int:
+        """wsd: the first step of the cooldown of a `steps`-step run (the branch point of that budget)."""
+        return cooldown_start(steps, self.cooldown_frac)
+
+    def check_schedule(self, steps: int) -> None:
+        """What only the step count can tell: a wsd cooldown that would start inside the warmup, branch points past
+        the end, a branch whose start_step is not its cooldown start."""
+        warmup = self.resolved_warmup(steps)
+        if self.schedule == "wsd" and warmup > self.cooldown_start(steps):
+            raise ValueError(f"--schedule wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
+                             f"inside the {warmup}-step warmup; lower --warmup-steps or --cooldown-frac")
+        late = [b for b in self.branch_points if b > steps]
+        if late:
+            raise ValueError(f"branch points {late} lie beyond the run's {steps} steps")
+        if self.start_step is not None:
+            if self.schedule != "wsd":
+                raise ValueError("a run started from a branch point (init_from) needs --schedule wsd")
+            if self.start_step != self.cooldown_start(steps):
+                raise ValueError(f"start_step {self.start_step} is not the cooldown start {self.cooldown_start(steps)} "
+                                 f"of this {steps}-step run")
 
     def to_dict(self) -> dict:
         return asdict(self)

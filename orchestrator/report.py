@@ -8,12 +8,14 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
+from orchestrator.scaling import budget_section, draw_references, fmt_tokens
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"
 WEIGHTS_NAME = "model.safetensors"  # as gptoss.checkpoint writes it; not imported, to keep torch out of `report`
 COLUMNS = [
-    "trial", "arch", "variant", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "seed", "lr",
+    "trial", "arch", "variant", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "tied", "dropout",
+    "seed", "lr", "budget",
     "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
     "non_embedding_params", "bytes_bf16", "checkpoint_bytes", "flops_per_token", "train_flops", "tokens_per_s", "train_s",
     "wall_s", "checkpoint",
@@ -97,7 +99,9 @@ def collect_rows(storage: Storage, sweep_path: str,
             n_heads=model.get("n_heads"),
             num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
             experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
+            tied=bool(model.get("tie_embeddings", cfg["arch"] == "gpt2")), dropout=model.get("dropout") or 0.0,
             seed=cfg["seed"], lr=cfg["lr"] if cfg.get("lr") is not None else config.get("lr"),
+            budget=cfg.get("max_tokens") or summary["tokens"],  # the token budget the trial was given
             steps=summary["steps"], tokens=summary["tokens"], final_val_loss=summary["final_val_loss"],
             best_val_loss=summary["best_val_loss"], val_bpb=summary["final_val_bpb"], total_params=params["total"],
             active_params=params["active"], non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
@@ -107,7 +111,7 @@ def collect_rows(storage: Storage, sweep_path: str,
             train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
             wall_s=summary.get("wall_s"), checkpoint=checkpoint,
         ))
-    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], r["variant"], str(r["num_experts"]), r["seed"], r["trial"]))
+    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], r["variant"], str(r["num_experts"]), r["seed"], r["budget"], r["trial"]))
     return rows, curves
 
 
@@ -125,15 +129,32 @@ def _millions(n) -> str:
 
 
 def _model_key(r: dict) -> tuple:
-    """What makes two trials the same model: arch, depth, width, heads, experts, top-k and variant (not seed, not lr)."""
+    """What makes two trials the same model: arch, depth, width, heads, experts, top-k, variant, tied head and dropout
+    (not seed, not lr, not budget)."""
     return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]),
-            r.get("variant") or "")
+            r.get("variant") or "", bool(r.get("tied", r["arch"] == "gpt2")), float(r.get("dropout") or 0.0))
+
+
+def model_label(r: dict) -> str:
+    """A model's name in the budget tables and plots, built from _model_key: gptoss-L4-E4k2-d128-h4, gpt2-untied-L4-...,
+    v-+rope-L4-... for a variant, -do0.1 for dropout."""
+    arch, layers, width, heads, experts, top_k, variant, tied, dropout = _model_key(r)
+    head = f"v-{variant}" if variant else arch
+    if tied != (arch == "gpt2") and not variant:
+        head += "-tied" if tied else "-untied"
+    parts = [head, f"L{layers}"] + ([f"E{experts}k{top_k}"] if arch == "gptoss" and not variant else [])
+    return "-".join(parts + [f"d{width}", f"h{heads}"] + ([f"do{dropout:g}"] if dropout else []))
+
+
+def _budget_text(tokens) -> str:
+    return fmt_tokens(tokens) if tokens else "-"
 
 
 def _by_model_and_lr(rows: list[dict]) -> dict:
+    """(model key + budget) -> lr -> rows: lrs are compared among trials of the same model and budget."""
     groups: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        groups[_model_key(r)][r["lr"]].append(r)
+        groups[_model_key(r) + (r.get("budget"),)][r["lr"]].append(r)
     return groups
 
 
@@ -151,52 +172,63 @@ def best_lr_rows(rows: list[dict]) -> list[dict]:
 def lr_table(rows: list[dict]) -> list[str]:
     """Mean final val loss per model and learning rate (only models trained at more than one lr)."""
     groups = _by_model_and_lr(rows)
-    lines = ["| arch | layers | experts (top-k) | lr | final val loss | seeds | best |", "|---|---:|---:|---:|---:|---:|---|"]
-    for key in sorted(k for k in groups if len(groups[k]) > 1):
+    lines = ["| arch | layers | experts (top-k) | budget | lr | final val loss | seeds | best |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for key in sorted((k for k in groups if len(groups[k]) > 1), key=str):
         by_lr, experts = groups[key], f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
         arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
         best = _best_lr(by_lr)
         for lr in sorted(by_lr):
             losses = [r["final_val_loss"] for r in by_lr[lr]]
-            lines.append(f"| {arch} | {key[1]} | {experts} | {lr:g} | {_pm(losses)} | {len(losses)} | "
+            lines.append(f"| {arch} | {key[1]} | {experts} | {_budget_text(key[-1])} | {lr:g} | {_pm(losses)} | {len(losses)} | "
                          f"{'**best**' if lr == best else ''} |")
     return lines if len(lines) > 2 else []
 
 
-def _improvement(oss: list[dict], gpt2: list[dict]) -> str:
-    """(GPT-2 - GPT-OSS) / GPT-2 in %. With seeds on both sides the pairs share a seed (same data order, same
-    validation windows), so the spread is that of the paired differences."""
-    g, o = statistics.fmean(r["final_val_loss"] for r in gpt2), statistics.fmean(r["final_val_loss"] for r in oss)
-    text = f"{(g - o) / g * 100:+.1f}%"
-    by_seed = {r["seed"]: r["final_val_loss"] for r in gpt2}
-    paired = [(by_seed[r["seed"]] - r["final_val_loss"]) / by_seed[r["seed"]] * 100 for r in oss if r["seed"] in by_seed]
+def _improvement(oss: list[dict], gpt2: list[dict], key: str = "final_val_loss", percent: bool = True) -> str:
+    """GPT-2 - GPT-OSS of `key`: relative in % (percent=True), else absolute (nats, or bits/byte). With seeds on both
+    sides the pairs share a seed (same data order, same validation windows), so the spread is that of the paired
+    differences."""
+    def diff(g: float, o: float) -> float:
+        return (g - o) / g * 100 if percent else g - o
+
+    g, o = statistics.fmean(r[key] for r in gpt2), statistics.fmean(r[key] for r in oss)
+    text = f"{diff(g, o):+.1f}%" if percent else f"{diff(g, o):+.4f}"
+    by_seed = {r["seed"]: r[key] for r in gpt2}
+    paired = [diff(by_seed[r["seed"]], r[key]) for r in oss if r["seed"] in by_seed]
     if len(paired) > 1:
-        text += f" ± {statistics.stdev(paired):.1f}"
+        text += f" ± {statistics.stdev(paired):.1f}" if percent else f" ± {statistics.stdev(paired):.4f}"
     return text
 
 
 def headline_table(rows: list[dict]) -> list[str]:
-    """Per depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement."""
+    """Per budget and depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement in %,
+    in nats per token and in bits per byte."""
     by_depth: dict = defaultdict(lambda: defaultdict(list))
     for r in best_lr_rows(rows):
+        if r["arch"] == "gpt2" and (not r.get("tied", True) or r.get("dropout")):
+            continue  # GPT-2 as the seed defines it (tied head, no dropout) is the reference; other GPT-2s: budget tables
         key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
-        by_depth[r["n_layers"]][key].append(r)
-    lines = ["| layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for depth in sorted(by_depth):
-        groups = by_depth[depth]
+        by_depth[(r.get("budget") or 0, r["n_layers"])][key].append(r)
+    lines = ["| budget (tokens) | layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | improvement (nats) | "
+             "improvement (bits/byte) | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for budget, depth in sorted(by_depth):
+        groups = by_depth[(budget, depth)]
         gpt2 = groups.get(("gpt2", ""), [])
         for key in sorted(k for k in groups if k[0] == "gptoss"):
             oss = groups[key]
             oss_loss = [r["final_val_loss"] for r in oss]
             gpt2_loss = [r["final_val_loss"] for r in gpt2]
-            improvement = _improvement(oss, gpt2) if gpt2 else "n/a"
-            lines.append(f"| {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | {improvement} | "
+            gains = [_improvement(oss, gpt2), _improvement(oss, gpt2, percent=False),
+                     _improvement(oss, gpt2, "val_bpb", percent=False)] if gpt2 else ["n/a"] * 3
+            lines.append(f"| {_budget_text(budget)} | {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
+                         f"{' | '.join(gains)} | "
                          f"{_pm([r['val_bpb'] for r in oss])} | {_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
                          f"{len(oss)} / {len(gpt2)} |")
         if not any(k[0] == "gptoss" for k in groups) and gpt2:
-            lines.append(f"| {depth} | | n/a | {_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | "
-                         f"{_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
+            lines.append(f"| {_budget_text(budget)} | {depth} | | n/a | {_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
+                         f"n/a | {_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
     return lines
 
 
@@ -250,7 +282,7 @@ def _fig_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_curves(rows: list[dict], curves: dict) -> bytes:
+def plot_curves(rows: list[dict], curves: dict, references: Optional[list] = None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,6 +299,7 @@ def plot_curves(rows: list[dict], curves: dict) -> bytes:
         labelled.add(r["arch"])
         ax.plot([p["tokens"] for p in pts], [p["val_loss"] for p in pts], color=colors.get(r["arch"], "gray"),
                 alpha=0.75, marker=".", label=label)
+    draw_references(ax, references or [])
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("Validation loss during training, every trial")
@@ -278,7 +311,7 @@ def plot_curves(rows: list[dict], curves: dict) -> bytes:
     return data
 
 
-def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> bytes:
+def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]], references: Optional[list] = None) -> bytes:
     """Final val loss against one quantity per panel: (row key, divisor, axis label); one point per trial."""
     import matplotlib
 
@@ -295,6 +328,7 @@ def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> b
                 for r in pts:
                     tag = f"L{r['n_layers']}" + (f"E{r['num_experts']}" if arch == "gptoss" else "")
                     ax.annotate(tag, (r[key] / scale, r["final_val_loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        draw_references(ax, references or [])
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final validation loss (nats/token)")
@@ -305,21 +339,48 @@ def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]]) -> b
     return data
 
 
-def plot_loss_vs_params(rows: list[dict]) -> bytes:
+def plot_loss_vs_params(rows: list[dict], references: Optional[list] = None) -> bytes:
     return _scatter_panels(rows, [("active_params", 1e6, "active parameters per token (millions)"),
-                                  ("total_params", 1e6, "total parameters (millions)")])
+                                  ("total_params", 1e6, "total parameters (millions)")], references)
 
 
-def plot_loss_vs_compute(rows: list[dict]) -> bytes:
+def plot_loss_vs_compute(rows: list[dict], references: Optional[list] = None) -> bytes:
     return _scatter_panels(rows, [("train_flops", 1e12, "training compute (TFLOPs, forward + backward)"),
-                                  ("train_s", 1, "training time (s in training steps, this machine)")])
+                                  ("train_s", 1, "training time (s in training steps, this machine)")], references)
 
 
-def render_markdown(rows: list[dict], sweep: dict) -> str:
+def ngram_references(data_dir: Optional[str]) -> tuple[list[tuple[str, float, float]], list[str]]:
+    """The n-gram lines of the data the sweep trained on (DATA_DIR/baselines.json, from `python cli.py baseline`):
+    those fitted on the most training tokens; and a table of every recorded fit."""
+    from data_pipeline.ngram import load_baselines
+
+    fits = load_baselines(data_dir) if data_dir and "://" not in data_dir else []
+    if not fits:
+        return [], []
+    names = {"unigram": "unigram", "kn_bigram": "KN bigram", "kn_trigram": "KN trigram"}
+    widest = max(fits, key=lambda f: f["train_tokens"])
+    lines = [f"{names.get(k, k)} ({widest['train_tokens'] / 1e6:.2f}M tokens)" for k in widest["models"]]
+    refs = [(label, m["nats_per_token"], m["bits_per_byte"]) for label, m in zip(lines, widest["models"].values())]
+    table = ["| reference model | fitted on (tokens) | val loss (nats/token) | bits/byte |", "|---|---:|---:|---:|"]
+    for fit in fits:
+        for key, m in fit["models"].items():
+            table.append(f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} |")
+    return refs, table
+
+
+def _largest_budget(rows: list[dict]) -> list[dict]:
+    top = max(r.get("budget") or 0 for r in rows)
+    return [r for r in rows if (r.get("budget") or 0) == top]
+
+
+def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None, reference_table: Optional[list] = None,
+                    baseline: str = "gpt2") -> str:
     base = sweep.get("base", {})
     settings = {k: base.get(k) for k in ("data", "preset", "seq_len", "batch_size", "grad_accum", "max_steps",
-                                          "max_tokens", "lr", "min_lr", "warmup_steps", "weight_decay", "eval_every",
-                                          "eval_windows") if k in base}
+                                          "max_tokens", "lr", "min_lr", "warmup_steps", "schedule", "cooldown_frac",
+                                          "weight_decay", "eval_every", "eval_windows") if k in base}
+    if sweep.get("budgets"):
+        settings["budgets"] = sweep["budgets"]
     lrs = lr_table(rows)
     lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss):",
                   "", *lrs, ""] if lrs else []
@@ -344,7 +405,13 @@ def render_markdown(rows: list[dict], sweep: dict) -> str:
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
            "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
-           "## 4. Best expert count per depth", "", *best_experts_table(plain), "",
+           "## 4. Best expert count per depth", "", *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
+           *best_experts_table(_largest_budget(plain)), "",
+           *([f"## 4b. Loss against budget ({baseline} as the baseline)", "", *budget["lines"], ""] if budget else []),
+           *(["## 4c. Count-based reference models (horizontal lines on every loss plot)", "",
+              "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
+              "A model above the trigram line has not yet learned more than local word statistics.", "",
+              *reference_table, ""] if reference_table else []),
            "## 5. Settings", "", "```json", json.dumps(dict(settings=settings, grid=sweep.get("grid", {}),
                                                              lr_by_arch=sweep.get("lr_by_arch", {}),
                                                              lr_by_variant=sweep.get("lr_by_variant", {}),
@@ -352,8 +419,9 @@ def render_markdown(rows: list[dict], sweep: dict) -> str:
     return "\n".join(out)
 
 
-def write_report(sweep_dir: str) -> dict:
-    """(Re)build every report file of a sweep from its trial runs; returns where they are."""
+def write_report(sweep_dir: str, baseline: str = "gpt2") -> dict:
+    """(Re)build every report file of a sweep from its trial runs; returns where they are. `baseline` (an arch, or a
+    model label as in the budget tables) is what the data and compute multipliers are measured against."""
     storage = open_storage(sweep_dir) if "://" in sweep_dir else _existing_local(sweep_dir)
     root = storage.root
     sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
@@ -370,29 +438,33 @@ def write_report(sweep_dir: str) -> dict:
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())
     storage.write_text(f"{root}/results.json", json.dumps(rows, indent=1))
-    storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves))
-    storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows))
-    storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows))
+    references, reference_table = ngram_references(sweep.get("base", {}).get("data"))
+    budget = budget_section([dict(r, model=model_label(r)) for r in rows], baseline, references)
+    storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves, references))
+    storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows, references))
+    storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows, references))
+    storage.write_bytes(f"{root}/loss_vs_budget.png", budget["plot"])
     if any(r["variant"] for r in rows):
         from orchestrator.ladder import plot_waterfall
 
         storage.write_bytes(f"{root}/ladder.png", plot_waterfall(best_lr_rows(rows)))
     status = status_lines(sweep, rows, missing, skipped)
-    storage.write_text(f"{root}/REPORT.md", "".join(line + "\n" for line in status) + render_markdown(rows, sweep))
-    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows, unfinished=missing, skipped=skipped)
+    storage.write_text(f"{root}/REPORT.md", "".join(line + "\n" for line in status) + render_markdown(rows, sweep, budget, reference_table, baseline))
+    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows, unfinished=missing, skipped=skipped,
+                fits=budget["fits"])
 
 
 def unfinished_points(sweep: dict, rows: list[dict]) -> list[str]:
-    """The sweep's grid points (sweep.json) without a finished trial, in grid order."""
+    """The sweep's trials (sweep.json; with budgets, each point's long run and branches) without a result, in order."""
     done = {r["trial"] for r in rows}
-    return [p for p in sweep.get("points", []) if p not in done]
+    return [p for p in sweep.get("trials") or sweep.get("points", []) if p not in done]
 
 
 def status_lines(sweep: dict, rows: list[dict], missing: list[str], skipped: list) -> list[str]:
     """The report's first lines when it does not cover the whole sweep (empty when it does)."""
     lines = []
     if missing:
-        total = len(sweep.get("points", []))
+        total = len(sweep.get("trials") or sweep.get("points", []))
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         early = " (ASHA stops weak trials early; those have no result either)" if sweep.get("asha") else ""
         lines.append(f"> **Unfinished sweep: {total - len(missing)} of {total} trials finished.** This report covers only "

@@ -57,6 +57,19 @@ class Storage:
         infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=False))
         return sorted(i.path for i in infos if i.type == pafs.FileType.Directory)
 
+    def put_dir(self, local_dir: str, path: str) -> None:
+        """Copy a local directory to `path`, under a temporary name first and then renamed (atomic on a local disk)."""
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        self.fs.create_dir(tmp, recursive=True)
+        pafs.copy_files(local_dir, tmp, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        if self.exists(path):
+            self.fs.delete_dir(path)
+        self.fs.move(tmp, path)
+
+    def delete_dir(self, path: str) -> None:
+        if self.is_dir(path):
+            self.fs.delete_dir(path)
+
     def move_aside(self, path: str) -> str:
         """Keep an old run instead of deleting it: rename to <path>.old-<timestamp>."""
         target = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -97,6 +97,8 @@ class SweepConfig:
     asha: bool = False
     lr_by_arch: dict[str, float] = field(default_factory=dict)  # each arch's own lr, where the grid has no lr axis
     lr_by_variant: dict[str, float] = field(default_factory=dict)  # each variant's own lr (before lr_by_arch)
+    budgets: list[int] = field(default_factory=list)  # token budgets: one wsd run per point, cooldowns branched off
+    baseline: str = "gpt2"  # the report's multipliers are measured against this arch or model
 
     def __post_init__(self):
         from gptoss import ARCHS
@@ -138,11 +140,24 @@ class SweepConfig:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         TrainConfig(**{**self.base.to_dict(), "name": self.name})  # the sweep name must be a valid run name
+        if self.budgets:
+            if not isinstance(self.budgets, list) or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
+                                                         for b in self.budgets):
+                raise ValueError(f"budgets must be a list of positive token counts, got {self.budgets!r}")
+            if len(set(self.budgets)) != len(self.budgets):
+                raise ValueError(f"budgets {self.budgets} repeat a value")
+            if self.base.schedule != "wsd":
+                raise ValueError("budgets need --schedule wsd: the smaller budgets branch off the stable phase of one run")
+            if self.base.max_steps is not None or self.base.max_tokens is not None:
+                raise ValueError("give budgets or one budget (budget_tokens / --max-steps), not both")
+            if self.asha:
+                raise ValueError("--asha stops trials early, which would cut the long runs the budgets branch from; "
+                                 "drop --asha or budgets")
 
     def to_dict(self) -> dict:
         return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
                     max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch,
-                    lr_by_variant=self.lr_by_variant)
+                    lr_by_variant=self.lr_by_variant, budgets=self.budgets, baseline=self.baseline)
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,68 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial to run: its run name, train config, step count, and for a budget branch the long run it leaves."""
+
+    name: str
+    train: TrainConfig
+    total_steps: int
+    budget: Optional[int] = None
+    branch_of: Optional[str] = None  # the long run's name
+
+    def param(self) -> dict:
+        return dict(name=self.name, train=self.train.to_dict(), total_steps=self.total_steps, branch_of=self.branch_of)
+
+
+def budget_steps(base: TrainConfig, budgets: list[int], workers: int) -> dict[int, int]:
+    """Optimizer steps of each budget (ceil of budget / global batch); two budgets of the same step count are refused."""
+    steps = {b: TrainConfig.from_dict({**base.to_dict(), "max_tokens": b, "max_steps": None}).total_steps(workers)
+             for b in sorted(budgets)}
+    if len(set(steps.values())) != len(steps):
+        raise ValueError(f"budgets {sorted(budgets)} give the same step count for two budgets "
+                         f"(global batch {base.tokens_per_step(workers):,} tokens); space them further apart")
+    return steps
+
+
+def plan_trials(cfg: SweepConfig, points: list[TrialPoint], base: TrainConfig, storage_uri: str) -> tuple[list, list]:
+    """(phase 1, phase 2) trial specs. Without budgets: every point once, no phase 2. With budgets: per point one
+    wsd run to the largest budget that keeps its state at each smaller budget's cooldown start, and per smaller budget
+    a branch run that starts from that state and cools down over its own last cooldown_frac of steps. The warmup is
+    the same for every budget (that of the largest, unless --warmup-steps is given), so the stable phases coincide."""
+    from orchestrator.train_loop import branch_point_path
+
+    workers = cfg.workers_per_trial
+    if not cfg.budgets:
+        specs = []
+        for p in points:
+            tcfg = p.train_config(base, storage_uri, workers, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
+            specs.append(TrialSpec(p.name, tcfg, tcfg.total_steps(workers)))
+        return specs, []
+    steps = budget_steps(base, cfg.budgets, workers)
+    largest = max(steps)
+    warmup = base.resolved_warmup(steps[largest])
+    starts = {b: base.cooldown_start(n) for b, n in steps.items() if b != largest}
+    too_early = [b for b, s in starts.items() if s < max(1, warmup)]
+    if too_early:
+        raise ValueError(f"budget(s) {too_early} cool down from a step inside the {warmup}-step warmup of the largest "
+                         f"budget; drop them, lower --warmup-steps or --cooldown-frac")
+    long_specs, branch_specs = [], []
+    for p in points:
+        common = dict(warmup_steps=warmup, max_steps=None)
+        long_name = f"{p.name}-D{largest}"
+        long_cfg = p.train_config(base, storage_uri, workers, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
+        long_cfg = TrainConfig.from_dict({**long_cfg.to_dict(), **common, "name": long_name, "max_tokens": largest,
+                                          "branch_points": sorted(set(starts.values()))})
+        long_specs.append(TrialSpec(long_name, long_cfg, steps[largest], largest))
+        for budget, start in sorted(starts.items()):
+            branch = TrainConfig.from_dict({**long_cfg.to_dict(), "name": f"{p.name}-D{budget}", "max_tokens": budget,
+                                            "branch_points": [], "start_step": start,
+                                            "init_from": branch_point_path(f"{storage_uri}/{long_name}", start)})
+            branch_specs.append(TrialSpec(branch.name, branch, steps[budget], budget, long_name))
+    return long_specs, branch_specs
+
+
 def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int) -> None:
     """Build every point's model config before anything runs; name every point that is invalid."""
     from gptoss import build_config
@@ -229,28 +306,74 @@ def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int)
 def _trial(params: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.trainer import SUMMARY_FILE, run_training
     from orchestrator.storage import open_storage
+    from orchestrator.train_loop import branch_point_path
+    from orchestrator.trainer import SUMMARY_FILE, run_training
 
     cfg = TrainConfig.from_dict(params["train"])
     storage = open_storage(cfg.storage)
     summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
-    if cfg.resume and storage.exists(summary_path):
-        try:
-            summary = json.loads(storage.read_text(summary_path))
-        except ValueError:
-            summary = {}  # damaged: train the trial again (it resumes from its checkpoints)
-        if summary.get("steps") == params["total_steps"] and summary.get("final_val_loss") is not None:
-            # Finished in an earlier, interrupted sweep: report its result and do not train again.
-            tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
-                         "best_val_loss": summary["best_val_loss"], "reused": 1})
-            return
+    # A branch's kept state in the long run is needed until the branch has finished, then removed.
+    kept = branch_point_path(storage.path(params["branch_of"]), cfg.start_step) if params.get("branch_of") else None
+    summary = _finished_summary(storage, summary_path, params["total_steps"]) if cfg.resume else None
+    if summary is not None:
+        # Finished in an earlier, interrupted sweep: report its result and do not train again.
+        if kept:
+            remove_kept_state(storage, params["branch_of"], cfg.start_step)
+        _report_summary(summary)
+        return
+    if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
+        raise ValueError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
+                         f"{cfg.start_step} to branch from (it did not get that far)")
     summary = run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
     if summary["invocation"]["steps"] == 0:
         # Trained to its last step by an earlier sweep that failed afterwards: no trainer ran, so nothing reported to
         # Tune; without a result carrying val_loss Tune would refuse the trial (strict metric checking).
-        tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
-                     "best_val_loss": summary["best_val_loss"], "reused": 1})
+        _report_summary(summary)
+    if kept:
+        remove_kept_state(storage, params["branch_of"], cfg.start_step)
+
+
+def _report_summary(summary: dict) -> None:
+    tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
+                 "best_val_loss": summary["best_val_loss"], "reused": 1})
+
+
+def _finished_summary(storage, summary_path: str, total_steps: int) -> Optional[dict]:
+    """A run's summary if it finished all its steps with an evaluation; None otherwise (a damaged summary too: the
+    trial trains again, resuming from its checkpoints)."""
+    if not storage.exists(summary_path):
+        return None
+    try:
+        summary = json.loads(storage.read_text(summary_path))
+    except ValueError:
+        return None
+    done = summary.get("steps") == total_steps and summary.get("final_val_loss") is not None
+    return summary if done else None
+
+
+def _finished(spec: TrialSpec) -> bool:
+    """A trial whose run has a summary at its full step count; a finished branch no longer needs its kept state."""
+    from orchestrator.storage import open_storage
+    from orchestrator.trainer import SUMMARY_FILE
+
+    if not spec.train.resume:
+        return False
+    storage = open_storage(spec.train.storage)
+    done = _finished_summary(storage, storage.path(spec.name, SUMMARY_FILE), spec.total_steps) is not None
+    if done and spec.branch_of:
+        remove_kept_state(storage, spec.branch_of, spec.train.start_step)
+    return done
+
+
+def remove_kept_state(storage, long_run: str, step: int) -> None:
+    """Delete a long run's kept state at `step` (its branch has finished), and the branch_points folder once empty."""
+    from orchestrator.train_loop import BRANCH_DIR, branch_point_path
+
+    storage.delete_dir(branch_point_path(storage.path(long_run), step))
+    parent = storage.path(long_run, BRANCH_DIR)
+    if storage.is_dir(parent) and not storage.list_dirs(parent):
+        storage.delete_dir(parent)
 
 
 def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
@@ -275,18 +398,19 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     points = expand_grid(cfg)
     manifest = load_manifest(os.path.abspath(cfg.base.data))
     validate_points(cfg, points, int(manifest["vocab_size"]))
-    first = points[0].train_config(cfg.base, cfg.base.storage, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch,
-                                   cfg.lr_by_variant)
-    plan_run(first, workers=cfg.workers_per_trial)  # data, batch and tokenizer checks, once
+    phase1, phase2 = plan_trials(cfg, points, cfg.base, "unused")  # budget arithmetic, before anything runs
+    for spec in phase1 + phase2:
+        spec.train.check_schedule(spec.total_steps)
+    first = TrainConfig.from_dict({**phase1[0].train.to_dict(), "storage": cfg.base.storage})
+    plan_run(first, workers=cfg.workers_per_trial)  # data (checksums), batch and tokenizer checks, once
     return points, manifest
 
 
 def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     """Run (or resume) the sweep and write its report; returns the report's summary."""
-    from raysetup import check_shared_storage
     from orchestrator.report import write_report
-    from raysetup import init_ray
     from orchestrator.storage import open_storage
+    from raysetup import check_shared_storage, init_ray
 
     points, _ = plan_sweep(cfg)
     info = init_ray(cfg.base.address, cfg.base.verbose)
@@ -305,17 +429,63 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     storage = open_storage(cfg.base.storage)
     check_shared_storage(storage.uri, info, warn=SweepConsole.say_always)
     sweep_uri = storage.uri_of(cfg.name)
-    storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
-        dict(cfg.to_dict(), points=[p.name for p in points], concurrent=concurrent, threads_per_worker=threads), indent=1))
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
     base = trial_base(cfg.base, None if use_gpu else threads)
-    probe = points[0].train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
-    total_steps = probe.total_steps(cfg.workers_per_trial)
-    param_space = {"trial": tune.grid_search([
-        dict(name=p.name, train=p.train_config(base, trials_uri, cfg.workers_per_trial, cfg.name, cfg.lr_by_arch,
-                                               cfg.lr_by_variant).to_dict(),
-             total_steps=total_steps) for p in points])}
+    phase1, phase2 = plan_trials(cfg, points, base, trials_uri)
+    specs = phase1 + phase2
+    storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
+        dict(cfg.to_dict(), points=[p.name for p in points], trials=[t.name for t in specs],
+             concurrent=concurrent, threads_per_worker=threads), indent=1))
+    if show_progress:
+        what = (f"{len(points)} trials of {phase1[0].total_steps} steps" if not phase2 else
+                f"{len(phase1)} long runs to {max(cfg.budgets):,} tokens, then {len(phase2)} cooldown branches")
+        SweepConsole.say_always(f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
+                                f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {sweep_uri}")
+    if not cfg.base.verbose:
+        # Tune's own "Trials did not complete: [...]" error line: the sweep names each failure and its reason itself.
+        import logging
 
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    # Ctrl-C: Tune's own handler would stop the trials "gracefully" and return as if the sweep had ended (exit 0, half
+    # the trials); let the interrupt reach us instead (each trial's checkpoints are its resume state).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    started = time.time()
+    try:
+        errors = _run_phase(cfg, phase1, "tune", concurrent, sweep_uri, base, show_progress)
+        failed_long = {name for name, _ in errors}
+        branches = [s for s in phase2 if s.branch_of not in failed_long]  # a failed long run has nothing to branch
+        if branches:
+            errors += _run_phase(cfg, branches, "tune-branches", concurrent, sweep_uri, base, show_progress)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(_interruption(cfg.name, specs, sweep_uri)) from None
+    wall_s = time.time() - started
+    try:
+        report = write_report(sweep_uri, cfg.baseline)
+    except ValueError:
+        if not errors:
+            raise
+        # No trial finished: there is nothing to report on, and the report's advice (run the sweep) would be this command.
+        raise ClusterError(f"all {len(errors)} trial(s) of sweep {cfg.name} failed; {errors[0][0]}: {errors[0][1]}"
+                           + _rerun_hint(cfg.name)) from None
+    report["wall_s"] = wall_s
+    report["errors"] = len(errors)
+    if show_progress:
+        SweepConsole.say_always(f"sweep {cfg.name} done in {wall_s:.0f}s: {report['trials']} trials reported, "
+                                f"{len(errors)} failed; report: {report['report']}")
+    if errors:
+        raise ClusterError(f"{len(errors)} of {len(specs)} trial(s) failed (the report covers the rest); "
+                           f"{errors[0][0]}: {errors[0][1]}" + _rerun_hint(cfg.name))
+    return report
+
+
+def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concurrent: int, sweep_uri: str,
+               base: TrainConfig, show_progress: bool) -> list[tuple[str, str]]:
+    """One Tune experiment over the specs not finished yet (by an earlier run of this sweep); returns the failures as
+    (trial name, one-line reason)."""
+    specs = [s for s in specs if not _finished(s)]
+    if not specs:
+        return []
+    total_steps = max(s.total_steps for s in specs)
     scheduler = None
     if cfg.asha:
         from ray.tune.schedulers import ASHAScheduler
@@ -323,50 +493,20 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
         evals = max(1, total_steps // base.eval_every)
         scheduler = ASHAScheduler(time_attr="step", max_t=total_steps, grace_period=max(1, evals // 4) * base.eval_every,
                                   reduction_factor=2)
-    console = SweepConsole(show_progress, len(points))
-    if show_progress:
-        console.say(f"sweep {cfg.name}: {len(points)} trials, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
-                    f"per trial{'' if use_gpu else f' x {threads} thread(s)'}, {total_steps} steps each -> {sweep_uri}")
+    console = SweepConsole(show_progress, len(specs))
     trainable = tune.with_resources(lambda params: _trial(params["trial"]), {"CPU": TRIAL_CPU})
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=scheduler, metric="val_loss", mode="min",
+        param_space={"trial": tune.grid_search([s.param() for s in specs])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent, len(specs)), scheduler=scheduler,
+                                    metric="val_loss", mode="min",
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name="tune", storage_path=sweep_uri, verbose=0, callbacks=[console],
+        run_config=tune.RunConfig(name=experiment, storage_path=sweep_uri, verbose=0, callbacks=[console],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
-    started = time.time()
-    if not cfg.base.verbose:
-        # Tune's own "Trials did not complete: [...]" error line: the sweep names each failure and its reason itself.
-        import logging
-
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    # Ctrl-C: Tune's own handler would stop the trials "gracefully" and return as if the sweep had ended; let the
-    # interrupt reach us instead (each trial's checkpoints are its resume state, not Tune's experiment state).
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:
-        results = tuner.fit()
-    except KeyboardInterrupt:
-        raise SweepInterrupted(_interruption(cfg.name, points, sweep_uri)) from None
-    errors = [(r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else "?", failure_reason(r.error)) for r in results if r.error is not None]
-    finished = len(results) - len(errors)
-    wall_s = time.time() - started
-    if finished == 0:
-        # No trial finished: there is nothing to report on, and the report's advice (run the sweep) would be this command.
-        raise ClusterError(f"all {len(errors)} trial(s) of sweep {cfg.name} failed; {errors[0][0]}: {errors[0][1]}"
-                           + _rerun_hint(cfg.name))
-    report = write_report(sweep_uri)
-    report["wall_s"] = wall_s
-    report["errors"] = len(errors)
-    if show_progress:
-        console.say(f"sweep {cfg.name} done in {report['wall_s']:.0f}s: {report['trials']} trials reported, "
-                    f"{len(errors)} failed; report: {report['report']}")
-    if errors:
-        raise ClusterError(f"{len(errors)} of {len(results)} trial(s) failed (the report covers the rest); "
-                           f"{errors[0][0]}: {errors[0][1]}" + _rerun_hint(cfg.name))
-    return report
+    return [(r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else "?", failure_reason(r.error))
+            for r in tuner.fit() if r.error is not None]
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -486,6 +626,7 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     variants times the axes given). `variants:` (YAML) / --variants is the variant axis (grid's `variant`).
     `budget_tokens` (YAML) / --budget-tokens is the per-trial token budget; giving a budget or --max-steps on the
     command line replaces the other from the YAML.
+    `budgets` (YAML list) / --budgets trains every point at several budgets (wsd branches) instead of one.
     """
     settings = load_sweep_yaml(config_path) if config_path else {}
     grid = settings.pop("grid", {}) or {}
@@ -503,11 +644,17 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
             grid.setdefault(axis, default)
     sweep_keys = {f.name for f in fields(SweepConfig)} - {"base", "grid"}
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
-    sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
     if "budget_tokens" in settings:
         if not _is_type(settings["budget_tokens"], int):
             raise ValueError(f"sweep config {config_path}: budget_tokens must be an integer, got {settings['budget_tokens']!r}")
         settings["max_tokens"] = settings.pop("budget_tokens")
+    # One budget or a list of them: what the command line gives replaces what the file gives.
+    if sweep_flags.get("budgets") is not None:
+        settings.pop("max_tokens", None)
+        settings.pop("max_steps", None)
+    elif train_flags.get("max_tokens") is not None or train_flags.get("max_steps") is not None:
+        sweep_settings.pop("budgets", None)
+    sweep_settings.update({k: v for k, v in sweep_flags.items() if v is not None})
     if train_flags.get("max_tokens") is not None:
         settings.pop("max_steps", None)
     elif train_flags.get("max_steps") is not None:

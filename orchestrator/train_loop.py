@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from orchestrator.config import TrainConfig
+from orchestrator.config import TrainConfig, cooldown_start
 
 OPTIMIZER_FILE = "optimizer.pt"
 TRAIN_STATE_FILE = "train_state.json"
@@ -102,10 +102,27 @@ def _read_state(ckpt_dir: str) -> dict:
 # Pieces of the loop.
 
 
-def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at the last step."""
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float, schedule: str = "cosine",
+          cooldown_frac: float = 0.2) -> float:
+    """The lr of optimizer step `step` (0-based) of a `total`-step run: a pure function of the step.
+
+    All schedules warm up linearly to lr over `warmup` steps. Then cosine decays to min_lr (reached at step total);
+    constant stays at lr; wsd (warmup-stable-decay) stays at lr until cooldown_start(total) and then cools down to
+    min_lr over the remaining steps along 1 - sqrt(progress), reaching min_lr at the last step. 1-sqrt rather than
+    linear: it leaves the lr high for longer and then drops fast, which Hägele et al. 2024 ("Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations") found to match a tuned cosine run where linear falls
+    short. The stable phase does not depend on `total`, so runs of different lengths share it step for step.
+    """
     if step < warmup:
         return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    if schedule == "wsd":
+        start = cooldown_start(total, cooldown_frac)
+        if step < start:
+            return lr
+        progress = min(1.0, (step - start + 1) / (total - start))
+        return min_lr + (1 - math.sqrt(progress)) * (lr - min_lr)
     progress = (step - warmup) / max(1, total - warmup)
     return min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (lr - min_lr)
 
@@ -183,6 +200,43 @@ def save_train_checkpoint(out_dir: str, model, optimizer, state: dict, manifest:
         json.dump(manifest, f)
 
 
+BRANCH_DIR = "branch_points"  # beside the checkpoints, out of reach of Ray Train's num_to_keep
+
+
+def branch_point_path(run_dir: str, step: int) -> str:
+    """Where a long run keeps its full training state at `step` for the budget branch that starts there."""
+    return f"{run_dir.rstrip('/')}/{BRANCH_DIR}/step_{step:07d}"
+
+
+def _keep_branch_point(job: dict, step: int, model, optimizer, rng: dict, is_main: bool, state: dict) -> None:
+    """Rank 0 writes the state (model, optimizer, every rank's RNG, step) as a checkpoint directory, atomically."""
+    if not is_main:
+        return
+    from orchestrator.storage import open_storage
+
+    storage = open_storage(job["run_dir"])
+    target = branch_point_path(storage.root, step)
+    with tempfile.TemporaryDirectory(prefix="branch-") as tmp:
+        save_train_checkpoint(tmp, model, optimizer, dict(state, rng=rng), job["manifest"])
+        storage.put_dir(tmp, target)
+
+
+def _local_dir(path: str):
+    """A kept state as a local directory: itself when local, else a temporary download."""
+    from raysetup import is_uri
+
+    if not is_uri(path):
+        if not os.path.isfile(os.path.join(path, TRAIN_STATE_FILE)):
+            raise FileNotFoundError(f"no kept training state at {path} (was the long run's branch point removed?)")
+        return nullcontext(path)
+    import pyarrow.fs as pafs
+
+    tmp = tempfile.TemporaryDirectory(prefix="branch-")
+    fs, root = pafs.FileSystem.from_uri(path)
+    pafs.copy_files(root, tmp.name, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return tmp
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -205,18 +259,25 @@ def train_worker(job: dict) -> None:
     optimizer = build_optimizer(model, cfg, device)
     start_step, tokens_seen, best_val = 0, 0, math.inf
 
+    def restore(ckpt_dir: str) -> tuple[int, int, float]:
+        saved = load_checkpoint(ckpt_dir)
+        model.load_state_dict(saved.state_dict())
+        opt_state = torch.load(os.path.join(ckpt_dir, OPTIMIZER_FILE), map_location=device, weights_only=False)
+        optimizer.load_state_dict(opt_state["optimizer"])
+        state = _read_state(ckpt_dir)
+        _set_rng_state(state.get("rng", {}).get(str(env.rank), {}))
+        return state["step"], state["tokens"], state.get("best_val_loss", math.inf)
+
     restored = env.latest_checkpoint()
     if restored is not None:
         with restored as ckpt_dir:
-            saved = load_checkpoint(ckpt_dir)
-            model.load_state_dict(saved.state_dict())
-            opt_state = torch.load(os.path.join(ckpt_dir, OPTIMIZER_FILE), map_location=device, weights_only=False)
-            optimizer.load_state_dict(opt_state["optimizer"])
-            state = _read_state(ckpt_dir)
-            start_step, tokens_seen = state["step"], state["tokens"]
-            best_val = state.get("best_val_loss", math.inf)
-            _set_rng_state(state.get("rng", {}).get(str(env.rank), {}))
-        del saved
+            start_step, tokens_seen, best_val = restore(ckpt_dir)
+    elif cfg.init_from is not None:
+        # A budget branch: continue the long run from its kept state at this branch's cooldown start.
+        with _local_dir(cfg.init_from) as ckpt_dir:
+            start_step, tokens_seen, best_val = restore(ckpt_dir)
+        if start_step != cfg.start_step:
+            raise ValueError(f"the kept state {cfg.init_from} holds step {start_step}, not the branch point {cfg.start_step}")
     else:
         torch.manual_seed(cfg.seed + 1 + env.rank)  # per-rank dropout streams
     emit(dict(kind="start", step=start_step, total_steps=total_steps, world_size=env.world_size,
@@ -240,6 +301,7 @@ def train_worker(job: dict) -> None:
     lr0, min_lr = cfg.resolved_lr, cfg.resolved_min_lr
     tokens_per_step = cfg.tokens_per_step(env.world_size)
     eval_max = cfg.eval_windows or None
+    branch_points = set(cfg.branch_points)
 
     window_loss, window_steps, window_tokens = 0.0, 0, 0
     window_start = time.perf_counter()
@@ -249,7 +311,7 @@ def train_worker(job: dict) -> None:
     for step in range(start_step, total_steps):
         _maybe_inject_failure(cfg, job, env, step)
 
-        lr = lr_at(step, total_steps, warmup, lr0, min_lr)
+        lr = lr_at(step, total_steps, warmup, lr0, min_lr, cfg.schedule, cfg.cooldown_frac)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = 0.0
@@ -269,6 +331,13 @@ def train_worker(job: dict) -> None:
         window_steps += 1
         window_tokens += tokens_per_step
         done = step + 1
+        if done in branch_points:
+            _keep_branch_point(job, done, raw_model, optimizer, _gather_rng(env.world_size), env.is_main,
+                               dict(step=done, tokens=tokens_seen, data_position=done * cfg.grad_accum,
+                                    best_val_loss=best_val, config=cfg.to_dict(), total_steps=total_steps,
+                                    scheduler=dict(warmup=warmup, total=total_steps, lr=lr0, min_lr=min_lr,
+                                                   schedule=cfg.schedule, cooldown_frac=cfg.cooldown_frac),
+                                    model_overrides=job["model_overrides"]))
 
         is_eval = done % cfg.eval_every == 0 or done == total_steps
         if done % cfg.log_every == 0 or is_eval:
@@ -304,7 +373,8 @@ def train_worker(job: dict) -> None:
                 if env.is_main:
                     state = dict(step=done, tokens=tokens_seen, data_position=done * cfg.grad_accum, val_loss=ev["loss"],
                                  best_val_loss=best_val, rng=rng, config=cfg.to_dict(), total_steps=total_steps,
-                                 scheduler=dict(warmup=warmup, total=total_steps, lr=lr0, min_lr=min_lr),
+                                 scheduler=dict(warmup=warmup, total=total_steps, lr=lr0, min_lr=min_lr,
+                                                schedule=cfg.schedule, cooldown_frac=cfg.cooldown_frac),
                                  model_overrides=job["model_overrides"])
                     save_train_checkpoint(tmp, raw_model, optimizer, state, job["manifest"])
                     ckpt_dir = tmp

@@ -73,6 +73,7 @@ def plan_run(cfg: TrainConfig, workers: int = 1, verify_data: Optional[bool] = N
     if cfg.seq_len > model_cfg.max_seq_len:
         raise ValueError(f"--seq-len {cfg.seq_len} is beyond what the model supports (max_seq_len {model_cfg.max_seq_len} "
                          f"for {cfg.arch}/{cfg.preset}); use --seq-len <= {model_cfg.max_seq_len}")
+    cfg.check_schedule(cfg.total_steps(workers))
     # Raises ValueError when the split holds fewer windows than one global batch.
     TokenWindows(cfg.data, "train", cfg.seq_len, rank=0, world_size=workers, seed=cfg.seed).batches_per_epoch(cfg.batch_size)
     val = TokenWindows(cfg.data, "validation", cfg.seq_len, rank=0, world_size=workers, seed=cfg.seed)
@@ -318,7 +319,7 @@ def make_trainer(plan: RunPlan, storage: Storage, progress_queue, callbacks: Opt
     # A caller that itself holds a sliver of CPU (a Tune trial) gives it back here: trials x (sliver + whole CPUs)
     # would not fit the cluster, and the second trial's workers would wait for the first trial to end.
     resources = {"CPU": 1, "GPU": 1} if plan.use_gpu else {"CPU": plan.threads_per_worker - cpu_held_by_caller}
-    job = plan.job(progress=progress_queue, failure_marker=os.path.join(storage.uri, cfg.run_name, ".injected_failure")
+    job = plan.job(progress=progress_queue, run_dir=storage.uri_of(cfg.run_name), failure_marker=os.path.join(storage.uri, cfg.run_name, ".injected_failure")
                    if storage.is_local else None)
     return TorchTrainer(
         train_worker,
@@ -659,5 +660,5 @@ def run_local(cfg: TrainConfig, run_dir: str, on_event: Optional[Callable[[dict]
         if on_event:
             on_event(event)
 
-    train_worker(plan.job(progress=collect, local_run_dir=run_dir, failure_marker=os.path.join(run_dir, ".injected_failure")))
+    train_worker(plan.job(progress=collect, local_run_dir=run_dir, run_dir=run_dir, failure_marker=os.path.join(run_dir, ".injected_failure")))
     return events

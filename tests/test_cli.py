@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_every_command():
     out = runner.invoke(cli.app, ["--help"])
     assert out.exit_code == 0
-    for command in ("prepare", "train", "generate", "evaluate", "sweep", "report", "export", "cluster", "version"):
+    for command in ("prepare", "baseline", "train", "generate", "evaluate", "sweep", "report", "export", "cluster", "version"):
         assert command in out.output
 
 
@@ -49,6 +49,8 @@ def _one_line_error(result, *fragments: str) -> None:
     (["--positions", "alibi"], ["positions must be one of learned, rope, yarn"]),
     (["--variant", "+swiglu", "--mlp", "relu"], ["mlp must be one of"]),
     (["--sinks", "--window", "-1"], ["sliding_window must be a positive number"]),
+    (["--schedule", "linear"], ["--schedule must be one of"]),
+    (["--schedule", "wsd", "--max-steps", "10", "--warmup-steps", "9"], ["inside the 9-step warmup"]),
 ])
 def test_train_rejects_bad_input_before_anything_starts(args, fragments, prepared_data, tmp_path):
     result = runner.invoke(cli.app, ["train", "--data", str(prepared_data), "--storage", str(tmp_path / "runs"), *args])
@@ -87,6 +89,10 @@ def test_sweep_rejects_bad_axes_and_configs(prepared_data, tmp_path):
     bad_yaml.write_text("seq_len: 64\ncolour: blue\ngrid:\n  n_layers: [1]\n")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(bad_yaml)]), "unknown setting(s) ['colour']")
     _one_line_error(runner.invoke(cli.app, [*base, "--config", str(tmp_path / "missing.yaml")]), "does not exist")
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "1048576,2097152"]), "budgets need --schedule wsd")
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "8000,8192", "--schedule", "wsd", "--seq-len", "64",
+                                            "--batch-size", "8"]), "the same step count")
+    _one_line_error(runner.invoke(cli.app, [*base, "--budgets", "1e6"]), "--budgets", "int")
     assert not (tmp_path / "runs").exists()
 
 
@@ -112,7 +118,8 @@ def test_every_train_flag_is_a_sweep_flag():
 def test_every_user_setting_of_train_config_and_every_model_override_has_a_flag():
     from orchestrator.config import MODEL_OVERRIDES, TrainConfig
 
-    internal = {"model_overrides", "beta1", "beta2", "log_every", "wandb_group", "name"}
+    internal = {"model_overrides", "beta1", "beta2", "log_every", "wandb_group", "name",
+                "branch_points", "init_from", "start_step"}  # set by sweeps for budget branches
     dests = {o.dest for o in cli.TRAIN_OPTIONS}
     assert set(TrainConfig.__dataclass_fields__) - internal <= dests
     model = {o.dest for o in cli.TRAIN_OPTIONS if o.model}

@@ -6,10 +6,11 @@ import pytest
 from orchestrator.report import WEIGHTS_NAME, best_lr_rows, headline_table, lr_table
 
 
-def _row(arch, lr, seed, loss, layers=4, experts=4):
-    return dict(trial=f"{arch}-L{layers}-E{experts}-s{seed}-lr{lr}", arch=arch, n_layers=layers, d_model=128, n_heads=4,
-                num_experts=experts if arch == "gptoss" else "", experts_per_token=2 if arch == "gptoss" else "",
-                seed=seed, lr=lr, final_val_loss=loss, val_bpb=loss / 3)
+def _row(arch, lr, seed, loss, layers=4, experts=4, budget=1048576):
+    return dict(trial=f"{arch}-L{layers}-E{experts}-s{seed}-lr{lr}-D{budget}", arch=arch, n_layers=layers, d_model=128,
+                n_heads=4, num_experts=experts if arch == "gptoss" else "", experts_per_token=2 if arch == "gptoss" else "",
+                seed=seed, lr=lr, budget=budget, tokens=budget, train_flops=budget * (2e6 if arch == "gptoss" else 1e6),
+                final_val_loss=loss, val_bpb=loss / 3)
 
 
 def test_each_model_is_compared_at_its_own_best_lr():
@@ -18,11 +19,13 @@ def test_each_model_is_compared_at_its_own_best_lr():
     kept = best_lr_rows(rows)
     assert {(r["arch"], r["lr"]) for r in kept} == {("gpt2", 3e-3), ("gptoss", 1e-3)}
     table = "\n".join(lr_table(rows))
-    assert "| gpt2 | 4 | - | 0.003 | 2.0000 ± 0.1414 | 2 | **best** |" in table
-    assert "| gptoss | 4 | 4 (2) | 0.001 | 1.8000 ± 0.0000 | 2 | **best** |" in table
-    # Headline at the best lrs: gpt2 2.0 vs gptoss 1.8 -> +10.0%; per-seed improvements 5.26% and 14.29%.
+    assert "| gpt2 | 4 | - | 1.05M | 0.003 | 2.0000 ± 0.1414 | 2 | **best** |" in table
+    assert "| gptoss | 4 | 4 (2) | 1.05M | 0.001 | 1.8000 ± 0.0000 | 2 | **best** |" in table
+    # Headline at the best lrs: gpt2 2.0 vs gptoss 1.8 -> +10.0%; per-seed improvements 5.26% and 14.29%; in nats
+    # 0.2 (per seed 0.1 and 0.3), in bits/byte a third of that.
     headline = "\n".join(headline_table(rows))
-    assert "| 4 | 4 | 1.8000 ± 0.0000 | 2.0000 ± 0.1414 | +10.0% ± 6.4 |" in headline
+    assert ("| 1.05M | 4 | 4 | 1.8000 ± 0.0000 | 2.0000 ± 0.1414 | +10.0% ± 6.4 | +0.2000 ± 0.1414 | +0.0667 ± 0.0471 |"
+            in headline)
 
 
 def test_one_lr_per_model_keeps_every_row_and_no_lr_table():
@@ -40,7 +43,7 @@ def test_the_report_names_the_weights_file_as_checkpoints_write_it():
 
 @pytest.mark.parametrize("layers", [2, 6])
 def test_depths_without_gpt2_still_get_a_row(layers):
-    assert f"| {layers} | 4 |" in "\n".join(headline_table([_row("gptoss", 1e-3, 0, 2.0, layers=layers)]))
+    assert f"| 1.05M | {layers} | 4 |" in "\n".join(headline_table([_row("gptoss", 1e-3, 0, 2.0, layers=layers)]))
 
 
 def _trial_files(trial_dir, arch="gptoss", seed=0, loss=2.0):
@@ -105,3 +108,36 @@ def test_a_complete_sweep_report_starts_with_its_title(tmp_path):
     result = write_report(str(sweep))
     assert result["unfinished"] == [] and result["skipped"] == []
     assert (sweep / "REPORT.md").read_text().startswith("# Sweep report: sw")
+
+
+
+
+def test_lrs_are_chosen_per_budget_and_the_headline_has_a_row_per_budget():
+    rows = [_row("gpt2", lr, 0, loss, budget=b) for lr, b, loss in
+            [(1e-3, 2**20, 2.0), (3e-3, 2**20, 2.1), (1e-3, 2**22, 1.9), (3e-3, 2**22, 1.7)]]
+    rows += [_row("gptoss", 1e-3, 0, 1.8, budget=b) for b in (2**20, 2**22)]
+    assert {(r["lr"], r["budget"]) for r in best_lr_rows(rows) if r["arch"] == "gpt2"} == {(1e-3, 2**20), (3e-3, 2**22)}
+    headline = "\n".join(headline_table(rows))
+    assert "| 1.05M | 4 | 4 | 1.8000 | 2.0000 | +10.0% | +0.2000 |" in headline
+    assert "| 4.19M | 4 | 4 | 1.8000 | 1.7000 | -5.9% | -0.1000 |" in headline
+
+
+def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_moves():
+    from orchestrator.report import model_label
+    from orchestrator.scaling import budget_section
+
+    budgets = [2**20, 2**21, 2**22, 2**23]
+    law = lambda d: 1.5 + 300 * d ** -0.4  # noqa: E731
+    rows = [_row("gpt2", 1e-3, s, law(b) + 0.01 * s, budget=b) for s in (0, 1) for b in budgets]
+    # GPT-OSS is ahead at the small budgets and the lead shrinks: its curve flattens towards the same E.
+    rows += [_row("gptoss", 1e-3, s, law(b * 4 / (1 + i)) + 0.01 * s, budget=b) for s in (0, 1) for i, b in enumerate(budgets)]
+    section = budget_section([dict(r, model=model_label(r)) for r in rows], "gpt2", [("KN trigram", 3.2, 1.1)])
+    text = "\n".join(section["lines"])
+    assert section["plot"][:8] == b"\x89PNG\r\n\x1a\n"
+    fit = section["fits"]["gpt2-L4-d128-h4"]
+    assert fit["E"] == pytest.approx(1.505, abs=0.01) and fit["beta"] == pytest.approx(0.4, abs=0.02)
+    assert "| gptoss-L4-E4k2-d128-h4 | 1.05M |" in text and "4.00x [" in text  # paired seeds: a (tight) interval
+    assert "data multiplier **falling** as the budget grows (4.00x at 1.05M tokens, 1.00x at 8.39M)" in text
+    assert "| gpt2-L4-d128-h4 | 1.05M |" not in text  # the baseline is not compared with itself
+    few = budget_section([dict(r, model=model_label(r)) for r in rows if r["budget"] <= 2**22], "gpt2", [])
+    assert "get no fit" in "\n".join(few["lines"]) and few["fits"]["gpt2-L4-d128-h4"] is None

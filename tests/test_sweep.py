@@ -358,3 +358,119 @@ def test_interruption_lines_without_a_finished_trial():
     assert interruption_line("s", points, [], "runs/s").startswith("sweep s interrupted: 0 of 2 trials finished; ")
     line = interruption_line("s", points, ["gpt2-L2"], "runs/s")
     assert "1 of 2 trials finished (gpt2-L2)" in line and "\n" not in line and line.endswith("to resume")
+
+
+def _budget_sweep(budgets=(2**20, 2**21, 2**22), **base) -> SweepConfig:
+    settings = dict(preset="debug", schedule="wsd", seq_len=256, batch_size=16)
+    settings.update(base)
+    return SweepConfig(base=TrainConfig(**settings), grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]}, name="b",
+                       budgets=list(budgets))
+
+
+def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_starts():
+    from orchestrator.sweep import plan_trials
+    from orchestrator.train_loop import lr_at
+
+    cfg = _budget_sweep()
+    long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "/runs/b/trials")
+    # 4,096 tokens per step: 256, 512 and 1,024 steps; the 20% cooldowns start at 256 - 51 and 512 - 102.
+    assert [(s.name, s.total_steps) for s in long_runs] == [("gptoss-L1-D4194304", 1024), ("gpt2-L1-D4194304", 1024)]
+    assert long_runs[0].train.branch_points == [205, 410] and long_runs[0].train.max_tokens == 2**22
+    assert [(s.name, s.total_steps, s.train.start_step, s.branch_of) for s in branches[:2]] == [
+        ("gptoss-L1-D1048576", 256, 205, "gptoss-L1-D4194304"), ("gptoss-L1-D2097152", 512, 410, "gptoss-L1-D4194304")]
+    assert branches[0].train.init_from == "/runs/b/trials/gptoss-L1-D4194304/branch_points/step_0000205"
+    warmups = {s.train.warmup_steps for s in long_runs + branches}
+    assert warmups == {51}  # 5% of the largest budget's steps, for every budget: the stable phases coincide
+    by_name = {s.name: s.train for s in long_runs}
+    for spec in branches:
+        long_cfg = by_name[spec.branch_of]
+        b, start = spec.train, spec.train.start_step
+        lr = dict(warmup=51, lr=b.resolved_lr, min_lr=b.resolved_min_lr)
+        same = [lr_at(s, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
+        assert same == [lr_at(s, 1024, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
+        assert lr_at(start, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) < lr["lr"]
+        assert {k: v for k, v in b.to_dict().items() if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")} \
+            == {k: v for k, v in long_cfg.to_dict().items() if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")}
+        b.check_schedule(spec.total_steps)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(schedule="cosine"), "budgets need --schedule wsd"),
+    (dict(max_tokens=2**20), "give budgets or one budget"),
+    (dict(budgets=[2**20, 2**20]), "repeat a value"),
+    (dict(budgets=[2**20 - 100, 2**20]), "the same step count"),
+    (dict(budgets=[4096 * 10, 2**22], warmup_steps=20), "inside the 20-step warmup"),
+    (dict(budgets=[0]), "positive token counts"),
+])
+def test_bad_budgets_are_refused_before_anything_runs(kw, message):
+    from orchestrator.sweep import plan_trials
+
+    budgets = kw.pop("budgets", [2**20, 2**21])
+    with pytest.raises(ValueError, match=message):
+        cfg = _budget_sweep(budgets, **kw)
+        plan_trials(cfg, expand_grid(cfg), cfg.base, "s")
+
+
+def test_budgets_on_the_command_line_replace_the_files_single_budget():
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {"schedule": "wsd"})
+    assert cfg.budgets == [2**20, 2**21] and cfg.base.max_tokens is None and cfg.base.schedule == "wsd"
+    with pytest.raises(ValueError, match="budgets need --schedule wsd"):
+        build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {})
+
+
+def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_session):
+    from data_pipeline.ngram import fit_baselines
+    from orchestrator.sweep import run_sweep
+
+    fit_baselines(prepared_data)  # the report draws these as reference lines
+    # 512 tokens per step: budgets of 16 and 32 steps; the 16-step budget cools down from step 13 of the long run.
+    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
+                       eval_every=8, eval_windows=16, sample_tokens=0, schedule="wsd", tokenizer_dir=str(TIKTOKEN_DIR))
+    cfg = SweepConfig(base=base, grid={"arch": ["gptoss", "gpt2"], "n_layers": [1], "num_experts": [2]}, name="budgets",
+                      budgets=[8192, 16384])
+    run_sweep(cfg, show_progress=False)
+    sweep_dir = tmp_path / "budgets"
+    trials = sweep_dir / "trials"
+    rows = {r["trial"]: r for r in _rows(sweep_dir / "results.csv")}
+    assert sorted(rows) == ["gpt2-L1-D16384", "gpt2-L1-D8192", "gptoss-L1-E2-D16384", "gptoss-L1-E2-D8192"]
+    assert {(int(r["budget"]), int(r["steps"])) for r in rows.values()} == {(8192, 16), (16384, 32)}
+    for arch in ("gpt2-L1", "gptoss-L1-E2"):
+        # The branch trained only its cooldown: its records start after the long run's step 13.
+        branch = [json.loads(l) for l in open(trials / f"{arch}-D8192" / "metrics.jsonl") if l.strip()]
+        assert branch[0]["step"] > 13 and [e["step"] for e in branch if e["kind"] == "eval"] == [16]
+        assert json.load(open(trials / f"{arch}-D8192" / "config.json"))["config"]["start_step"] == 13
+        long_evals = [json.loads(l) for l in open(trials / f"{arch}-D16384" / "metrics.jsonl") if l.strip()]
+        assert [e["step"] for e in long_evals if e["kind"] == "eval"] == [8, 16, 24, 32]
+        assert not (trials / f"{arch}-D16384" / "branch_points").exists(), "the kept state outlived its branch"
+    report = (sweep_dir / "REPORT.md").read_text()
+    assert "## 4b. Loss against budget (gpt2 as the baseline)" in report and "get no fit" in report
+    fit_row = [l for l in report.splitlines() if l.startswith("| gptoss-L1-E2k2-d64-h4 | 2 | - |")]
+    multipliers = [l for l in report.splitlines() if l.startswith("| gptoss-L1-E2k2-d64-h4 | ") and "x |" in l]
+    assert len(fit_row) == 1 and [l.split(" | ")[1] for l in multipliers] == ["8.19k", "16.4k"]
+    assert "data multiplier **" in report
+    assert "## 4c. Count-based reference models" in report and "| KN trigram |" in report
+    assert "| 8.19k | 1 | 2 |" in report and "| 16.4k | 1 | 2 |" in report  # a headline row per budget
+    data = (sweep_dir / "loss_vs_budget.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    # Run again: every long run and branch is finished, nothing trains.
+    stamps = {t: (trials / t / "summary.json").stat().st_mtime_ns for t in rows}
+    run_sweep(cfg, show_progress=False)
+    assert {t: (trials / t / "summary.json").stat().st_mtime_ns for t in rows} == stamps
+
+
+def test_the_budget_study_file_plans_long_runs_and_branches():
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config, plan_trials
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "tinystories-cpu-budgets.yaml"), {}, {}, {})
+    assert cfg.budgets == [2**20, 2**21, 2**22, 2**23] and cfg.base.schedule == "wsd" and cfg.baseline == "gpt2"
+    long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "s")
+    assert len(long_runs) == 6 and len(branches) == 18
+    assert long_runs[0].train.branch_points == [205, 410, 819] and long_runs[0].total_steps == 2048
+    # Cost: the long run plus each branch's cooldown, against four separate runs.
+    cost = long_runs[0].total_steps + sum(b.total_steps - b.train.start_step for b in branches[:3])
+    assert cost / long_runs[0].total_steps == pytest.approx(1 + 0.2 * (256 + 512 + 1024) / 2048, abs=0.01)

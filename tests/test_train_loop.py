@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import TIKTOKEN_DIR
-from orchestrator.config import TrainConfig
-from orchestrator.train_loop import build_optimizer, lr_at
+from orchestrator.config import TrainConfig, cooldown_start
+from orchestrator.train_loop import branch_point_path, build_optimizer, lr_at
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
@@ -22,6 +22,43 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # monotone decay after warmup
     assert lr_at(total, total, warmup, lr, min_lr) == pytest.approx(min_lr)
     assert lrs[-1] > min_lr
+
+
+def test_wsd_warms_up_holds_then_cools_down_along_1_minus_sqrt():
+    total, warmup, lr, min_lr = 100, 10, 1e-3, 1e-4
+    lrs = [lr_at(s, total, warmup, lr, min_lr, "wsd", 0.2) for s in range(total)]
+    assert lrs[:warmup] == pytest.approx([lr * (s + 1) / warmup for s in range(warmup)])
+    assert lrs[warmup:80] == [lr] * 70  # stable: exactly the peak, the last 20 steps cool down
+    assert lrs[80] < lr and lrs[-1] == pytest.approx(min_lr)
+    for s in range(80, 100):
+        assert lrs[s] == pytest.approx(min_lr + (lr - min_lr) * (1 - math.sqrt((s - 79) / 20)))
+    # The stable phase does not depend on the run's length: a shorter run is the long one until its own cooldown.
+    short = [lr_at(s, 40, warmup, lr, min_lr, "wsd", 0.2) for s in range(40)]
+    assert short[:32] == lrs[:32] and short[32] < lrs[32]
+    assert [lr_at(s, total, warmup, lr, min_lr, "constant") for s in range(warmup, total)] == [lr] * (total - warmup)
+
+
+@pytest.mark.parametrize("steps, frac, start", [(100, 0.2, 80), (10, 0.2, 8), (15, 0.2, 12), (64, 0.2, 51), (128, 0.2, 102),
+                                               (7, 0.5, 3), (3, 0.1, 2), (1, 0.2, 0), (40, 1.0, 0)])
+def test_cooldown_start_is_exact_integer_arithmetic(steps, frac, start):
+    assert cooldown_start(steps, frac) == start
+    # The lr agrees: the step before the cooldown start is at the peak, the cooldown start is below it.
+    if start > 0:
+        assert lr_at(start - 1, steps, 0, 1.0, 0.0, "wsd", frac) == 1.0
+    assert lr_at(start, steps, 0, 1.0, 0.0, "wsd", frac) < 1.0
+
+
+def test_schedule_settings_are_validated():
+    with pytest.raises(ValueError, match="--schedule must be one of"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="--cooldown-frac must be in"):
+        TrainConfig(cooldown_frac=0)
+    with pytest.raises(ValueError, match="init_from and start_step go together"):
+        TrainConfig(init_from="x")
+    with pytest.raises(ValueError, match="inside the 30-step warmup"):
+        TrainConfig(schedule="wsd", warmup_steps=30, max_steps=32).check_schedule(32)
+    with pytest.raises(ValueError, match="start_step 5 is not the cooldown start 8"):
+        TrainConfig(schedule="wsd", init_from="x", start_step=5).check_schedule(10)
 
 
 def test_weight_decay_only_on_matrices():
@@ -65,3 +102,34 @@ def test_local_run_learns_checkpoints_and_resumes_exactly(prepared_data, tmp_pat
     assert [e["step"] for e in resumed[1:]] == [30]
     assert resumed[1]["val_loss"] == pytest.approx(evals[-1]["val_loss"], abs=1e-5)
     assert resumed[1]["train_loss"] == pytest.approx(evals[-1]["train_loss"], abs=1e-5)
+
+
+def test_a_budget_branch_continues_the_long_run_exactly_and_differs_only_through_the_lr(prepared_data, tmp_path):
+    from orchestrator.trainer import run_local
+
+    wsd = dict(schedule="wsd", warmup_steps=2, log_every=1, eval_every=6)
+    point = cooldown_start(12, 0.2)  # the 12-step budget cools down over its last 2 steps: branch at step 10
+    assert point == 10
+    long_run = run_local(_cfg(prepared_data, max_steps=20, branch_points=[point], **wsd), str(tmp_path / "long"))
+    kept = branch_point_path(str(tmp_path / "long"), point)
+    assert os.path.isfile(os.path.join(kept, "model.safetensors")) and os.path.isfile(os.path.join(kept, "optimizer.pt"))
+    assert json.load(open(os.path.join(kept, "train_state.json")))["step"] == point
+    branch = run_local(_cfg(prepared_data, max_steps=12, init_from=kept, start_step=point, **wsd), str(tmp_path / "branch"))
+    straight = run_local(_cfg(prepared_data, max_steps=12, **wsd), str(tmp_path / "straight"))
+
+    def losses(events):
+        return {e["step"]: e["train_loss"] for e in events if e["kind"] in ("step", "eval")}
+
+    long_loss, branch_loss, straight_loss = losses(long_run), losses(branch), losses(straight)
+    assert branch[0]["kind"] == "start" and branch[0]["step"] == point and sorted(branch_loss) == [11, 12]
+    # Step 11 is computed from the kept state on the long run's batch: the same loss, to the bit.
+    assert branch_loss[11] == long_loss[11]
+    # Step 12 follows an update at the cooled-down lr: it leaves the long run, and lands where a straight 12-step
+    # wsd run lands (same batches, same lr at every step).
+    assert branch_loss[12] != long_loss[12]
+    assert branch_loss[12] == pytest.approx(straight_loss[12], abs=1e-6)
+    val = {e["step"]: e["val_loss"] for e in branch if e["kind"] == "eval"}
+    straight_val = {e["step"]: e["val_loss"] for e in straight if e["kind"] == "eval"}
+    assert val[12] == pytest.approx(straight_val[12], abs=1e-6)
+    lrs = {e["step"]: e["lr"] for e in branch if "lr" in e}
+    assert lrs[12] == pytest.approx(TrainConfig(preset="debug").resolved_min_lr)

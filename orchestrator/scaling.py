@@ -1,0 +1,346 @@
+"""Loss against budget: per-model curves through the token budgets, power-law fits L(D) = E + B * D^-beta, and the
+effective data / compute multipliers of each model against a baseline model, with bootstrap intervals over seeds.
+
+Pure functions of result rows (dicts with model, arch, n_layers, seed, budget, tokens, train_flops, final_val_loss,
+val_bpb); no storage, no Ray. orchestrator/report.py turns their output into tables and plots."""
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+MIN_BUDGETS_TO_FIT = 4  # a 3-parameter law through fewer points is not a fit
+BOOTSTRAP_SAMPLES = 1000
+TREND_TOLERANCE = 0.05  # a multiplier moving by less than 5% from the smallest to the largest budget is "flat"
+
+
+@dataclass
+class ModelCurve:
+    """One model through its budgets: per budget the mean tokens, FLOPs and loss, and each seed's loss."""
+
+    model: str
+    arch: str
+    n_layers: Optional[int]
+    budgets: list[int]
+    tokens: np.ndarray
+    flops: np.ndarray  # training FLOPs (forward + backward), nan where unknown
+    loss: np.ndarray  # mean over seeds
+    bpb: np.ndarray
+    seed_loss: dict[int, np.ndarray] = field(default_factory=dict)  # seed -> loss per budget (nan where missing)
+
+    @property
+    def flops_per_token(self) -> float:
+        return float(np.nanmean(self.flops / self.tokens))
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.seed_loss)
+
+
+def model_curves(rows: list[dict]) -> dict[str, ModelCurve]:
+    """Group rows by their `model` label and budget; budgets in increasing order."""
+    by_model: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_model[r["model"]][r["budget"]].append(r)
+    curves = {}
+    for model, by_budget in by_model.items():
+        budgets = sorted(by_budget)
+        first = by_budget[budgets[0]][0]
+        seeds = sorted({r["seed"] for b in budgets for r in by_budget[b]})
+        seed_loss = {s: np.array([_mean([r["final_val_loss"] for r in by_budget[b] if r["seed"] == s]) for b in budgets])
+                     for s in seeds}
+        curves[model] = ModelCurve(
+            model=model, arch=first["arch"], n_layers=first.get("n_layers"), budgets=budgets,
+            tokens=np.array([_mean([r["tokens"] for r in by_budget[b]]) for b in budgets]),
+            flops=np.array([_mean([r.get("train_flops") or math.nan for r in by_budget[b]]) for b in budgets]),
+            loss=np.array([_mean([r["final_val_loss"] for r in by_budget[b]]) for b in budgets]),
+            bpb=np.array([_mean([r["val_bpb"] for r in by_budget[b]]) for b in budgets]),
+            seed_loss=seed_loss)
+    return curves
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# Fits.
+
+
+def power_law(d, e: float, b: float, beta: float):
+    return e + b * np.power(d, -beta)
+
+
+def fit_power_law(tokens, loss, start: Optional[dict] = None) -> Optional[dict]:
+    """L(D) = E + B * D^-beta by least squares (scipy curve_fit, with B fitted as log B and D in units of its
+    smallest value for conditioning); None with fewer than MIN_BUDGETS_TO_FIT points or when the fit fails.
+    `start`: a fit of a nearby curve to start from (one start instead of several: bootstrap refits)."""
+    from scipy.optimize import curve_fit
+
+    d, y = np.asarray(tokens, dtype=float), np.asarray(loss, dtype=float)
+    if len(d) < MIN_BUDGETS_TO_FIT or not np.all(np.isfinite(y)):
+        return None
+    scale = d.min()
+    x = d / scale
+
+    def model(x, e, log_b, beta):
+        return e + np.exp(log_b) * np.power(x, -beta)
+
+    best = None
+    e0 = y.min() * 0.9
+    starts = [(e0, math.log(max(y.max() - e0, 1e-6)), beta0) for beta0 in (0.1, 0.3, 0.7, 1.5)]
+    if start is not None:  # the same law, in the scaled units used here
+        starts = [(min(start["E"], y.min() * 0.999), math.log(start["B"]) - start["beta"] * math.log(scale), start["beta"])]
+    for p0 in starts:  # several starts: the loss surface in beta is flat far from the optimum
+        try:
+            params, _ = curve_fit(model, x, y, p0=p0, bounds=([0.0, -30.0, 1e-4], [y.min(), 30.0, 5.0]), maxfev=20000)
+        except (RuntimeError, ValueError):
+            continue
+        rmse = float(np.sqrt(np.mean((model(x, *params) - y) ** 2)))
+        if best is None or rmse < best[1]:
+            best = (params, rmse)
+    if best is None:
+        return None
+    (e, log_b, beta), rmse = best
+    # Back to D in tokens: B * (D / scale)^-beta = (B * scale^beta) * D^-beta.
+    return dict(E=float(e), B=float(math.exp(log_b) * scale ** beta), beta=float(beta), rmse=rmse, points=len(d))
+
+
+def tokens_for_loss_fit(fit: dict, loss: float) -> float:
+    """Inverse of the fitted law; inf when the loss is at or below the fitted irreducible loss E."""
+    if loss <= fit["E"]:
+        return math.inf
+    return (fit["B"] / (loss - fit["E"])) ** (1 / fit["beta"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Multipliers.
+
+
+def tokens_to_reach(tokens, loss, target: float, fit: Optional[dict] = None) -> tuple[float, bool]:
+    """Tokens the curve (tokens, loss: increasing tokens) needs to reach `target` loss, and whether that is an
+    extrapolation. Inside the curve's range: linear interpolation of log loss against log tokens between the
+    budgets around the target. Outside it: the power-law fit when there is one, else the nearest segment extended.
+    A curve whose loss rises with tokens somewhere is read through its running minimum."""
+    d = np.log(np.asarray(tokens, dtype=float))
+    y = np.log(np.minimum.accumulate(np.asarray(loss, dtype=float)))
+    t = math.log(target)
+    if len(d) == 1:
+        return (math.exp(d[0]), False) if math.isclose(t, y[0], abs_tol=1e-12) else (math.nan, True)
+    reached = np.nonzero(y <= t + 1e-12)[0]
+    if len(reached) and reached[0] > 0:
+        i = int(reached[0])
+        frac = (y[i - 1] - t) / (y[i - 1] - y[i])
+        return math.exp(d[i - 1] + frac * (d[i] - d[i - 1])), False
+    if len(reached) and math.isclose(t, y[0], abs_tol=1e-12):
+        return math.exp(d[0]), False
+    if fit is not None:
+        return tokens_for_loss_fit(fit, target), True
+    # Extend the first segment (target above the curve) or the last one (below it).
+    i0, i1 = (0, 1) if t > y[0] else (len(d) - 2, len(d) - 1)
+    if y[i1] == y[i0]:
+        return math.inf if t < y[i1] else math.exp(d[i0]), True
+    return math.exp(d[i0] + (t - y[i0]) * (d[i1] - d[i0]) / (y[i1] - y[i0])), True
+
+
+@dataclass
+class Multiplier:
+    budget: int
+    loss: float
+    baseline_tokens: float  # tokens the baseline needs for this loss
+    data: float  # baseline_tokens / this model's tokens
+    compute: float  # the same in training FLOPs
+    extrapolated: bool
+    data_interval: Optional[tuple[float, float]] = None  # 95% bootstrap over seeds
+    compute_interval: Optional[tuple[float, float]] = None
+
+
+def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[dict] = None,
+                samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[Multiplier]:
+    """At each budget of `model`: how many tokens (and FLOPs) `baseline` needs to reach the model's mean loss there,
+    over what the model spent. The interval resamples seeds with replacement (a seed's losses at every budget move
+    together: they come from one long run); where both curves have the same seeds, one draw serves both (paired)."""
+    fpt_ratio = baseline.flops_per_token / model.flops_per_token  # nan when FLOPs are unknown
+    points = [tokens_to_reach(baseline.tokens, baseline.loss, loss, baseline_fit) for loss in model.loss]
+    draws = _seed_draws(model, baseline, samples, seed)
+    resampled = []  # per draw, the data multiplier at every budget
+    for model_seeds, base_seeds in draws or []:
+        m_loss = np.nanmean([model.seed_loss[s] for s in model_seeds], axis=0)
+        b_loss = np.nanmean([baseline.seed_loss[s] for s in base_seeds], axis=0)
+        # Where the point estimate reads the baseline's fit, each draw reads the fit of its own resampled curve.
+        fit = baseline_fit and fit_power_law(baseline.tokens, b_loss, start=baseline_fit)
+        resampled.append([tokens_to_reach(baseline.tokens, b_loss, loss, fit or None)[0] / d
+                          for loss, d in zip(m_loss, model.tokens)])
+    out = []
+    for j, budget in enumerate(model.budgets):
+        needed, extrapolated = points[j]
+        data = needed / model.tokens[j]
+        interval = None
+        values = np.array([r[j] for r in resampled], dtype=float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            interval = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+        out.append(Multiplier(budget, float(model.loss[j]), needed, data, data * fpt_ratio, extrapolated, interval,
+                              (interval[0] * fpt_ratio, interval[1] * fpt_ratio) if interval else None))
+    return out
+
+
+def _seed_draws(model: ModelCurve, baseline: ModelCurve, samples: int, seed: int):
+    if len(model.seeds) < 2 and len(baseline.seeds) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    paired = model.seeds == baseline.seeds
+    draws = []
+    for _ in range(samples):
+        m = list(rng.choice(model.seeds, size=len(model.seeds)))
+        b = m if paired else list(rng.choice(baseline.seeds, size=len(baseline.seeds)))
+        draws.append((m, b))
+    return draws
+
+
+def trend(values: list[float]) -> str:
+    """'falling', 'rising' or 'flat': the multiplier at the largest budget against the smallest."""
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return "one budget"
+    ratio = finite[-1] / finite[0]
+    if ratio < 1 - TREND_TOLERANCE:
+        return "falling"
+    if ratio > 1 + TREND_TOLERANCE:
+        return "rising"
+    return "flat"
+
+
+def pick_baseline(curves: dict[str, ModelCurve], model: ModelCurve, baseline: str) -> Optional[ModelCurve]:
+    """The baseline curve for `model`: the model labelled `baseline`, or else the models of arch `baseline`, and among
+    several of those the one of the same depth."""
+    if baseline in curves:
+        return curves[baseline]
+    candidates = [c for c in curves.values() if c.arch == baseline]
+    if len(candidates) == 1:
+        return candidates[0]
+    same_depth = [c for c in candidates if c.n_layers == model.n_layers]
+    return same_depth[0] if len(same_depth) == 1 else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The report's budget section: tables and the loss-against-budget plot.
+
+
+def fmt_tokens(n: float) -> str:
+    """Token counts as 8.2k, 1.05M, 4.19G."""
+    if not math.isfinite(n):
+        return "inf"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}" if n < 100 * scale else f"{n / scale:.0f}{unit}"
+    return f"{n:.0f}"
+
+
+def _fmt_x(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.2f}x"
+
+
+def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, float, float]]) -> dict:
+    """Markdown lines (fits, multipliers, trends) and the loss-against-budget PNG for rows carrying `model` labels.
+
+    references: (name, nats/token, bits/byte) of count-based models, drawn as horizontal lines."""
+    curves = model_curves(rows)
+    n_budgets = max(len(c.budgets) for c in curves.values())
+    fits = {name: fit_power_law(c.tokens, c.loss) for name, c in curves.items()}
+    lines = ["One line per model through its token budgets (mean over seeds; the band spans the seeds). Budgets of one "
+             "model and seed share one WSD run: each smaller budget's cooldown branches from it.", "",
+             "![loss vs budget](loss_vs_budget.png)", "", "### Fits L(D) = E + B * D^-beta (D in tokens)", ""]
+    lines += ["| model | budgets | E (nats) | B | beta | rmse |", "|---|---:|---:|---:|---:|---:|"]
+    for name, c in sorted(curves.items()):
+        fit = fits[name]
+        if fit:
+            lines.append(f"| {name} | {len(c.budgets)} | {fit['E']:.4f} | {fit['B']:.4g} | {fit['beta']:.4f} | {fit['rmse']:.2g} |")
+        else:
+            lines.append(f"| {name} | {len(c.budgets)} | - | - | - | - |")
+    if any(fits[n] is None for n in curves):
+        lines += ["", f"Models with fewer than {MIN_BUDGETS_TO_FIT} budgets get no fit: their curves are read by log-log "
+                      "interpolation between budgets only, and nothing is extrapolated from a fit."]
+    lines += ["", f"### Effective data and compute multipliers against {baseline}", "",
+              f"At each budget of a model: the tokens (training FLOPs) {baseline} would need to reach that model's loss, "
+              f"over the tokens (FLOPs) the model used, read on {baseline}'s curve by log-log interpolation. "
+              "[95% bootstrap interval over seeds, resampling whole seeds.] *extrapolated* marks a loss outside "
+              f"{baseline}'s measured range (read off its fit when it has one, else its nearest segment extended).", "",
+              "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | note |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    trends = []
+    for name, c in sorted(curves.items()):
+        base = pick_baseline(curves, c, baseline)
+        if base is None:
+            trends.append(f"- {name}: no {baseline} curve to compare with (none, or several without one of the same depth)")
+            continue
+        if base is c:
+            continue
+        if len(base.budgets) < 2:
+            trends.append(f"- {name}: {base.model} has one budget, so its curve cannot be interpolated")
+            continue
+        result = multipliers(c, base, fits[base.model])
+        for m in result:
+            interval = f" [{m.data_interval[0]:.2f}, {m.data_interval[1]:.2f}]" if m.data_interval else ""
+            c_interval = f" [{m.compute_interval[0]:.2f}, {m.compute_interval[1]:.2f}]" if m.compute_interval else ""
+            lines.append(f"| {name} | {fmt_tokens(m.budget)} | {m.loss:.4f} | {fmt_tokens(m.baseline_tokens)} | "
+                         f"{_fmt_x(m.data)}{interval} | {_fmt_x(m.compute)}{c_interval} | "
+                         f"{'*extrapolated*' if m.extrapolated else ''} |")
+        if len(result) > 1:
+            direction = trend([m.data for m in result])
+            trends.append(f"- {name} against {base.model}: data multiplier **{direction}** as the budget grows "
+                          f"({_fmt_x(result[0].data)} at {fmt_tokens(result[0].budget)} tokens, "
+                          f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})")
+    if trends:
+        lines += ["", *trends]
+    if n_budgets < 2:
+        lines += ["", "Every model has a single budget: give the sweep `budgets:` (or --budgets) for curves and multipliers."]
+    return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
+
+
+def plot_loss_vs_budget(curves: dict[str, ModelCurve], rows: list[dict], references: list[tuple[str, float, float]]) -> bytes:
+    """Two panels: final val loss against training tokens and against training FLOPs, one line per model through its
+    budgets with the seeds' span as a band, and the n-gram references as horizontal lines."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, c) in enumerate(sorted(curves.items())):
+        color = colors[i % len(colors)]
+        seeds = np.array([c.seed_loss[s] for s in c.seeds])
+        for ax, x in zip(axes, (c.tokens, c.flops)):
+            if not np.all(np.isfinite(x)):
+                continue
+            ax.plot(x, c.loss, marker="o", color=color, label=name)
+            if len(c.seeds) > 1:
+                ax.fill_between(x, np.nanmin(seeds, axis=0), np.nanmax(seeds, axis=0), color=color, alpha=0.2)
+    for ax, label in zip(axes, ("training tokens", "training FLOPs (forward + backward)")):
+        draw_references(ax, references)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("final validation loss (nats/token)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Loss against budget")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def draw_references(ax, references: list[tuple[str, float, float]]) -> None:
+    """Count-based reference models as dashed horizontal lines, labelled at the right edge."""
+    for name, nats, _bpb in references:
+        ax.axhline(nats, color="gray", linestyle="--", linewidth=0.9)
+        ax.annotate(name, (1.0, nats), xycoords=("axes fraction", "data"), fontsize=7, color="gray",
+                    ha="right", va="bottom")

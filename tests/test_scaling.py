@@ -1,0 +1,75 @@
+"""Scaling analysis: power-law fits, interpolation on a baseline's curve and data/compute multipliers with intervals."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from orchestrator.scaling import fit_power_law, model_curves, multipliers, tokens_to_reach, trend
+
+BUDGETS = [2**20, 2**21, 2**22, 2**23, 2**24, 2**25]
+
+
+def test_the_fit_recovers_a_known_law():
+    d = np.array(BUDGETS, dtype=float)
+    fit = fit_power_law(d, 1.7 + 410.0 * d ** -0.42)
+    assert fit["E"] == pytest.approx(1.7, abs=1e-3)
+    assert fit["B"] == pytest.approx(410.0, rel=1e-2)
+    assert fit["beta"] == pytest.approx(0.42, abs=1e-3)
+    assert fit["rmse"] < 1e-6
+    assert fit_power_law(d[:3], 1.7 + 410.0 * d[:3] ** -0.42) is None  # fewer than 4 budgets: no fit
+
+
+def test_the_fit_recovers_a_law_through_noise():
+    rng = np.random.default_rng(1)
+    d = np.geomspace(1e6, 1e9, 8)
+    fit = fit_power_law(d, 2.0 + 80.0 * d ** -0.3 + rng.normal(0, 1e-3, len(d)))
+    assert fit["E"] == pytest.approx(2.0, abs=0.05) and fit["beta"] == pytest.approx(0.3, abs=0.05)
+
+
+def _rows(model, arch, losses_by_seed, budgets, fpt=1e6, layers=4):
+    return [dict(model=model, arch=arch, n_layers=layers, seed=seed, budget=b, tokens=b, train_flops=fpt * b,
+                 final_val_loss=loss, val_bpb=loss / 3) for seed, losses in losses_by_seed.items()
+            for b, loss in zip(budgets, losses)]
+
+
+def test_interpolation_in_log_log_and_extrapolation_is_marked():
+    tokens, loss = [1e6, 4e6], [4.0, 1.0]  # log-log line: loss = 4 * (D / 1e6)^-1
+    assert tokens_to_reach(tokens, loss, 2.0) == (pytest.approx(2e6), False)
+    assert tokens_to_reach(tokens, loss, 0.5) == (pytest.approx(8e6), True)  # below the curve: last segment extended
+    assert tokens_to_reach(tokens, loss, 8.0) == (pytest.approx(5e5), True)  # above it: first segment extended
+    assert tokens_to_reach(tokens, loss, 4.0) == (pytest.approx(1e6), False)
+
+
+def test_a_model_against_itself_is_one_and_against_a_shifted_curve_is_the_shift():
+    law = lambda d: 30.0 * d ** -0.25  # noqa: E731  (a pure power law is a straight line in log-log)
+    seeds = {0: 1.00, 1: 1.02, 2: 0.99}  # per-seed multiplicative noise, the same at every budget of a seed
+    base = _rows("gpt2-L4", "gpt2", {s: [law(b) * n for b in BUDGETS] for s, n in seeds.items()}, BUDGETS, fpt=1e6)
+    # The shifted model reaches at D what the baseline reaches at 3 D, at twice the FLOPs per token.
+    shifted = _rows("gptoss-L4", "gptoss", {s: [law(3 * b) * n for b in BUDGETS[:4]] for s, n in seeds.items()},
+                    BUDGETS[:4], fpt=2e6)
+    curves = model_curves(base + shifted)
+    me = multipliers(curves["gpt2-L4"], curves["gpt2-L4"], samples=200)
+    assert [m.data for m in me] == pytest.approx([1.0] * len(BUDGETS))
+    assert all(m.data_interval == pytest.approx((1.0, 1.0)) and not m.extrapolated for m in me)
+    other = multipliers(curves["gptoss-L4"], curves["gpt2-L4"], samples=200)
+    assert [m.data for m in other] == pytest.approx([3.0] * 4)
+    assert [m.compute for m in other] == pytest.approx([1.5] * 4)
+    # Paired seeds carry the same noise on both sides: every resample gives 3.
+    assert all(m.data_interval == pytest.approx((3.0, 3.0)) for m in other)
+    assert not any(m.extrapolated for m in other)
+    assert trend([m.data for m in other]) == "flat"
+
+
+def test_a_multiplier_that_falls_with_budget_is_reported_falling():
+    law = lambda d: 30.0 * d ** -0.25  # noqa: E731
+    base = _rows("gpt2", "gpt2", {0: [law(b) for b in BUDGETS]}, BUDGETS)
+    # The advantage shrinks: 4x at the smallest budget, 1.5x at the largest.
+    factors = np.geomspace(4.0, 1.5, 4)
+    model = _rows("gptoss", "gptoss", {0: [law(f * b) for f, b in zip(factors, BUDGETS)]}, BUDGETS[:4])
+    curves = model_curves(base + model)
+    result = multipliers(curves["gptoss"], curves["gpt2"])
+    assert [m.data for m in result] == pytest.approx(list(factors))
+    assert trend([m.data for m in result]) == "falling"
+    assert all(m.data_interval is None for m in result)  # one seed: no interval
+    assert trend([1.0, 1.5]) == "rising" and trend([2.0]) == "one budget"

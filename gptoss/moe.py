@@ -73,27 +73,38 @@ class MoEMLP(nn.Module):
         h = swiglu(torch.addmm(gate_up_bias, x, gate_up), self.swiglu_alpha, self.swiglu_limit, interleaved=False)
         return torch.addmm(down_bias, h, down)
 
+    def route(self, x: torch.Tensor, on_device_counts: bool):
+        """x (..., d) -> (x as (N, d), the k routing weights per token (N, k), the chosen experts flattened (N*k,),
+        tokens per expert (E,), aux loss, load fractions). Top-k over the raw logits, then a softmax over just the k
+        selected (the GPT-OSS order). on_device_counts: count with a scatter-add (CUDA's bincount reads its max back
+        to the host), for the path that must not sync."""
+        x = x.reshape(-1, x.shape[-1])
+        logits = self.router(x)
+        top_logits, expert_idx = torch.topk(logits, self.experts_per_token, dim=-1, sorted=True)
+        weights = torch.softmax(top_logits, dim=-1)
+        flat_expert = expert_idx.reshape(-1)
+        if on_device_counts:
+            counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device)
+            counts.scatter_add_(0, flat_expert, torch.ones_like(flat_expert))
+        else:
+            counts = torch.bincount(flat_expert, minlength=self.num_experts)
+        aux, load = load_balancing_loss(logits, expert_idx, self.num_experts, counts)
+        return x, weights, flat_expert, counts, aux, load
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (B, T, d) -> (output (B, T, d), aux loss scalar, expert load fractions (E,))."""
         if self.impl == "grouped":
             return self.forward_grouped(x)
         shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        logits = self.router(x)
-        # Top-k over the raw logits, then softmax over just the k selected (the GPT-OSS order).
-        top_logits, expert_idx = torch.topk(logits, self.experts_per_token, dim=-1, sorted=True)
-        weights = torch.softmax(top_logits, dim=-1)
-        flat_expert = expert_idx.reshape(-1)
-        counts = torch.bincount(flat_expert, minlength=self.num_experts)
-        aux, load = load_balancing_loss(logits, expert_idx, self.num_experts, counts)
+        x, weights, flat_expert, counts, aux, load = self.route(x, on_device_counts=False)
 
         if self.num_experts == 1:  # dense special case: no grouping needed
             out = self.expert(0, x) * weights
             return out.reshape(shape), aux, load
 
         # Group the (token, slot) assignments by expert: one sort, then a contiguous slice per expert.
-        # A loop over experts (not tokens) with plain matmuls; torch._grouped_mm has no CPU backward in torch 2.13
-        # and measured no faster forward.
+        # A loop over experts (not tokens) with plain matmuls: the CPU default (forward_grouped's torch._grouped_mm
+        # is for CUDA, and stays opt-in until bench/bench_gpu.py measures it faster there).
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token
         x_sorted = x[token_of]
@@ -114,14 +125,7 @@ class MoEMLP(nn.Module):
         bincount reads its max back to the host).
         """
         shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        logits = self.router(x)
-        top_logits, expert_idx = torch.topk(logits, self.experts_per_token, dim=-1, sorted=True)
-        weights = torch.softmax(top_logits, dim=-1)
-        flat_expert = expert_idx.reshape(-1)
-        counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device)
-        counts.scatter_add_(0, flat_expert, torch.ones_like(flat_expert))
-        aux, load = load_balancing_loss(logits, expert_idx, self.num_experts, counts)
+        x, weights, flat_expert, counts, aux, load = self.route(x, on_device_counts=True)
 
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token

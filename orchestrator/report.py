@@ -349,12 +349,23 @@ def plot_loss_vs_compute(rows: list[dict], references: Optional[list] = None) ->
                                   ("train_s", 1, "training time (s in training steps, this machine)")], references)
 
 
-def ngram_references(data_dir: Optional[str]) -> tuple[list[tuple[str, float, float]], list[str]]:
+def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
+                     root: Optional[str] = None) -> tuple[list[tuple[str, float, float]], list[str]]:
     """The n-gram lines of the data the sweep trained on (DATA_DIR/baselines.json, from `python cli.py baseline`):
-    those fitted on the most training tokens; and a table of every recorded fit."""
-    from data_pipeline.ngram import load_baselines
+    those fitted on the most training tokens; and a table of every recorded fit. With a sweep directory, a copy of
+    the fits is kept there, so that a report rebuilt where the data is not (a clean clone of committed results)
+    draws the same lines."""
+    from data_pipeline.ngram import BASELINES_NAME, load_baselines
 
     fits = load_baselines(data_dir) if data_dir and "://" not in data_dir else []
+    kept = f"{root}/{BASELINES_NAME}" if storage is not None and root else None
+    if fits and kept:
+        storage.write_text(kept, json.dumps(dict(fits=fits), indent=1))
+    elif kept and storage.exists(kept):
+        try:
+            fits = list(json.loads(storage.read_text(kept))["fits"])
+        except (ValueError, KeyError, TypeError):
+            fits = []
     if not fits:
         return [], []
     names = {"unigram": "unigram", "kn_bigram": "KN bigram", "kn_trigram": "KN trigram"}
@@ -369,7 +380,7 @@ def ngram_references(data_dir: Optional[str]) -> tuple[list[tuple[str, float, fl
 
 
 def _largest_budget(rows: list[dict]) -> list[dict]:
-    top = max(r.get("budget") or 0 for r in rows)
+    top = max((r.get("budget") or 0 for r in rows), default=0)
     return [r for r in rows if (r.get("budget") or 0) == top]
 
 
@@ -438,7 +449,7 @@ def write_report(sweep_dir: str, baseline: str = "gpt2") -> dict:
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())
     storage.write_text(f"{root}/results.json", json.dumps(rows, indent=1))
-    references, reference_table = ngram_references(sweep.get("base", {}).get("data"))
+    references, reference_table = ngram_references(sweep.get("base", {}).get("data"), storage, root)
     budget = budget_section([dict(r, model=model_label(r)) for r in rows], baseline, references)
     storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves, references))
     storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows, references))

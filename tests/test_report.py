@@ -110,6 +110,28 @@ def test_a_complete_sweep_report_starts_with_its_title(tmp_path):
     assert (sweep / "REPORT.md").read_text().startswith("# Sweep report: sw")
 
 
+def test_a_report_rebuilt_without_the_data_directory_keeps_its_reference_lines(tmp_path):
+    # Committed study results are rebuilt on a clean clone, where data/ (and its baselines.json) is not.
+    import json
+    import shutil
+
+    from orchestrator.report import write_report
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fits = [dict(train_tokens=1000, models={"unigram": dict(nats_per_token=5.9, bits_per_byte=2.0),
+                                            "kn_trigram": dict(nats_per_token=3.2, bits_per_byte=1.1)})]
+    (data / "baselines.json").write_text(json.dumps(dict(fits=fits)))
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps(dict(name="sw", points=["a"], grid={}, base=dict(data=str(data)))))
+    _trial_files(sweep / "trials" / "a")
+    write_report(str(sweep))
+    first = (sweep / "REPORT.md").read_text()
+    assert "| KN trigram | 1,000 | 3.2000 | 1.1000 |" in first
+    shutil.rmtree(data)
+    write_report(str(sweep))
+    assert (sweep / "REPORT.md").read_text() == first
 
 
 def test_lrs_are_chosen_per_budget_and_the_headline_has_a_row_per_budget():

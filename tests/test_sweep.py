@@ -474,3 +474,19 @@ def test_the_budget_study_file_plans_long_runs_and_branches():
     # Cost: the long run plus each branch's cooldown, against four separate runs.
     cost = long_runs[0].total_steps + sum(b.total_steps - b.train.start_step for b in branches[:3])
     assert cost / long_runs[0].total_steps == pytest.approx(1 + 0.2 * (256 + 512 + 1024) / 2048, abs=0.01)
+
+
+def test_the_study_lr_stage_tunes_each_headline_model_at_a_2m_horizon_with_wsd():
+    # Issue 16's protocol: lr per model at >= 2M tokens, >= 3 values a factor of 2 apart, the same schedule shape.
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config
+
+    cfg = build_sweep_config(str(REPO / "sweeps" / "study-cpu-lr.yaml"), {}, {}, {})
+    assert cfg.grid["variant"] == ["gpt2", "+untied", "gptoss-no-moe", "gptoss"]
+    lrs = sorted(cfg.grid["lr"])
+    assert len(lrs) >= 3 and all(abs(b / a - 2) < 1e-9 for a, b in zip(lrs, lrs[1:]))
+    assert cfg.base.max_tokens >= 2 * 2**20 and cfg.base.schedule == "wsd" and cfg.base.eval_windows == 0
+    assert cfg.base.storage == "studies" and cfg.name == "tinystories-lr"
+    points = expand_grid(cfg)
+    assert len(points) == 4 * len(lrs) * len(cfg.grid["seed"])
+    validate_points(cfg, points, vocab_size=10_571)

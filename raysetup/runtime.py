@@ -165,7 +165,14 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
         else:
             # No --address and no RAY_ADDRESS: Ray joins a cluster already running on this machine (`ray start`
             # on a head node), else starts a local instance with this machine's resources.
-            ray.init(num_cpus=num_cpus, **kwargs)
+            try:
+                ray.init(num_cpus=num_cpus, **kwargs)
+            except Exception as exc:
+                # Seen on an overloaded 2-core machine: Ray's raylet/GCS miss their start-up deadline.
+                if "timed out during startup" not in str(exc):
+                    raise
+                raise ClusterError("Ray could not start on this machine: its node timed out during start-up, which "
+                                   "happens when the machine is overloaded; rerun when it is less busy") from None
     return cluster_info()
 
 

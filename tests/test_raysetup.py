@@ -39,3 +39,20 @@ def test_quiet_env_raises_the_raylets_startup_warning_threshold_unless_verbose(m
     quiet_ray_env(verbose=False)
     # The raylet warns at 4x this many started workers; a sweep on 2 CPUs starts ~8-12.
     assert int(os.environ["RAY_worker_maximum_startup_concurrency"]) * 4 > 64
+
+
+def test_a_ray_start_up_timeout_is_one_line(monkeypatch):
+    import pytest
+    import ray
+
+    from raysetup import ClusterError, init_ray
+
+    def timed_out(**kwargs):
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
+                        "failed to startup or the GCS has become overloaded.")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", timed_out)
+    with pytest.raises(ClusterError, match="timed out during start-up, which happens when the machine is overloaded"):
+        init_ray()

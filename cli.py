@@ -369,7 +369,9 @@ def sweep(
     lr_by_variant: Annotated[Optional[str], Opt("--lr-by-variant", help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).")] = None,
     budgets: Annotated[Optional[str], Opt("--budgets", help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.")] = None,
     baseline: Annotated[Optional[str], Opt("--baseline", help="The report's multipliers are measured against this arch or model (default gpt2).")] = None,
+    lr_from: Annotated[Optional[str], Opt("--lr-from", help="A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis).")] = None,
     max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
+    local: Annotated[bool, Opt("--local", help="Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files.")] = False,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
     options: Optional[dict] = None,
 ):
@@ -381,7 +383,7 @@ def sweep(
     grid, train_flags = {}, {}
     sweep_flags = dict(name=name, max_concurrent=max_concurrent, asha=asha, lr_by_arch=_lr_by_arch(lr_by_arch),
                        lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"),
-                       budgets=_comma_list("--budgets", budgets, int), baseline=baseline)
+                       budgets=_comma_list("--budgets", budgets, int), baseline=baseline, lr_from=lr_from)
     for opt in TRAIN_OPTIONS:
         value = options[opt.dest]
         if opt.axis or opt.model:
@@ -390,7 +392,7 @@ def sweep(
             sweep_flags[opt.sweep_dest] = value
         else:
             train_flags[opt.dest] = value
-    run_sweep(build_sweep_config(config, grid, sweep_flags, train_flags))
+    run_sweep(build_sweep_config(config, grid, sweep_flags, train_flags), local=local)
 
 
 @app.command()

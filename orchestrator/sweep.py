@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from ray import tune
-
 from orchestrator.config import TrainConfig
 from orchestrator.report import TRIALS_DIR
 from orchestrator.failures import failure_reason
+from orchestrator.trainer import say
 from raysetup import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
@@ -99,6 +97,7 @@ class SweepConfig:
     lr_by_variant: dict[str, float] = field(default_factory=dict)  # each variant's own lr (before lr_by_arch)
     budgets: list[int] = field(default_factory=list)  # token budgets: one wsd run per point, cooldowns branched off
     baseline: str = "gpt2"  # the report's multipliers are measured against this arch or model
+    lr_from: Optional[str] = None  # a finished lr sweep: each variant (or arch) trains at its best lr there
 
     def __post_init__(self):
         from gptoss import ARCHS
@@ -135,6 +134,8 @@ class SweepConfig:
                 raise ValueError(f"lr_by_variant entry {variant}={lr!r} needs an lr in (0, 1)")
             by_variant[canonical_variant(str(variant))] = lr
         self.lr_by_variant = by_variant
+        if self.lr_from and "lr" in self.grid:
+            raise ValueError("give an lr axis or lr_from (each model's best lr of an earlier sweep), not both")
         if self.workers_per_trial < 1:
             raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -157,7 +158,8 @@ class SweepConfig:
     def to_dict(self) -> dict:
         return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
                     max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch,
-                    lr_by_variant=self.lr_by_variant, budgets=self.budgets, baseline=self.baseline)
+                    lr_by_variant=self.lr_by_variant, budgets=self.budgets, baseline=self.baseline,
+                    lr_from=self.lr_from)
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,8 @@ def _trial(params: dict) -> None:
 
 
 def _report_summary(summary: dict) -> None:
+    from ray import tune
+
     tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
                  "best_val_loss": summary["best_val_loss"], "reused": 1})
 
@@ -366,6 +370,25 @@ def _finished(spec: TrialSpec) -> bool:
     return done
 
 
+def redo_lost_branch_points(long_specs: list[TrialSpec], branch_specs: list[TrialSpec]) -> list[TrialSpec]:
+    """A finished long run whose unfinished branches have no kept state to start from (its results were copied
+    without that state, e.g. from another machine, or the state was deleted) trains again from the start, so that
+    it keeps the state again; its earlier run is moved aside, not deleted."""
+    from orchestrator.storage import open_storage
+    from orchestrator.train_loop import branch_point_path
+
+    lost = set()
+    for branch in branch_specs:
+        if branch.branch_of in lost or _finished(branch):
+            continue
+        storage = open_storage(branch.train.storage)
+        kept = branch_point_path(storage.path(branch.branch_of), branch.train.start_step)
+        if not storage.exists(kept) and not storage.list_dirs(storage.path(branch.name)):
+            lost.add(branch.branch_of)
+    return [TrialSpec(s.name, TrainConfig.from_dict({**s.train.to_dict(), "resume": False}), s.total_steps, s.budget,
+                      s.branch_of) if s.name in lost and _finished(s) else s for s in long_specs]
+
+
 def remove_kept_state(storage, long_run: str, step: int) -> None:
     """Delete a long run's kept state at `step` (its branch has finished), and the branch_points folder once empty."""
     from orchestrator.train_loop import BRANCH_DIR, branch_point_path
@@ -389,6 +412,56 @@ def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
                                   "tokenizer_dir": absolute(base.tokenizer_dir), "verify_data": False})
 
 
+def best_lrs(sweep_dir: str) -> dict[str, dict]:
+    """Each model's best lr in a finished sweep: model (variant, else arch) -> {lr, val_loss (mean over seeds), grid
+    (the lrs tried), edge (the best is the smallest or largest tried)}. Only trials that ran all their steps count."""
+    from orchestrator.trainer import CONFIG_FILE, SUMMARY_FILE
+
+    trials = os.path.join(sweep_dir, TRIALS_DIR)
+    if not os.path.isdir(trials):
+        raise ValueError(f"lr_from {sweep_dir}: no {TRIALS_DIR}/ folder there; name a sweep directory "
+                         f"(<storage>/<sweep name>) whose lr sweep has finished")
+    losses: dict[str, dict[float, list[float]]] = {}
+    for name in sorted(os.listdir(trials)):
+        try:
+            with open(os.path.join(trials, name, CONFIG_FILE)) as f:
+                saved = json.load(f)
+            with open(os.path.join(trials, name, SUMMARY_FILE)) as f:
+                summary = json.load(f)
+        except (OSError, ValueError):
+            continue  # unfinished or damaged: not a measurement
+        if summary.get("final_val_loss") is None or summary.get("steps") != saved.get("total_steps"):
+            continue
+        model = saved["config"].get("variant") or saved["config"]["arch"]
+        losses.setdefault(model, {}).setdefault(float(saved["lr"]), []).append(float(summary["final_val_loss"]))
+    if not losses:
+        raise ValueError(f"lr_from {sweep_dir}: no finished trial there yet; run (or resume) that sweep first")
+    out = {}
+    for model, by_lr in losses.items():
+        means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
+        best = min(means, key=means.get)
+        out[model] = dict(lr=best, val_loss=means[best], grid=sorted(means), edge=len(means) > 1 and best in
+                          (min(means), max(means)))
+    return out
+
+
+def apply_lr_from(cfg: SweepConfig, points: list[TrialPoint]) -> dict[str, dict]:
+    """Fill lr_by_variant / lr_by_arch from cfg.lr_from's best lrs (explicit entries win); every point's model must
+    be there. Returns the choices, for the sweep's record."""
+    found = best_lrs(cfg.lr_from)
+    models = sorted({dict(p.params).get("variant") or p.arch for p in points})
+    missing = [m for m in models if m not in found and m not in cfg.lr_by_variant and m not in cfg.lr_by_arch]
+    if missing:
+        raise ValueError(f"lr_from {cfg.lr_from} has no finished trial of {', '.join(missing)}; "
+                         f"it has {', '.join(sorted(found))}")
+    for p in points:
+        variant = dict(p.params).get("variant")
+        model = variant or p.arch
+        if model in found:
+            (cfg.lr_by_variant if variant else cfg.lr_by_arch).setdefault(model, found[model]["lr"])
+    return {m: found[m] for m in models if m in found}
+
+
 def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     """Grid points, validated against the data, before Ray starts."""
     from data_pipeline import load_manifest
@@ -396,6 +469,8 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     from orchestrator.trainer import plan_run
 
     points = expand_grid(cfg)
+    if cfg.lr_from:
+        apply_lr_from(cfg, points)
     manifest = load_manifest(os.path.abspath(cfg.base.data))
     validate_points(cfg, points, int(manifest["vocab_size"]))
     phase1, phase2 = plan_trials(cfg, points, cfg.base, "unused")  # budget arithmetic, before anything runs
@@ -406,32 +481,40 @@ def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     return points, manifest
 
 
-def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
-    """Run (or resume) the sweep and write its report; returns the report's summary."""
+def run_sweep(cfg: SweepConfig, show_progress: bool = True, local: bool = False) -> dict:
+    """Run (or resume) the sweep and write its report; returns the report's summary. local=True runs the trials as
+    processes on this machine without Ray (same plan, same files; e.g. a GPU machine that has torch but not Ray)."""
     from orchestrator.report import write_report
     from orchestrator.storage import open_storage
     from raysetup import check_shared_storage, init_ray
 
     points, _ = plan_sweep(cfg)
-    info = init_ray(cfg.base.address, cfg.base.verbose)
-    use_gpu = (info.gpus >= 1 and not cfg.base.cpu) or cfg.base.gpu
-    if cfg.base.gpu and info.gpus < 1:
-        raise ClusterError(f"--gpu was given but the cluster at {info.address} has no GPUs")
-    capacity = info.gpus if use_gpu else info.cpus
+    if local:
+        info = None
+        use_gpu, gpus, cpus = _local_resources(cfg)
+    else:
+        info = init_ray(cfg.base.address, cfg.base.verbose)
+        use_gpu = (info.gpus >= 1 and not cfg.base.cpu) or cfg.base.gpu
+        if cfg.base.gpu and info.gpus < 1:
+            raise ClusterError(f"--gpu was given but the cluster at {info.address} has no GPUs")
+        gpus, cpus = info.gpus, info.cpus
+    capacity = gpus if use_gpu else cpus
     if cfg.workers_per_trial > capacity:
         kind = "GPUs" if use_gpu else "CPUs"
         raise ClusterError(f"--workers-per-trial {cfg.workers_per_trial} exceeds the cluster's {capacity:g} {kind}; "
                            f"use --workers-per-trial <= {int(capacity)}")
     concurrent = cfg.max_concurrent or max(1, int(capacity // cfg.workers_per_trial))
-    threads = cfg.base.threads_per_worker or max(1, int(info.cpus // (concurrent * cfg.workers_per_trial)))
+    threads = cfg.base.threads_per_worker or max(1, int(cpus // (concurrent * cfg.workers_per_trial)))
     concurrent = min(concurrent, len(points))
 
     storage = open_storage(cfg.base.storage)
-    check_shared_storage(storage.uri, info, warn=SweepConsole.say_always)
+    if not local:
+        check_shared_storage(storage.uri, info, warn=say)
     sweep_uri = storage.uri_of(cfg.name)
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
     base = trial_base(cfg.base, None if use_gpu else threads)
     phase1, phase2 = plan_trials(cfg, points, base, trials_uri)
+    phase1 = redo_lost_branch_points(phase1, phase2)
     specs = phase1 + phase2
     storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
         dict(cfg.to_dict(), points=[p.name for p in points], trials=[t.name for t in specs],
@@ -439,7 +522,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     if show_progress:
         what = (f"{len(points)} trials of {phase1[0].total_steps} steps" if not phase2 else
                 f"{len(phase1)} long runs to {max(cfg.budgets):,} tokens, then {len(phase2)} cooldown branches")
-        SweepConsole.say_always(f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
+        say(f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
                                 f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {sweep_uri}")
     if not cfg.base.verbose:
         # Tune's own "Trials did not complete: [...]" error line: the sweep names each failure and its reason itself.
@@ -451,11 +534,12 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     started = time.time()
     try:
-        errors = _run_phase(cfg, phase1, "tune", concurrent, sweep_uri, base, show_progress)
+        run_phase = _run_phase_here if local else _run_phase
+        errors = run_phase(cfg, phase1, "tune", concurrent, sweep_uri, base, show_progress)
         failed_long = {name for name, _ in errors}
         branches = [s for s in phase2 if s.branch_of not in failed_long]  # a failed long run has nothing to branch
         if branches:
-            errors += _run_phase(cfg, branches, "tune-branches", concurrent, sweep_uri, base, show_progress)
+            errors += run_phase(cfg, branches, "tune-branches", concurrent, sweep_uri, base, show_progress)
     except KeyboardInterrupt:
         raise SweepInterrupted(_interruption(cfg.name, specs, sweep_uri)) from None
     wall_s = time.time() - started
@@ -470,7 +554,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True) -> dict:
     report["wall_s"] = wall_s
     report["errors"] = len(errors)
     if show_progress:
-        SweepConsole.say_always(f"sweep {cfg.name} done in {wall_s:.0f}s: {report['trials']} trials reported, "
+        say(f"sweep {cfg.name} done in {wall_s:.0f}s: {report['trials']} trials reported, "
                                 f"{len(errors)} failed; report: {report['report']}")
     if errors:
         raise ClusterError(f"{len(errors)} of {len(specs)} trial(s) failed (the report covers the rest); "
@@ -482,6 +566,10 @@ def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concur
                base: TrainConfig, show_progress: bool) -> list[tuple[str, str]]:
     """One Tune experiment over the specs not finished yet (by an earlier run of this sweep); returns the failures as
     (trial name, one-line reason)."""
+    from ray import tune
+
+    from orchestrator.tune_console import SweepConsole
+
     specs = [s for s in specs if not _finished(s)]
     if not specs:
         return []
@@ -509,6 +597,93 @@ def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concur
             for r in tuner.fit() if r.error is not None]
 
 
+# ----------------------------------------------------------------------------------------------
+# Without Ray: the same trials as processes on this machine (sweep --local).
+
+
+def _local_resources(cfg: SweepConfig) -> tuple[bool, int, int]:
+    """(use_gpu, GPUs, CPUs) of this machine for a sweep without Ray; trials share its GPU(s) as plain processes."""
+    import torch
+
+    if cfg.workers_per_trial != 1:
+        raise ValueError("a sweep without Ray (--local) runs one worker per trial; drop --workers-per-trial")
+    gpus = torch.cuda.device_count()
+    if cfg.base.gpu and gpus < 1:
+        raise ClusterError("--gpu was given but this machine has no GPU that torch can use")
+    return gpus >= 1 and not cfg.base.cpu, gpus, os.cpu_count() or 1
+
+
+def _trial_here(params: dict, gpu_index: Optional[int]) -> dict:
+    """One trial in a child process: what _trial does under Tune, with the run in the process itself."""
+    if gpu_index is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_index)  # before torch touches CUDA in this process
+    from orchestrator.storage import open_storage
+    from orchestrator.train_loop import branch_point_path
+    from orchestrator.trainer import run_training
+
+    cfg = TrainConfig.from_dict(params["train"])
+    storage = open_storage(cfg.storage)
+    kept = branch_point_path(storage.path(params["branch_of"]), cfg.start_step) if params.get("branch_of") else None
+    if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
+        raise ValueError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
+                         f"{cfg.start_step} to branch from (it did not get that far)")
+    summary = run_training(cfg, show_progress=False, local=True)
+    if kept:
+        remove_kept_state(storage, params["branch_of"], cfg.start_step)
+    return summary
+
+
+def _run_phase_here(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concurrent: int, sweep_uri: str,
+                    base: TrainConfig, show_progress: bool) -> list[tuple[str, str]]:
+    """The unfinished specs, `concurrent` child processes at a time (spawned: CUDA cannot be forked), GPUs dealt
+    round-robin; returns the failures as (trial name, one-line reason)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+
+    specs = [s for s in specs if not _finished(s)]
+    if not specs:
+        return []
+    use_gpu = _local_resources(cfg)[0]
+    gpus = max(1, _local_resources(cfg)[1])
+    errors: list[tuple[str, str]] = []
+    bar = tqdm(total=len(specs), desc=f"{cfg.name} ({'branches' if experiment.endswith('branches') else 'trials'})",
+               unit="trial", disable=not show_progress, leave=False)
+    pool = ProcessPoolExecutor(max_workers=min(concurrent, len(specs)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {}
+        for i, spec in enumerate(specs):
+            future = pool.submit(_trial_here, spec.param(), i % gpus if use_gpu else None)
+            pending[future] = spec
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec = pending.pop(future)
+                bar.update(1)
+                try:
+                    summary = future.result()
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    reason = " ".join(str(exc).split()) or type(exc).__name__
+                    errors.append((spec.name, reason))
+                    say(f"[failed {bar.n}/{len(specs)}] {spec.name}: {reason}")
+                else:
+                    if show_progress:
+                        say(f"[done {bar.n}/{len(specs)}] {spec.name}  step {summary['steps']}  "
+                            f"val loss {summary['final_val_loss']:.4f}")
+    except KeyboardInterrupt:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # the children get the Ctrl-C too; make sure
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    return errors
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a sweep: what was kept and how to continue, in one line (the CLI prints it and exits 130)."""
 
@@ -534,70 +709,6 @@ def _interruption(name: str, points: list, sweep_uri: str) -> str:
     except ValueError:
         finished = []  # no trial finished: no report to write
     return interruption_line(name, points, finished, sweep_uri)
-
-
-class SweepConsole(tune.Callback):
-    """One line per trial as it starts and ends, and a live table of every trial's latest evaluation."""
-
-    def __init__(self, enabled: bool, total: int, table_every_s: float = 30.0):
-        self.enabled, self.total, self.table_every_s = enabled, total, table_every_s
-        self.rows: dict[str, dict] = {}
-        self.last_table = time.time()
-        self.done = 0
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            self.say_always(text)
-
-    @staticmethod
-    def say_always(text: str) -> None:
-        from tqdm.auto import tqdm
-
-        tqdm.write(text)
-
-    def _row(self, trial) -> dict:
-        t = trial.config["trial"]["train"]
-        mo = t["model_overrides"]
-        return self.rows.setdefault(trial.trial_id, dict(trial=trial.config["trial"]["name"], arch=t["arch"],
-                                                         depth=mo.get("n_layers", "-"), experts=mo.get("num_experts", "-"),
-                                                         step="-", val_loss=math.nan))
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        row = self._row(trial)
-        self.say(f"[start] {row['trial']}")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        row = self._row(trial)
-        row["step"] = result.get("step", row["step"])
-        row["val_loss"] = result.get("val_loss", row["val_loss"])
-        if time.time() - self.last_table > self.table_every_s:
-            self.last_table = time.time()
-            self.say(self.table())
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
-        row = self._row(trial)
-        self.say(f"[done {self.done}/{self.total}] {row['trial']}  step {row['step']}  val loss {row['val_loss']:.4f}")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
-        reason = ""
-        try:  # Tune has just pickled the error into the trial's local folder (its storage copy is synced later)
-            from ray import cloudpickle
-
-            with open(trial.pickled_error_file, "rb") as f:
-                reason = f": {failure_reason(cloudpickle.load(f))}"
-        except Exception:
-            pass
-        self.say(f"[failed {self.done}/{self.total}] {self._row(trial)['trial']}{reason}")
-
-    def table(self) -> str:
-        head = f"{'trial':<40} {'arch':<7} {'depth':>5} {'experts':>7} {'step':>6} {'val loss':>9}"
-        lines = [head, "-" * len(head)]
-        for r in self.rows.values():
-            loss = f"{r['val_loss']:.4f}" if not math.isnan(r["val_loss"]) else "-"
-            lines.append(f"{r['trial']:<40} {r['arch']:<7} {r['depth']!s:>5} {r['experts']!s:>7} {r['step']!s:>6} {loss:>9}")
-        return "\n".join(lines)
 
 
 def load_sweep_yaml(path: str) -> dict:

@@ -63,9 +63,9 @@ def _ray_env() -> WorkerEnv:
     return WorkerEnv(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), report, latest)
 
 
-def _local_env(run_dir: str, keep: int) -> WorkerEnv:
+def _local_env(run_dir: str, keep: int, use_gpu: bool) -> WorkerEnv:
     """One process, no Ray: checkpoints go to run_dir/checkpoint_*, keeping the latest and the best."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if use_gpu else "cpu")
     os.makedirs(run_dir, exist_ok=True)
 
     def ckpt_dirs() -> list[str]:
@@ -247,7 +247,8 @@ def train_worker(job: dict) -> None:
     from gptoss import build_model, count_params, flops_per_token, load_checkpoint
 
     cfg = TrainConfig.from_dict(job["config"])
-    env = _local_env(job["local_run_dir"], cfg.keep) if job.get("local_run_dir") else _ray_env()
+    env = (_local_env(job["local_run_dir"], cfg.keep, job.get("use_gpu", torch.cuda.is_available()))
+           if job.get("local_run_dir") else _ray_env())
     emit = _event_sink(job.get("progress"), env.is_main)
     device = env.device
     if device.type == "cpu":

@@ -379,20 +379,27 @@ def _training_error(exc: BaseException) -> TrainingError:
 
 
 def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
-                 info: Optional[ClusterInfo] = None, cpu_held_by_caller: float = 0.0) -> dict:
-    """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json)."""
-    from raysetup import check_shared_storage, init_ray
+                 info: Optional[ClusterInfo] = None, cpu_held_by_caller: float = 0.0, local: bool = False) -> dict:
+    """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json).
 
+    local=True runs the same loop in this process without Ray (one worker, this machine's GPU if it has one): what
+    `sweep --local` runs each trial with, e.g. on a GPU machine that has torch but not Ray. Same files, same summary.
+    """
     started = time.time()  # this invocation's wall time includes Ray's start-up: the user waits for it too
     plan = plan_run(cfg, workers=cfg.workers or 1)  # fail on bad data/model/batch before Ray starts
     storage = open_storage(cfg.storage)
     run = RunDir(storage, cfg.run_name)
     decision = run.decide(plan)  # a refused resume fails here, in seconds, before Ray starts
-    info = info or init_ray(cfg.address, cfg.verbose)
-    plan.workers, plan.use_gpu, plan.threads_per_worker = place_workers(cfg, info)
-    if plan.workers != (cfg.workers or 1):
-        plan_run(cfg, workers=plan.workers, verify_data=False)  # re-check the batch against the real worker count
-    check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
+    if local:
+        plan.workers, plan.use_gpu, plan.threads_per_worker = _place_here(cfg, storage)
+    else:
+        from raysetup import check_shared_storage, init_ray
+
+        info = info or init_ray(cfg.address, cfg.verbose)
+        plan.workers, plan.use_gpu, plan.threads_per_worker = place_workers(cfg, info)
+        if plan.workers != (cfg.workers or 1):
+            plan_run(cfg, workers=plan.workers, verify_data=False)  # re-check the batch against the real worker count
+        check_shared_storage(storage.uri, info, warn=say)  # several nodes: every one must see the checkpoints
     run.prepare(plan, say if show_progress else (lambda s: None), decision)
     if show_progress:
         say(_start_line(plan, info))
@@ -406,13 +413,6 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
         result = _FinishedResult(run, finished)
         return _finish_run(plan, run, storage, result, invocation, started, show_progress, None)
 
-    import ray
-    from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    # On the driver's own node: a queue on a node that dies mid-run would take the run's metrics with it.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    progress_queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     console = ConsoleProgress(show_progress, cfg.run_name)
     logger = _WandbLogger(cfg, plan) if cfg.wandb else None
     starts: list[int] = []
@@ -431,8 +431,10 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
 
     outcome = "failed"
     try:
-        trainer = make_trainer(plan, storage, progress_queue, callbacks, cpu_held_by_caller)
-        result = fit_with_progress(trainer, progress_queue, on_event)
+        if local:
+            result = _fit_here(plan, run, on_event)
+        else:
+            result = _fit_on_ray(plan, storage, callbacks, cpu_held_by_caller, on_event)
         outcome = "trained"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -445,15 +447,62 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     finally:
         console.close()
         run.flush()
-        try:
-            ray.kill(progress_queue.actor)
-        except Exception:
-            pass
         evals = [r for r in run.records if r.get("kind") == "eval"]
         invocation.update(start_step=starts[0] if starts else 0, end_step=evals[-1]["step"] if evals else 0)
         if outcome != "trained":
             _record(run, invocation, started, outcome)
     return _finish_run(plan, run, storage, result, invocation, started, show_progress, logger)
+
+
+def _fit_on_ray(plan: RunPlan, storage: Storage, callbacks: Optional[list], cpu_held_by_caller: float,
+                on_event: Callable[[dict], None]):
+    import ray
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's own node: a queue on a node that dies mid-run would take the run's metrics with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    progress_queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    try:
+        trainer = make_trainer(plan, storage, progress_queue, callbacks, cpu_held_by_caller)
+        return fit_with_progress(trainer, progress_queue, on_event)
+    finally:
+        try:
+            ray.kill(progress_queue.actor)
+        except Exception:
+            pass
+
+
+def _place_here(cfg: TrainConfig, storage: Storage) -> tuple[int, bool, int]:
+    """(workers, use_gpu, threads) of a run in this process: one worker, the GPU when there is one (unless --cpu)."""
+    import torch
+
+    if not storage.is_local:
+        raise ValueError(f"a run without Ray writes to a local directory; --storage {cfg.storage} is not one")
+    if (cfg.workers or 1) != 1:
+        raise ValueError("a run without Ray has one worker; drop --workers (or run it on Ray)")
+    use_gpu = torch.cuda.is_available() and not cfg.cpu
+    if cfg.gpu and not use_gpu:
+        raise ValueError("--gpu was given but this machine has no GPU that torch can use")
+    return 1, use_gpu, cfg.threads_per_worker or torch.get_num_threads()
+
+
+def _fit_here(plan: RunPlan, run: RunDir, on_event: Callable[[dict], None]) -> "_FinishedResult":
+    """The training loop in this process; a failure becomes a TrainingError with its traceback as the full text."""
+    import traceback
+
+    from orchestrator.train_loop import train_worker
+
+    try:
+        train_worker(plan.job(progress=on_event, local_run_dir=run.path, run_dir=run.path,
+                              failure_marker=os.path.join(run.path, ".injected_failure"), use_gpu=plan.use_gpu))
+    except (KeyboardInterrupt, ValueError):
+        raise
+    except Exception as exc:
+        error = TrainingError(" ".join(f"{type(exc).__name__}: {exc}".split())[:400])
+        error.full_text = traceback.format_exc()
+        raise error from None
+    return _FinishedResult(run, run.checkpoint_steps())
 
 
 def _record(run: RunDir, invocation: dict, started: float, outcome: str) -> list[dict]:
@@ -517,11 +566,12 @@ def _best_checkpoint(result) -> Optional[str]:
     return result.checkpoint.path if getattr(result, "checkpoint", None) else None
 
 
-def _start_line(plan: RunPlan, info: ClusterInfo) -> str:
+def _start_line(plan: RunPlan, info: Optional[ClusterInfo]) -> str:
     cfg = plan.cfg
     kind = "GPU" if plan.use_gpu else f"CPU x{plan.threads_per_worker} threads"
+    where = f"on {info.num_nodes} node(s)" if info else "in this process, without Ray"
     return (f"{cfg.run_name}: {cfg.arch}/{cfg.preset}, {plan.params['total']/1e6:.2f}M params "
-            f"({plan.params['active']/1e6:.2f}M active), {plan.workers} worker(s) [{kind}] on {info.num_nodes} node(s), "
+            f"({plan.params['active']/1e6:.2f}M active), {plan.workers} worker(s) [{kind}] {where}, "
             f"global batch {cfg.tokens_per_step(plan.workers):,} tokens, {plan.total_steps} steps")
 
 

@@ -490,3 +490,133 @@ def test_the_study_lr_stage_tunes_each_headline_model_at_a_2m_horizon_with_wsd()
     points = expand_grid(cfg)
     assert len(points) == 4 * len(lrs) * len(cfg.grid["seed"])
     validate_points(cfg, points, vocab_size=10_571)
+
+
+# ----------------------------------------------------------------------------------------------
+# Without Ray (sweep --local), and each model's lr taken from an earlier lr sweep (lr_from).
+
+_LOCAL_SWEEPS = """
+import json, sys
+sys.modules["ray"] = None  # any import of Ray fails: the machine this path is for has torch but not Ray
+from orchestrator.config import TrainConfig
+from orchestrator.sweep import SweepConfig, run_sweep
+
+data, storage = sys.argv[1], sys.argv[2]
+base = dict(data=data, preset="debug", storage=storage, seq_len=64, batch_size=8, eval_every=8, eval_windows=16,
+            sample_tokens=4, schedule="wsd")
+lrs = SweepConfig(base=TrainConfig(**base, max_tokens=4096), grid={"arch": ["gptoss"], "variant": ["gpt2", "gptoss"],
+                  "lr": [0.0005, 0.004], "seed": [0], "n_layers": [1]}, name="lrs", max_concurrent=2)
+run_sweep(lrs, show_progress=False, local=True)
+budgets = SweepConfig(base=TrainConfig(**base), grid={"arch": ["gptoss"], "variant": ["gpt2", "gptoss"], "seed": [0],
+                                                      "n_layers": [1]},
+                      name="budgets", budgets=[4096, 8192], lr_from=storage + "/lrs", max_concurrent=2)
+run_sweep(budgets, show_progress=False, local=True)
+chosen = dict(budgets.lr_by_variant)
+# A branch lost with the long run's kept state (results copied without it): the rerun trains that long run again.
+import shutil
+shutil.rmtree(storage + "/budgets/trials/v-gpt2-L1-s0-D4096")
+run_sweep(budgets, show_progress=False, local=True)
+print(json.dumps(chosen))
+"""
+
+
+def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_best_lr(prepared_data, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from data_pipeline.ngram import fit_baselines
+    from orchestrator.sweep import best_lrs
+
+    fit_baselines(prepared_data)
+    proc = subprocess.run([sys.executable, "-c", _LOCAL_SWEEPS, str(prepared_data), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    chosen = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Each variant trains at the lr with the lowest final loss in the lr sweep, read from its trials' own files.
+    finals = {}
+    for trial in (tmp_path / "lrs" / "trials").iterdir():
+        saved = json.loads((trial / "config.json").read_text())
+        finals.setdefault(saved["config"]["variant"], {})[saved["lr"]] = json.loads((trial / "summary.json").read_text())["final_val_loss"]
+    assert chosen == {v: min(by_lr, key=by_lr.get) for v, by_lr in finals.items()}
+    assert {v: b["lr"] for v, b in best_lrs(str(tmp_path / "lrs")).items()} == chosen
+    assert json.loads((tmp_path / "budgets" / "sweep.json").read_text())["lr_from"] == str(tmp_path / "lrs")
+    trials = tmp_path / "budgets" / "trials"
+    for variant in ("gpt2", "gptoss"):
+        long_cfg = json.loads((trials / f"v-{variant}-L1-s0-D8192" / "config.json").read_text())
+        assert long_cfg["lr"] == chosen[variant] and long_cfg["use_gpu"] is False
+        # The 4096-token branch trained only its cooldown, from the long run's kept state at its cooldown start.
+        start = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "config.json").read_text())["config"]["start_step"]
+        branch = [json.loads(l) for l in open(trials / f"v-{variant}-L1-s0-D4096" / "metrics.jsonl") if l.strip()]
+        assert 0 < start < 8 and branch[0]["step"] > start and [e["step"] for e in branch if e["kind"] == "eval"] == [8]
+        assert not (trials / f"v-{variant}-L1-s0-D8192" / "branch_points").exists()
+        summary = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "summary.json").read_text())
+        assert summary["steps"] == 8 and summary["final_val_loss"] < 9.3 and summary.get("sample") is not None
+    report = (tmp_path / "budgets" / "REPORT.md").read_text()
+    assert "Unfinished" not in report and "## 4b. Loss against budget" in report
+    assert len([p for p in trials.iterdir() if p.name.startswith("v-gpt2-L1-s0-D8192.old-")]) == 1
+
+
+def _fake_trial(root, name, variant, lr, seed, loss, steps=512, total=512):
+    trial = root / "trials" / name
+    trial.mkdir(parents=True)
+    (trial / "config.json").write_text(json.dumps(dict(config=dict(arch="gptoss", variant=variant, seed=seed), lr=lr,
+                                                       total_steps=total)))
+    (trial / "summary.json").write_text(json.dumps(dict(steps=steps, final_val_loss=loss)))
+
+
+def test_best_lrs_averages_seeds_skips_unfinished_trials_and_flags_an_edge(tmp_path):
+    from orchestrator.sweep import best_lrs
+
+    for i, (variant, lr, seed, loss) in enumerate([("gpt2", 1e-3, 0, 3.0), ("gpt2", 2e-3, 0, 2.9), ("gpt2", 2e-3, 1, 3.3),
+                                                   ("gpt2", 4e-3, 0, 3.05), ("+rope", 1e-3, 0, 2.8), ("+rope", 2e-3, 0, 2.7)]):
+        _fake_trial(tmp_path, f"t{i}", variant, lr, seed, loss)
+    _fake_trial(tmp_path, "cut", "gpt2", 8e-3, 0, 1.0, steps=256)  # stopped half way: not a measurement
+    found = best_lrs(str(tmp_path))
+    assert found["gpt2"]["lr"] == 1e-3 and found["gpt2"]["grid"] == [1e-3, 2e-3, 4e-3]  # 2e-3's mean is 3.1
+    assert found["gpt2"]["edge"] is True and found["+rope"] == dict(lr=2e-3, val_loss=2.7, grid=[1e-3, 2e-3], edge=True)
+
+
+def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path):
+    from orchestrator.sweep import apply_lr_from
+
+    _fake_trial(tmp_path, "t0", "gpt2", 2e-3, 0, 3.0)
+    cfg = _sweep({"arch": ["gptoss"], "variant": ["gpt2", "+rope"]}, max_steps=8)
+    cfg.lr_from = str(tmp_path)
+    with pytest.raises(ValueError, match=r"has no finished trial of \+rope; it has gpt2"):
+        apply_lr_from(cfg, expand_grid(cfg))
+    cfg.lr_by_variant = {"+rope": 1e-3}  # an explicit entry fills the gap and wins
+    apply_lr_from(cfg, expand_grid(cfg))
+    assert cfg.lr_by_variant == {"+rope": 1e-3, "gpt2": 2e-3}
+    with pytest.raises(ValueError, match="an lr axis or lr_from"):
+        SweepConfig(base=TrainConfig(preset="debug"), grid={"lr": [1e-3]}, lr_from=str(tmp_path))
+    with pytest.raises(ValueError, match="no trials/ folder"):
+        apply_lr_from(SweepConfig(base=TrainConfig(preset="debug", max_steps=8), lr_from=str(tmp_path / "none")), [])
+
+
+def test_the_study_files_tune_every_model_then_reuse_its_lr():
+    # Issue 16's protocol: one lr grid (factor 2 apart) at a 2M horizon for every ladder and leave-one-out variant,
+    # the same schedule shape everywhere; budgets and ladder train each model at its best lr of that grid.
+    from conftest import REPO
+    from gptoss.variants import expand_variants
+    from orchestrator.sweep import best_lrs, build_sweep_config
+
+    lrs = build_sweep_config(str(REPO / "sweeps" / "study-lr.yaml"), {}, {}, {})
+    grid = sorted(lrs.grid["lr"])
+    assert len(grid) >= 3 and all(abs(b / a - 2) < 1e-9 for a, b in zip(grid, grid[1:]))
+    assert lrs.grid["variant"] == expand_variants(["ladder", "leave-one-out"]) and lrs.base.max_tokens == 2 * 2**20
+    budgets = build_sweep_config(str(REPO / "sweeps" / "study-budgets.yaml"), {}, {}, {})
+    ladder = build_sweep_config(str(REPO / "sweeps" / "study-ladder.yaml"), {}, {}, {})
+    assert budgets.budgets == [2**20, 2**21, 2**22, 2**23] and len(budgets.grid["seed"]) >= 2
+    assert set(budgets.lr_by_variant) == set(budgets.grid["variant"]) == {"gpt2", "+untied", "gptoss-no-moe", "gptoss"}
+    assert set(ladder.lr_by_variant) == set(ladder.grid["variant"]) == set(lrs.grid["variant"])
+    assert len(ladder.grid["seed"]) >= 2 and ladder.base.max_tokens == lrs.base.max_tokens
+    for variant, lr in budgets.lr_by_variant.items():
+        assert lr in grid and ladder.lr_by_variant[variant] == lr
+    if (REPO / "studies" / "study-lr" / "trials").is_dir():  # the lrs are the lr sweep's best, once its results are in
+        best = best_lrs(str(REPO / "studies" / "study-lr"))
+        assert {v: best[v]["lr"] for v in ladder.lr_by_variant if v in best} == \
+            {v: lr for v, lr in ladder.lr_by_variant.items() if v in best}
+    for cfg in (lrs, budgets, ladder):
+        assert (cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.preset, cfg.base.batch_size, cfg.base.seq_len) == \
+            ("wsd", 0.2, "cpu-tiny", 16, 256) and cfg.base.eval_windows == 0

@@ -18,7 +18,7 @@ COLUMNS = [
     "seed", "lr", "budget",
     "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
     "non_embedding_params", "bytes_bf16", "checkpoint_bytes", "flops_per_token", "train_flops", "tokens_per_s", "train_s",
-    "wall_s", "checkpoint",
+    "wall_s", "checkpoint", "use_gpu", "mlp",
 ]
 
 
@@ -99,6 +99,7 @@ def collect_rows(storage: Storage, sweep_path: str,
             n_heads=model.get("n_heads"),
             num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
             experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
+            mlp=model.get("mlp", "moe") if cfg["arch"] == "gptoss" else "gelu",  # a dense variant ignores its experts
             tied=bool(model.get("tie_embeddings", cfg["arch"] == "gpt2")), dropout=model.get("dropout") or 0.0,
             seed=cfg["seed"], lr=cfg["lr"] if cfg.get("lr") is not None else config.get("lr"),
             budget=cfg.get("max_tokens") or summary["tokens"],  # the token budget the trial was given
@@ -109,7 +110,7 @@ def collect_rows(storage: Storage, sweep_path: str,
             checkpoint_bytes=storage.size(f"{checkpoint}/{WEIGHTS_NAME}") if checkpoint else 0, flops_per_token=fpt,
             train_flops=fpt * summary["tokens"] if fpt else None, tokens_per_s=tps,
             train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
-            wall_s=summary.get("wall_s"), checkpoint=checkpoint,
+            wall_s=summary.get("wall_s"), checkpoint=checkpoint, use_gpu=bool(config.get("use_gpu")),
         ))
     rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], r["variant"], str(r["num_experts"]), r["seed"], r["budget"], r["trial"]))
     return rows, curves
@@ -175,7 +176,8 @@ def lr_table(rows: list[dict]) -> list[str]:
     lines = ["| arch | layers | experts (top-k) | budget | lr | final val loss | seeds | best |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for key in sorted((k for k in groups if len(groups[k]) > 1), key=str):
-        by_lr, experts = groups[key], f"{key[4]} ({key[5]})" if key[0] == "gptoss" else "-"
+        by_lr = groups[key]
+        experts = f"{key[4]} ({key[5]})" if next(iter(by_lr.values()))[0].get("mlp") == "moe" else "-"
         arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
         best = _best_lr(by_lr)
         for lr in sorted(by_lr):
@@ -234,9 +236,9 @@ def headline_table(rows: list[dict]) -> list[str]:
 
 def architecture_table(rows: list[dict]) -> list[str]:
     seen, lines = set(), [
-        "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | size bf16 | "
-        "checkpoint on disk | tokens/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | FLOPs/token | "
+        "size bf16 | checkpoint on disk | tokens/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         key = _model_key(r)
         if key in seen:
@@ -244,14 +246,25 @@ def architecture_table(rows: list[dict]) -> list[str]:
         seen.add(key)
         same = [x for x in rows if _model_key(x) == key]
         tps = [x["tokens_per_s"] for x in same if x["tokens_per_s"]]
-        experts = f"{r['num_experts']} ({r['experts_per_token']})" if r["arch"] == "gptoss" else "-"
+        experts = f"{r['num_experts']} ({r['experts_per_token']})" if r.get("mlp") == "moe" else "-"
+        fpt = f"{r['flops_per_token'] / 1e6:.1f}M" if r.get("flops_per_token") else "n/a"
         speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
         on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"
         arch = f"{r['arch']} ({r['variant']})" if r.get("variant") else r["arch"]
         lines.append(f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
-                     f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
+                     f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {fpt} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
                      f"{on_disk} | {speed} |")
     return lines
+
+
+def speed_note(rows: list[dict], sweep: dict) -> str:
+    """Where the tokens/s column was measured: the device, and how many trials shared the machine."""
+    devices = sorted({"GPU" if r.get("use_gpu") else "CPU" for r in rows})
+    shared = sweep.get("concurrent")
+    return ("FLOPs/token: forward and backward, attention included (gptoss/accounting.py). tokens/s: steady-state "
+            f"training throughput of one trial, mean over the model's trials, on {' and '.join(devices)}"
+            + (f" with {shared} trials sharing the machine" if shared else "") + ": a measure of that setting, not of "
+            "either architecture's best speed.")
 
 
 def params_table(rows: list[dict]) -> list[str]:
@@ -411,7 +424,7 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
            "same batches in the same order).", "",
            *ladder_part,
            "## 1. GPT-OSS vs GPT-2 per depth", "", *headline, "", *lr_section,
-           "## 2. Architectures", "", *architecture_table(rows), "",
+           "## 2. Architectures", "", *architecture_table(rows), "", speed_note(rows, sweep), "",
            "## 3. Validation loss against parameters and compute", "",
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",

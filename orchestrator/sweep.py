@@ -413,21 +413,24 @@ def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
 
 
 def best_lrs(sweep_dir: str) -> dict[str, dict]:
-    """Each model's best lr in a finished sweep: model (variant, else arch) -> {lr, val_loss (mean over seeds), grid
-    (the lrs tried), edge (the best is the smallest or largest tried)}. Only trials that ran all their steps count."""
+    """Each model's best lr in a finished sweep (a local directory or a storage URI): model (variant, else arch) ->
+    {lr, val_loss (mean over seeds), grid (the lrs tried), edge (the best is the smallest or largest tried)}. Only
+    trials that ran all their steps count."""
+    from orchestrator.storage import open_storage
     from orchestrator.trainer import CONFIG_FILE, SUMMARY_FILE
 
-    trials = os.path.join(sweep_dir, TRIALS_DIR)
-    if not os.path.isdir(trials):
+    storage = open_storage(sweep_dir)
+    trials = storage.path(TRIALS_DIR)
+    if not storage.is_dir(trials):
         raise ValueError(f"lr_from {sweep_dir}: no {TRIALS_DIR}/ folder there; name a sweep directory "
                          f"(<storage>/<sweep name>) whose lr sweep has finished")
     losses: dict[str, dict[float, list[float]]] = {}
-    for name in sorted(os.listdir(trials)):
+    for trial in sorted(storage.list_dirs(trials)):
+        if ".old-" in trial.rsplit("/", 1)[-1]:
+            continue  # a run moved aside when it was started over
         try:
-            with open(os.path.join(trials, name, CONFIG_FILE)) as f:
-                saved = json.load(f)
-            with open(os.path.join(trials, name, SUMMARY_FILE)) as f:
-                summary = json.load(f)
+            saved = json.loads(storage.read_text(f"{trial}/{CONFIG_FILE}"))
+            summary = json.loads(storage.read_text(f"{trial}/{SUMMARY_FILE}"))
         except (OSError, ValueError):
             continue  # unfinished or damaged: not a measurement
         if summary.get("final_val_loss") is None or summary.get("steps") != saved.get("total_steps"):

@@ -130,14 +130,15 @@ def test_sweep_flags_reach_every_trial(monkeypatch, tmp_path):
     import orchestrator.sweep as sweep_mod
 
     seen = {}
-    monkeypatch.setattr(sweep_mod, "run_sweep", lambda cfg: seen.setdefault("cfg", cfg))
-    args = ["sweep", "--data", str(tmp_path), "--storage", str(tmp_path / "runs"), "--archs", "gpt2,gptoss",
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda cfg, local=False: seen.update(cfg=cfg, local=local))
+    args = ["sweep", "--local", "--lr-from", str(tmp_path / "lrs"), "--data", str(tmp_path), "--storage", str(tmp_path / "runs"), "--archs", "gpt2,gptoss",
             "--seeds", "0,1", "--dropout", "0.1", "--window", "64", "--grad-clip", "0.5", "--weight-decay", "0.05",
             "--min-lr", "1e-5", "--workers", "2", "--max-tokens", "4096", "--compile", "--no-resume", "--keep", "3",
             "--max-failures", "1", "--prompt", "Hi", "--sample-tokens", "0", "--wandb-project", "p"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
+    assert seen["local"] is True and cfg.lr_from == str(tmp_path / "lrs")
     assert cfg.grid["arch"] == ["gpt2", "gptoss"] and cfg.grid["seed"] == [0, 1]
     assert cfg.grid["dropout"] == [0.1] and cfg.grid["sliding_window"] == [64]
     assert cfg.workers_per_trial == 2

@@ -163,3 +163,27 @@ def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_move
     assert "| gpt2-L4-d128-h4 | 1.05M |" not in text  # the baseline is not compared with itself
     few = budget_section([dict(r, model=model_label(r)) for r in rows if r["budget"] <= 2**22], "gpt2", [])
     assert "get no fit" in "\n".join(few["lines"]) and few["fits"]["gpt2-L4-d128-h4"] is None
+
+
+def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committed_results(tmp_path):
+    # Issue 16's acceptance: `python cli.py report studies/<name>` regenerates RESULTS.md's tables byte for byte from
+    # the committed raw results alone (a copy of the sweep folder, as a clean clone has it: no checkpoints).
+    import re
+    import shutil
+
+    from conftest import REPO
+    from orchestrator.report import write_report
+
+    text = (REPO / "RESULTS.md").read_text()
+    blocks = re.findall(r"<!-- from: (\S+)/REPORT\.md -->\n(.*?)<!-- end -->", text, re.S)
+    assert {source for source, _ in blocks} == {"studies/study-budgets", "studies/tinystories-lr"}
+    rebuilt = {}
+    for source, block in blocks:
+        if source not in rebuilt:
+            copy = tmp_path / source.replace("/", "_")
+            shutil.copytree(REPO / source, copy, ignore=shutil.ignore_patterns("*.png", "REPORT.md", "results.*",
+                                                                               "checkpoint_*", "branch_points"))
+            write_report(str(copy))
+            rebuilt[source] = set((copy / "REPORT.md").read_text().splitlines())
+        table = [line for line in block.splitlines() if line.startswith("|")]
+        assert table and [line for line in table if line not in rebuilt[source]] == [], source

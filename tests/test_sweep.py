@@ -620,3 +620,18 @@ def test_the_study_files_tune_every_model_then_reuse_its_lr():
     for cfg in (lrs, budgets, ladder):
         assert (cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.preset, cfg.base.batch_size, cfg.base.seq_len) == \
             ("wsd", 0.2, "cpu-tiny", 16, 256) and cfg.base.eval_windows == 0
+
+
+def test_the_seed_scale_files_run_the_same_protocol_on_gpus():
+    from conftest import REPO
+    from orchestrator.sweep import build_sweep_config, plan_trials
+
+    lrs, budgets, ladder = (build_sweep_config(str(REPO / "sweeps" / f"seed-scale-{n}.yaml"), {}, {}, {})
+                            for n in ("lr", "budgets", "ladder"))
+    assert lrs.grid["variant"] == ladder.grid["variant"] and len(lrs.grid["lr"]) == 4
+    assert budgets.lr_from == ladder.lr_from == f"{lrs.base.storage}/{lrs.name}"
+    assert len(budgets.grid["seed"]) >= 2 and len(ladder.grid["seed"]) >= 2
+    for cfg in (lrs, budgets, ladder):
+        assert (cfg.base.preset, cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.gpu) == ("seed-8l", "wsd", 0.2, True)
+    long_runs, branches = plan_trials(budgets, expand_grid(budgets), budgets.base, "s")
+    assert len(long_runs) == 8 and len(branches) == 24

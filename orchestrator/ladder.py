@@ -18,7 +18,8 @@ from typing import Optional
 # Two-sided 95% quantiles of Student's t by degrees of freedom; beyond 30 the normal 1.96.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "num_experts", "experts_per_token")
+# Rungs are compared within one model shape and one token budget (a budget sweep has a ladder per budget).
+SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "budget")
 
 
 def t95(df: int) -> float:
@@ -53,6 +54,12 @@ def _by_shape(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
         if r.get("variant"):
             groups[tuple(str(r.get(k, "")) for k in SHAPE_KEYS)][r["variant"]].append(r)
     return groups
+
+
+def _ordered_shapes(rows: list[dict]) -> list[tuple[tuple, dict[str, list[dict]]]]:
+    """_by_shape's groups in order: by shape, then by budget as a number."""
+    at = SHAPE_KEYS.index("budget")
+    return sorted(_by_shape(rows).items(), key=lambda kv: (kv[0][:at], float(kv[0][at] or 0)))
 
 
 def ladder_steps(by_variant: dict[str, list[dict]]) -> list[dict]:
@@ -113,7 +120,8 @@ def _table(entries: list[dict], step_label: str) -> list[str]:
 
 
 def _shape_title(shape: tuple) -> str:
-    return ", ".join(f"{k} {v}" for k, v in zip(SHAPE_KEYS, shape) if v not in ("", "None"))
+    return ", ".join(f"{int(v):,} tokens" if k == "budget" else f"{k} {v}"
+                     for k, v in zip(SHAPE_KEYS, shape) if v not in ("", "None"))
 
 
 def ladder_section(rows: list[dict]) -> list[str]:
@@ -124,7 +132,7 @@ def ladder_section(rows: list[dict]) -> list[str]:
            "component left out was worth that much. Paired std and the 95% Student-t interval are those of the "
            "per-seed differences (same seed = same batches, same validation windows); a step whose interval "
            "contains 0, or that has one seed, is **not resolved**.", ""]
-    for shape, by_variant in sorted(_by_shape(rows).items()):
+    for shape, by_variant in _ordered_shapes(rows):
         steps, loo = ladder_steps(by_variant), leave_one_out_steps(by_variant)
         title = _shape_title(shape)
         if steps:
@@ -153,7 +161,7 @@ def plot_waterfall(rows: list[dict]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted(_by_shape(rows).items())
+    groups = _ordered_shapes(rows)
     fig, axes = plt.subplots(max(1, len(groups)), 2, figsize=(13, 4.5 * max(1, len(groups))), squeeze=False)
     for (shape, by_variant), (ax_ladder, ax_loo) in zip(groups, axes):
         steps = ladder_steps(by_variant)

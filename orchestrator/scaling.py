@@ -31,6 +31,7 @@ class ModelCurve:
     loss: np.ndarray  # mean over seeds
     bpb: np.ndarray
     seed_loss: dict[int, np.ndarray] = field(default_factory=dict)  # seed -> loss per budget (nan where missing)
+    variant: str = ""  # the named gptoss variant (gptoss/variants.py), if the model is one
 
     @property
     def flops_per_token(self) -> float:
@@ -59,7 +60,7 @@ def model_curves(rows: list[dict]) -> dict[str, ModelCurve]:
             flops=np.array([_mean([r.get("train_flops") or math.nan for r in by_budget[b]]) for b in budgets]),
             loss=np.array([_mean([r["final_val_loss"] for r in by_budget[b]]) for b in budgets]),
             bpb=np.array([_mean([r["val_bpb"] for r in by_budget[b]]) for b in budgets]),
-            seed_loss=seed_loss)
+            seed_loss=seed_loss, variant=first.get("variant") or "")
     return curves
 
 
@@ -216,11 +217,13 @@ def trend(values: list[float]) -> str:
 
 
 def pick_baseline(curves: dict[str, ModelCurve], model: ModelCurve, baseline: str) -> Optional[ModelCurve]:
-    """The baseline curve for `model`: the model labelled `baseline`, or else the models of arch `baseline`, and among
-    several of those the one of the same depth."""
+    """The baseline curve for `model`: the model labelled `baseline`, or else the models of variant `baseline` (a
+    variant sweep: gpt2 is the ladder's GPT-2 endpoint), or else of arch `baseline`, and among several of those the
+    one of the same depth."""
     if baseline in curves:
         return curves[baseline]
-    candidates = [c for c in curves.values() if c.arch == baseline]
+    candidates = ([c for c in curves.values() if c.variant == baseline]
+                  or [c for c in curves.values() if c.arch == baseline and not c.variant])
     if len(candidates) == 1:
         return candidates[0]
     same_depth = [c for c in candidates if c.n_layers == model.n_layers]

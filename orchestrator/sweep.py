@@ -370,23 +370,25 @@ def _finished(spec: TrialSpec) -> bool:
     return done
 
 
-def redo_lost_branch_points(long_specs: list[TrialSpec], branch_specs: list[TrialSpec]) -> list[TrialSpec]:
-    """A finished long run whose unfinished branches have no kept state to start from (its results were copied
-    without that state, e.g. from another machine, or the state was deleted) trains again from the start, so that
-    it keeps the state again; its earlier run is moved aside, not deleted."""
+def rebuild_lost_branches(long_specs: list[TrialSpec], branch_specs: list[TrialSpec]) -> list[TrialSpec]:
+    """Branches whose long run has finished but no longer keeps their state (results copied without it, e.g. from
+    another machine, or the state deleted), and that have no checkpoint of their own, train from step 0 instead: the
+    same seed, data order, warmup and stable lr reach the same state at the cooldown start, so the branch costs its
+    own budget and the long run's results stay as they are."""
     from orchestrator.storage import open_storage
     from orchestrator.train_loop import branch_point_path
 
-    lost = set()
+    finished_long = {s.name for s in long_specs if _finished(s)}
+    out = []
     for branch in branch_specs:
-        if branch.branch_of in lost or _finished(branch):
-            continue
         storage = open_storage(branch.train.storage)
         kept = branch_point_path(storage.path(branch.branch_of), branch.train.start_step)
-        if not storage.exists(kept) and not storage.list_dirs(storage.path(branch.name)):
-            lost.add(branch.branch_of)
-    return [TrialSpec(s.name, TrainConfig.from_dict({**s.train.to_dict(), "resume": False}), s.total_steps, s.budget,
-                      s.branch_of) if s.name in lost and _finished(s) else s for s in long_specs]
+        if (branch.branch_of in finished_long and not _finished(branch) and not storage.exists(kept)
+                and not storage.list_dirs(storage.path(branch.name))):
+            train = TrainConfig.from_dict({**branch.train.to_dict(), "init_from": None, "start_step": None})
+            branch = TrialSpec(branch.name, train, branch.total_steps, branch.budget, branch_of=None)
+        out.append(branch)
+    return out
 
 
 def remove_kept_state(storage, long_run: str, step: int) -> None:
@@ -517,7 +519,7 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True, local: bool = False)
     trials_uri = f"{sweep_uri}/{TRIALS_DIR}"
     base = trial_base(cfg.base, None if use_gpu else threads)
     phase1, phase2 = plan_trials(cfg, points, base, trials_uri)
-    phase1 = redo_lost_branch_points(phase1, phase2)
+    phase2 = rebuild_lost_branches(phase1, phase2)
     specs = phase1 + phase2
     storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
         dict(cfg.to_dict(), points=[p.name for p in points], trials=[t.name for t in specs],

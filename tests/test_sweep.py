@@ -512,11 +512,13 @@ budgets = SweepConfig(base=TrainConfig(**base), grid={"arch": ["gptoss"], "varia
                       name="budgets", budgets=[4096, 8192], lr_from=storage + "/lrs", max_concurrent=2)
 run_sweep(budgets, show_progress=False, local=True)
 chosen = dict(budgets.lr_by_variant)
-# A branch lost with the long run's kept state (results copied without it): the rerun trains that long run again.
+# A branch lost with the long run's kept state (results copied without it): the rerun trains it from step 0.
 import shutil
-shutil.rmtree(storage + "/budgets/trials/v-gpt2-L1-s0-D4096")
+branch = storage + "/budgets/trials/v-gpt2-L1-s0-D4096"
+before = json.load(open(branch + "/summary.json"))["final_val_loss"]
+shutil.rmtree(branch)
 run_sweep(budgets, show_progress=False, local=True)
-print(json.dumps(chosen))
+print(json.dumps(dict(chosen=chosen, before=before)))
 """
 
 
@@ -532,7 +534,8 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     proc = subprocess.run([sys.executable, "-c", _LOCAL_SWEEPS, str(prepared_data), str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    chosen = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    chosen = out["chosen"]
     # Each variant trains at the lr with the lowest final loss in the lr sweep, read from its trials' own files.
     finals = {}
     for trial in (tmp_path / "lrs" / "trials").iterdir():
@@ -545,16 +548,22 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     for variant in ("gpt2", "gptoss"):
         long_cfg = json.loads((trials / f"v-{variant}-L1-s0-D8192" / "config.json").read_text())
         assert long_cfg["lr"] == chosen[variant] and long_cfg["use_gpu"] is False
-        # The 4096-token branch trained only its cooldown, from the long run's kept state at its cooldown start.
+        # The 4096-token branch trained only its cooldown, from the long run's kept state at its cooldown start
+        # (gpt2's branch was rebuilt from step 0 below).
         start = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "config.json").read_text())["config"]["start_step"]
         branch = [json.loads(l) for l in open(trials / f"v-{variant}-L1-s0-D4096" / "metrics.jsonl") if l.strip()]
-        assert 0 < start < 8 and branch[0]["step"] > start and [e["step"] for e in branch if e["kind"] == "eval"] == [8]
+        assert [e["step"] for e in branch if e["kind"] == "eval"] == [8]
+        assert (0 < start < 8 and branch[0]["step"] > start) if variant == "gptoss" else start is None
         assert not (trials / f"v-{variant}-L1-s0-D8192" / "branch_points").exists()
         summary = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "summary.json").read_text())
         assert summary["steps"] == 8 and summary["final_val_loss"] < 9.3 and summary.get("sample") is not None
     report = (tmp_path / "budgets" / "REPORT.md").read_text()
     assert "Unfinished" not in report and "## 4b. Loss against budget" in report
-    assert len([p for p in trials.iterdir() if p.name.startswith("v-gpt2-L1-s0-D8192.old-")]) == 1
+    # The rebuilt branch trained from step 0 to the same loss; the long run was not touched.
+    rebuilt = trials / "v-gpt2-L1-s0-D4096"
+    assert json.loads((rebuilt / "config.json").read_text())["config"]["init_from"] is None
+    assert json.loads((rebuilt / "summary.json").read_text())["final_val_loss"] == pytest.approx(out["before"], abs=1e-4)
+    assert [p.name for p in trials.iterdir() if ".old-" in p.name] == []
 
 
 def _fake_trial(root, name, variant, lr, seed, loss, steps=512, total=512):

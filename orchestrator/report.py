@@ -170,6 +170,11 @@ def best_lr_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if id(r) in kept]
 
 
+def _routed(r: dict) -> bool:
+    """A gptoss row whose MLP is the mixture of experts (rows from before the mlp column are)."""
+    return r["arch"] == "gptoss" and r.get("mlp", "moe") == "moe"
+
+
 def lr_table(rows: list[dict]) -> list[str]:
     """Mean final val loss per model and learning rate (only models trained at more than one lr)."""
     groups = _by_model_and_lr(rows)
@@ -177,7 +182,7 @@ def lr_table(rows: list[dict]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for key in sorted((k for k in groups if len(groups[k]) > 1), key=str):
         by_lr = groups[key]
-        experts = f"{key[4]} ({key[5]})" if next(iter(by_lr.values()))[0].get("mlp") == "moe" else "-"
+        experts = f"{key[4]} ({key[5]})" if _routed(next(iter(by_lr.values()))[0]) else "-"
         arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
         best = _best_lr(by_lr)
         for lr in sorted(by_lr):
@@ -246,7 +251,7 @@ def architecture_table(rows: list[dict]) -> list[str]:
         seen.add(key)
         same = [x for x in rows if _model_key(x) == key]
         tps = [x["tokens_per_s"] for x in same if x["tokens_per_s"]]
-        experts = f"{r['num_experts']} ({r['experts_per_token']})" if r.get("mlp") == "moe" else "-"
+        experts = f"{r['num_experts']} ({r['experts_per_token']})" if _routed(r) else "-"
         fpt = f"{r['flops_per_token'] / 1e6:.1f}M" if r.get("flops_per_token") else "n/a"
         speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
         on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"

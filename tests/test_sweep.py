@@ -264,14 +264,14 @@ def test_a_variant_needs_gptoss_and_resolves_under_explicit_overrides():
 
 
 def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_data, tmp_path, ray_session):
-    # One seed keeps this Ray test short; the paired arithmetic over several seeds is tests/test_ladder.py's.
+    # One seed, and no Tune (`local`), keep this short; the paired arithmetic over seeds is tests/test_ladder.py's.
     from orchestrator.sweep import run_sweep
 
     base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
                        max_steps=6, eval_every=6, eval_windows=8, sample_tokens=0, tokenizer_dir=str(TIKTOKEN_DIR))
     cfg = SweepConfig(base=base, grid={"variant": ["gpt2", "gptoss", "gptoss-no-moe"], "seed": [3]}, name="ladder",
                       lr_by_variant={"gpt2": 2e-3})
-    run_sweep(cfg, show_progress=False)
+    run_sweep(cfg, show_progress=False, local=True)
     sweep_dir = tmp_path / "ladder"
     rows = {r["variant"]: r for r in _rows(sweep_dir / "results.csv")}
     assert sorted(rows) == ["gpt2", "gptoss", "gptoss-no-moe"] and rows["gpt2"]["lr"] == "0.002"
@@ -323,7 +323,6 @@ def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the
     from typer.testing import CliRunner
 
     import cli
-    import orchestrator.sweep as sweep_module
     from test_report import _trial_files
 
     monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")
@@ -338,7 +337,9 @@ def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the
             _trial_files(tmp_path / "runs" / "cc" / "trials" / "gpt2-L1", arch="gpt2")
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_module.tune, "Tuner", InterruptedTuner)
+    import ray.tune
+
+    monkeypatch.setattr(ray.tune, "Tuner", InterruptedTuner)  # the sweep imports Tune when a phase starts
     out = CliRunner().invoke(cli.app, ["sweep", "--data", str(prepared_data), "--preset", "debug", "--archs", "gpt2",
                                        "--layers", "1,2", "--max-steps", "5", "--seq-len", "64", "--batch-size", "8",
                                        "--storage", str(tmp_path / "runs"), "--name", "cc"])
@@ -431,7 +432,7 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
                        eval_every=8, eval_windows=16, sample_tokens=0, schedule="wsd", tokenizer_dir=str(TIKTOKEN_DIR))
     cfg = SweepConfig(base=base, grid={"arch": ["gptoss", "gpt2"], "n_layers": [1], "num_experts": [2]}, name="budgets",
                       budgets=[8192, 16384])
-    run_sweep(cfg, show_progress=False)
+    run_sweep(cfg, show_progress=False, local=True)
     sweep_dir = tmp_path / "budgets"
     trials = sweep_dir / "trials"
     rows = {r["trial"]: r for r in _rows(sweep_dir / "results.csv")}
@@ -458,7 +459,7 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
 
     # Run again: every long run and branch is finished, nothing trains.
     stamps = {t: (trials / t / "summary.json").stat().st_mtime_ns for t in rows}
-    run_sweep(cfg, show_progress=False)
+    run_sweep(cfg, show_progress=False, local=True)
     assert {t: (trials / t / "summary.json").stat().st_mtime_ns for t in rows} == stamps
 
 

@@ -650,8 +650,8 @@ def _run_phase_here(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, c
     specs = [s for s in specs if not _finished(s)]
     if not specs:
         return []
-    use_gpu = _local_resources(cfg)[0]
-    gpus = max(1, _local_resources(cfg)[1])
+    use_gpu, gpus, _ = _local_resources(cfg)
+    gpus = max(1, gpus)
     errors: list[tuple[str, str]] = []
     bar = tqdm(total=len(specs), desc=f"{cfg.name} ({'branches' if experiment.endswith('branches') else 'trials'})",
                unit="trial", disable=not show_progress, leave=False)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole study (issue 16) on one GPU machine, without Ray, in the order its steps depend on each other:
-#   bash sweeps/study-gpu.sh [seconds]        (default 520; then it stops the sweeps and keeps what finished)
+#   bash sweeps/study-gpu.sh [seconds]        (default 560; then it stops the sweeps and keeps what finished)
 # study-budgets and study-ladder side by side (each model at its best lr of study-lr, written into their files), then
 # study-lr itself (every ladder and leave-one-out variant x 4 lrs: the raw results behind those lrs). Sweeps resume by name: a rerun continues (finished trials are kept, and a long run whose
 # branches lost its kept state trains again). Before the script returns, whatever happened, the raw results (no
@@ -11,19 +11,26 @@
 # finished trials) and run the script again; it continues where the last call stopped.
 set -u
 cd "$(dirname "$0")/.."
-limit=${1:-520}
+limit=${1:-560}
 out=${OUT:-.}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 sweep="${PYTHON:-python3} cli.py sweep --local --config"
-steps=(study-lr study-budgets study-ladder)
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; ${PYTHON:-python3} -c "import torch; print(torch.__version__)"
+  echo "$(nproc --all) CPUs"; } > "$out/machine.txt" 2>&1
+steps=(study-lr study-lr-edge study-budgets study-ladder)
+# 18 processes throughout: step 1's lrs are already written into the budgets and ladder files, so those (what the
+# answer rests on) go first, with +rope's extended lr grid; then every lr sweep trial (the raw results behind them).
 timeout -k 5 "$limit" bash -c "
   $sweep sweeps/study-budgets.yaml --max-concurrent 8 > $out/study-budgets.log 2>&1 &
-  $sweep sweeps/study-ladder.yaml --max-concurrent 10 > $out/study-ladder.log 2>&1
+  $sweep sweeps/study-lr-edge.yaml --max-concurrent 1 > $out/study-lr-edge.log 2>&1 &
+  $sweep sweeps/study-ladder.yaml --max-concurrent 9 > $out/study-ladder.log 2>&1
   wait
-  $sweep sweeps/study-lr.yaml --max-concurrent 16 > $out/study-lr.log 2>&1"
+  $sweep sweeps/study-lr.yaml --max-concurrent 18 > $out/study-lr.log 2>&1"
 echo "sweeps ended (exit $?); packing the raw results"
 sleep 2  # children of a stopped sweep get its SIGTERM too; give them a moment
+# Finished trials only (a summary.json): a cut-off trial starts over on the next call anyway.
 dirs=(); for s in "${steps[@]}"; do [ -d "studies/$s" ] && dirs+=("studies/$s"); done
+unfinished=$(for d in "${dirs[@]}"; do for t in "$d"/trials/*/; do [ -f "$t/summary.json" ] || echo "${t%/}"; done; done)
 tar czf "$out/study.tgz" --exclude='checkpoint_*' --exclude=branch_points --exclude='*.old-*' --exclude='*.tmp*' \
-    --exclude='.validate_storage_marker' "${dirs[@]}"
-for s in "${steps[@]}"; do tr '\r' '\n' < "$out/$s.log" 2>/dev/null | grep -E '^(sweep|\[failed)' | tail -3; done
+    --exclude='.validate_storage_marker' ${unfinished:+$(printf -- "--exclude=%s " $unfinished)} "${dirs[@]}"
+for s in "${steps[@]}"; do [ -f "$out/$s.log" ] && tr '\r' '\n' < "$out/$s.log" | grep -E '^(sweep|\[failed)' | tail -3; done

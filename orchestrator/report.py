@@ -176,20 +176,29 @@ def _routed(r: dict) -> bool:
 
 
 def lr_table(rows: list[dict]) -> list[str]:
-    """Mean final val loss per model and learning rate (only models trained at more than one lr)."""
-    groups = _by_model_and_lr(rows)
-    lines = ["| arch | layers | experts (top-k) | budget | lr | final val loss | seeds | best |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for key in sorted((k for k in groups if len(groups[k]) > 1), key=str):
+    """Models trained at more than one lr: one row each, the mean final val loss (± std over seeds) at every lr of the
+    sweep, the best in bold, and whether the best is at the edge of that model's grid (then it is not yet known to be
+    the best: extend the grid)."""
+    groups = {k: v for k, v in _by_model_and_lr(rows).items() if len(v) > 1}
+    if not groups:
+        return []
+    grid = sorted({lr for by_lr in groups.values() for lr in by_lr})
+    lines = ["| model | layers | experts (top-k) | budget | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | best lr | seeds |",
+             "|---|---:|---:|---:|" + "---:|" * len(grid) + "---:|---:|"]
+    for key in sorted(groups, key=str):
         by_lr = groups[key]
         experts = f"{key[4]} ({key[5]})" if _routed(next(iter(by_lr.values()))[0]) else "-"
         arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
         best = _best_lr(by_lr)
-        for lr in sorted(by_lr):
-            losses = [r["final_val_loss"] for r in by_lr[lr]]
-            lines.append(f"| {arch} | {key[1]} | {experts} | {_budget_text(key[-1])} | {lr:g} | {_pm(losses)} | {len(losses)} | "
-                         f"{'**best**' if lr == best else ''} |")
-    return lines if len(lines) > 2 else []
+        cells = []
+        for lr in grid:
+            cell = _pm([r["final_val_loss"] for r in by_lr[lr]]) if lr in by_lr else ""
+            cells.append(f"**{cell}**" if lr == best else cell)
+        edge = " (edge)" if best in (min(by_lr), max(by_lr)) else ""
+        seeds = sorted({len(v) for v in by_lr.values()})
+        lines.append(f"| {arch} | {key[1]} | {experts} | {_budget_text(key[-1])} | {' | '.join(cells)} | {best:g}{edge} | "
+                     f"{'/'.join(map(str, seeds))} |")
+    return lines
 
 
 def _improvement(oss: list[dict], gpt2: list[dict], key: str = "final_val_loss", percent: bool = True) -> str:
@@ -368,9 +377,10 @@ def plot_loss_vs_compute(rows: list[dict], references: Optional[list] = None) ->
 
 
 def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
-                     root: Optional[str] = None) -> tuple[list[tuple[str, float, float]], list[str]]:
+                     root: Optional[str] = None) -> tuple[list[tuple[str, float, float]], list[str], Optional[int]]:
     """The n-gram lines of the data the sweep trained on (DATA_DIR/baselines.json, from `python cli.py baseline`):
-    those fitted on the most training tokens; and a table of every recorded fit. With a sweep directory, a copy of
+    those fitted on the most training tokens; a table of every recorded fit; and the training split's size in tokens
+    (None unless a fit used all of it). With a sweep directory, a copy of
     the fits is kept there, so that a report rebuilt where the data is not (a clean clone of committed results)
     draws the same lines."""
     from data_pipeline.ngram import BASELINES_NAME, load_baselines
@@ -385,7 +395,8 @@ def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
         except (ValueError, KeyError, TypeError):
             fits = []
     if not fits:
-        return [], []
+        return [], [], None
+    split = [f["train_tokens"] for f in fits if f.get("all_train_tokens")]
     names = {"unigram": "unigram", "kn_bigram": "KN bigram", "kn_trigram": "KN trigram"}
     widest = max(fits, key=lambda f: f["train_tokens"])
     lines = [f"{names.get(k, k)} ({widest['train_tokens'] / 1e6:.2f}M tokens)" for k in widest["models"]]
@@ -394,7 +405,7 @@ def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
     for fit in fits:
         for key, m in fit["models"].items():
             table.append(f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} |")
-    return refs, table
+    return refs, table, (split[0] if split else None)
 
 
 def _largest_budget(rows: list[dict]) -> list[dict]:
@@ -411,8 +422,8 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
     if sweep.get("budgets"):
         settings["budgets"] = sweep["budgets"]
     lrs = lr_table(rows)
-    lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss):",
-                  "", *lrs, ""] if lrs else []
+    lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss, "
+                  "in bold); a best lr at the edge of the model's grid is marked:", "", *lrs, ""] if lrs else []
     # Variants (the component ladder) get their own section; the GPT-OSS vs GPT-2 tables keep the plain trials.
     plain = [r for r in rows if not r.get("variant")]
     ladder_part = []
@@ -421,6 +432,7 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
 
         ladder_part = ["## Component ladder: where the difference comes from", "",
                        *ladder_section(best_lr_rows(rows)), ""]
+    experts = best_experts_table(_largest_budget(plain))
     headline = headline_table(plain) if plain else ["(every trial ran a named variant: see the component ladder)"]
     out = [f"# Sweep report: {sweep.get('name', '?')}", "",
            f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
@@ -434,8 +446,8 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
            "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
            "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
            "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
-           "## 4. Best expert count per depth", "", *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
-           *best_experts_table(_largest_budget(plain)), "",
+           *(["## 4. Best expert count per depth", "", *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
+              *experts, ""] if len(experts) > 2 else []),
            *([f"## 4b. Loss against budget ({baseline} as the baseline)", "", *budget["lines"], ""] if budget else []),
            *(["## 4c. Count-based reference models (horizontal lines on every loss plot)", "",
               "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
@@ -467,8 +479,8 @@ def write_report(sweep_dir: str, baseline: str = "gpt2") -> dict:
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())
     storage.write_text(f"{root}/results.json", json.dumps(rows, indent=1))
-    references, reference_table = ngram_references(sweep.get("base", {}).get("data"), storage, root)
-    budget = budget_section([dict(r, model=model_label(r)) for r in rows], baseline, references)
+    references, reference_table, split_tokens = ngram_references(sweep.get("base", {}).get("data"), storage, root)
+    budget = budget_section([dict(r, model=model_label(r)) for r in rows], baseline, references, split_tokens)
     storage.write_bytes(f"{root}/loss_curves.png", plot_curves(rows, curves, references))
     storage.write_bytes(f"{root}/loss_vs_params.png", plot_loss_vs_params(rows, references))
     storage.write_bytes(f"{root}/loss_vs_compute.png", plot_loss_vs_compute(rows, references))

@@ -248,16 +248,65 @@ def _fmt_x(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.2f}x"
 
 
-def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, float, float]]) -> dict:
-    """Markdown lines (fits, multipliers, trends) and the loss-against-budget PNG for rows carrying `model` labels.
+def gap_table(rows: list[dict], curves: dict[str, ModelCurve], baseline: str,
+              epoch_tokens: Optional[int] = None) -> list[str]:
+    """Per budget, each model's loss and bits/byte (mean ± std over seeds) and its PAIRED difference from the
+    baseline's (model - baseline per seed, so negative = below the baseline) with its std and 95% t-interval.
+    epoch_tokens (the training split's size) adds the epochs each budget is."""
+    from orchestrator.ladder import _pm, _signed, _verdict, paired_step
 
-    references: (name, nats/token, bits/byte) of count-based models, drawn as horizontal lines."""
+    by_budget: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_budget[r["budget"]][r["model"]].append(r)
+    epochs = "epochs | " if epoch_tokens else ""
+    lines = [f"| budget | {epochs}model | val loss (nats) | bits/byte | − {baseline} (nats) | paired std | 95% interval | "
+             f"− {baseline} (bits/byte) | seeds | |",
+             "|---:|" + ("---:|" if epoch_tokens else "") + "---|---:|---:|---:|---:|---|---:|---:|---|"]
+    for budget in sorted(by_budget):
+        models = by_budget[budget]
+        bases = {name: pick_baseline(curves, curves[name], baseline) for name in models}
+        # The baseline first, then the others by name.
+        for name in sorted(models, key=lambda n: (bases[n] is not curves[n], n)):
+            mine, base = models[name], bases[name]
+            head = f"| {fmt_tokens(budget)} | " + (f"{budget / epoch_tokens:.2f} | " if epoch_tokens else "")
+            loss = _pm([r["final_val_loss"] for r in mine])
+            bpb = _pm([r["val_bpb"] for r in mine])
+            if base is None or base is curves[name] or base.model not in models:
+                verdict = "baseline" if base is curves[name] else f"no {baseline} at this budget"
+                lines.append(f"{head}{name} | {loss} | {bpb} | | | | | {len(mine)} | {verdict} |")
+                continue
+            step = paired_step(models[base.model], mine)
+            interval = f"[{step['low']:+.4f}, {step['high']:+.4f}]" if step["low"] is not None else "-"
+            std = f"{step['nats_std']:.4f}" if step["nats_std"] is not None else "-"
+            lines.append(f"{head}{name} | {loss} | {bpb} | {_signed(step['nats'])} | {std} | {interval} | "
+                         f"{_signed(step['bpb'])} | {step['n']} | {_verdict(step)} |")
+    return lines
+
+
+def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, float, float]],
+                   epoch_tokens: Optional[int] = None) -> dict:
+    """Markdown lines (each model against the baseline per budget, fits, multipliers, trends) and the
+    loss-against-budget PNG for rows carrying `model` labels.
+
+    references: (name, nats/token, bits/byte) of count-based models, drawn as horizontal lines. epoch_tokens: the
+    training split's size in tokens, for the epochs of each budget."""
     curves = model_curves(rows)
     n_budgets = max(len(c.budgets) for c in curves.values())
     fits = {name: fit_power_law(c.tokens, c.loss) for name, c in curves.items()}
     lines = ["One line per model through its token budgets (mean over seeds; the band spans the seeds). Budgets of one "
              "model and seed share one WSD run: each smaller budget's cooldown branches from it.", "",
-             "![loss vs budget](loss_vs_budget.png)", "", "### Fits L(D) = E + B * D^-beta (D in tokens)", ""]
+             "![loss vs budget](loss_vs_budget.png)", ""]
+    if n_budgets > 1:
+        lines += [f"### Each model against {baseline}, per budget", "",
+                  f"− {baseline} = the model's final val loss minus {baseline}'s, per seed (same seed = same batches), "
+                  "then averaged: negative = lower than the baseline. A difference whose 95% interval contains 0, or "
+                  "that has one seed, is not resolved.", "",
+                  *gap_table(rows, curves, baseline, epoch_tokens), ""]
+    if n_budgets < 2:
+        lines += ["Every model has a single budget: give the sweep `budgets:` (or --budgets) for curves, fits and "
+                  "multipliers."]
+        return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
+    lines += ["### Fits L(D) = E + B * D^-beta (D in tokens)", ""]
     lines += ["| model | budgets | E (nats) | B | beta | rmse |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in sorted(curves.items()):
         fit = fits[name]
@@ -300,8 +349,6 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
                           f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})")
     if trends:
         lines += ["", *trends]
-    if n_budgets < 2:
-        lines += ["", "Every model has a single budget: give the sweep `budgets:` (or --budgets) for curves and multipliers."]
     return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
 
 

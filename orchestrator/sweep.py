@@ -309,14 +309,12 @@ def _trial(params: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from orchestrator.storage import open_storage
-    from orchestrator.train_loop import branch_point_path
     from orchestrator.trainer import SUMMARY_FILE, run_training
 
     cfg = TrainConfig.from_dict(params["train"])
     storage = open_storage(cfg.storage)
     summary_path = storage.path(cfg.run_name, SUMMARY_FILE)
-    # A branch's kept state in the long run is needed until the branch has finished, then removed.
-    kept = branch_point_path(storage.path(params["branch_of"]), cfg.start_step) if params.get("branch_of") else None
+    kept = _kept_state(params, cfg, storage)
     summary = _finished_summary(storage, summary_path, params["total_steps"]) if cfg.resume else None
     if summary is not None:
         # Finished in an earlier, interrupted sweep: report its result and do not train again.
@@ -324,9 +322,7 @@ def _trial(params: dict) -> None:
             remove_kept_state(storage, params["branch_of"], cfg.start_step)
         _report_summary(summary)
         return
-    if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
-        raise ValueError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
-                         f"{cfg.start_step} to branch from (it did not get that far)")
+    _require_branch_start(kept, params, cfg, storage)
     summary = run_training(cfg, show_progress=False, callbacks=[TuneReportCallback()], cpu_held_by_caller=TRIAL_CPU)
     if summary["invocation"]["steps"] == 0:
         # Trained to its last step by an earlier sweep that failed afterwards: no trainer ran, so nothing reported to
@@ -334,6 +330,21 @@ def _trial(params: dict) -> None:
         _report_summary(summary)
     if kept:
         remove_kept_state(storage, params["branch_of"], cfg.start_step)
+
+
+def _kept_state(params: dict, cfg: TrainConfig, storage) -> Optional[str]:
+    """A cooldown branch's starting state, kept in its long run's folder (None for any other trial): needed until the
+    branch has finished, then removed."""
+    from orchestrator.train_loop import branch_point_path
+
+    return branch_point_path(storage.path(params["branch_of"]), cfg.start_step) if params.get("branch_of") else None
+
+
+def _require_branch_start(kept: Optional[str], params: dict, cfg: TrainConfig, storage) -> None:
+    """Refuse a branch whose kept state is missing when it has no checkpoints of its own to resume from either."""
+    if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
+        raise ValueError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
+                         f"{cfg.start_step} to branch from (it did not get that far)")
 
 
 def _report_summary(summary: dict) -> None:
@@ -452,7 +463,7 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
 
 def apply_lr_from(cfg: SweepConfig, points: list[TrialPoint]) -> dict[str, dict]:
     """Fill lr_by_variant / lr_by_arch from cfg.lr_from's best lrs (explicit entries win); every point's model must
-    be there. Returns the choices, for the sweep's record."""
+    be there. Warns where a chosen lr is at the edge of its grid. Returns the choices taken from lr_from."""
     found = best_lrs(cfg.lr_from)
     models = sorted({dict(p.params).get("variant") or p.arch for p in points})
     missing = [m for m in models if m not in found and m not in cfg.lr_by_variant and m not in cfg.lr_by_arch]
@@ -464,7 +475,12 @@ def apply_lr_from(cfg: SweepConfig, points: list[TrialPoint]) -> dict[str, dict]
         model = variant or p.arch
         if model in found:
             (cfg.lr_by_variant if variant else cfg.lr_by_arch).setdefault(model, found[model]["lr"])
-    return {m: found[m] for m in models if m in found}
+    chosen = {m: found[m] for m in models if m in found and (cfg.lr_by_variant.get(m) or cfg.lr_by_arch.get(m)) == found[m]["lr"]}
+    edge = [f"{m} ({c['lr']:g})" for m, c in chosen.items() if c["edge"]]
+    if edge:
+        say(f"warning: lr_from {cfg.lr_from}: the best lr of {', '.join(edge)} is at the edge of its grid, so a better "
+            f"one may lie beyond it; extend that sweep's lr grid to be sure")
+    return chosen
 
 
 def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
@@ -623,15 +639,12 @@ def _trial_here(params: dict, gpu_index: Optional[int]) -> dict:
     if gpu_index is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_index)  # before torch touches CUDA in this process
     from orchestrator.storage import open_storage
-    from orchestrator.train_loop import branch_point_path
     from orchestrator.trainer import run_training
 
     cfg = TrainConfig.from_dict(params["train"])
     storage = open_storage(cfg.storage)
-    kept = branch_point_path(storage.path(params["branch_of"]), cfg.start_step) if params.get("branch_of") else None
-    if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
-        raise ValueError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
-                         f"{cfg.start_step} to branch from (it did not get that far)")
+    kept = _kept_state(params, cfg, storage)
+    _require_branch_start(kept, params, cfg, storage)
     summary = run_training(cfg, show_progress=False, local=True)
     if kept:
         remove_kept_state(storage, params["branch_of"], cfg.start_step)

@@ -19,13 +19,23 @@ def test_each_model_is_compared_at_its_own_best_lr():
     kept = best_lr_rows(rows)
     assert {(r["arch"], r["lr"]) for r in kept} == {("gpt2", 3e-3), ("gptoss", 1e-3)}
     table = "\n".join(lr_table(rows))
-    assert "| gpt2 | 4 | - | 1.05M | 0.003 | 2.0000 ± 0.1414 | 2 | **best** |" in table
-    assert "| gptoss | 4 | 4 (2) | 1.05M | 0.001 | 1.8000 ± 0.0000 | 2 | **best** |" in table
+    # One row per model, a column per lr; with two lrs the best is at the grid's edge, which the table says.
+    assert "| model | layers | experts (top-k) | budget | lr 0.001 | lr 0.003 | best lr | seeds |" in table
+    assert "| gpt2 | 4 | - | 1.05M | 2.1000 ± 0.1414 | **2.0000 ± 0.1414** | 0.003 (edge) | 2 |" in table
+    assert "| gptoss | 4 | 4 (2) | 1.05M | **1.8000 ± 0.0000** | 2.5000 ± 0.0000 | 0.001 (edge) | 2 |" in table
     # Headline at the best lrs: gpt2 2.0 vs gptoss 1.8 -> +10.0%; per-seed improvements 5.26% and 14.29%; in nats
     # 0.2 (per seed 0.1 and 0.3), in bits/byte a third of that.
     headline = "\n".join(headline_table(rows))
     assert ("| 1.05M | 4 | 4 | 1.8000 ± 0.0000 | 2.0000 ± 0.1414 | +10.0% ± 6.4 | +0.2000 ± 0.1414 | +0.0667 ± 0.0471 |"
             in headline)
+
+
+def test_the_lr_table_marks_an_interior_best_and_leaves_lrs_a_model_did_not_run_blank():
+    rows = [_row("gpt2", lr, 0, loss) for lr, loss in ((1e-3, 2.2), (2e-3, 2.0), (4e-3, 2.3))]
+    rows += [_row("gptoss", lr, 0, loss) for lr, loss in ((2e-3, 1.9), (4e-3, 1.8))]
+    table = lr_table(rows)
+    assert table[2] == "| gpt2 | 4 | - | 1.05M | 2.2000 | **2.0000** | 2.3000 | 0.002 | 1 |"
+    assert table[3] == "| gptoss | 4 | 4 (2) | 1.05M |  | 1.9000 | **1.8000** | 0.004 (edge) | 1 |"
 
 
 def test_one_lr_per_model_keeps_every_row_and_no_lr_table():
@@ -161,6 +171,13 @@ def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_move
     assert "| gptoss-L4-E4k2-d128-h4 | 1.05M |" in text and "4.00x [" in text  # paired seeds: a (tight) interval
     assert "data multiplier **falling** as the budget grows (4.00x at 1.05M tokens, 1.00x at 8.39M)" in text
     assert "| gpt2-L4-d128-h4 | 1.05M |" not in text  # the baseline is not compared with itself
+    # Each model against the baseline per budget, paired over seeds: gptoss - gpt2 per seed, the epochs of each budget.
+    section = budget_section([dict(r, model=model_label(r)) for r in rows], "gpt2", [], epoch_tokens=2**21)
+    text = "\n".join(section["lines"])
+    assert "| 1.05M | 0.50 | gpt2-L4-d128-h4 | " in text and "| 2 | baseline |" in text
+    gap = law(2**22) - law(2**20)  # gptoss at 1M is where gpt2 is at 4M; both seeds differ by the same amount
+    assert f"| 1.05M | 0.50 | gptoss-L4-E4k2-d128-h4 | {law(2**22) + 0.005:.4f} ± 0.0071 | " in text
+    assert f"| {gap:+.4f} | 0.0000 | [{gap:+.4f}, {gap:+.4f}] |" in text and "| 2 | resolved |" in text
     few = budget_section([dict(r, model=model_label(r)) for r in rows if r["budget"] <= 2**22], "gpt2", [])
     assert "get no fit" in "\n".join(few["lines"]) and few["fits"]["gpt2-L4-d128-h4"] is None
 
@@ -176,7 +193,8 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
 
     text = (REPO / "RESULTS.md").read_text()
     blocks = re.findall(r"<!-- from: (\S+)/REPORT\.md -->\n(.*?)<!-- end -->", text, re.S)
-    assert {source for source, _ in blocks} == {"studies/study-budgets", "studies/tinystories-lr"}
+    assert {source for source, _ in blocks} == {"studies/study-budgets", "studies/study-lr", "studies/study-lr-edge",
+                                                "studies/study-ladder", "studies/tinystories-lr"}
     rebuilt = {}
     for source, block in blocks:
         if source not in rebuilt:

@@ -587,7 +587,7 @@ def test_best_lrs_averages_seeds_skips_unfinished_trials_and_flags_an_edge(tmp_p
     assert found["gpt2"]["edge"] is True and found["+rope"] == dict(lr=2e-3, val_loss=2.7, grid=[1e-3, 2e-3], edge=True)
 
 
-def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path):
+def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path, capfd):
     from orchestrator.sweep import apply_lr_from
 
     _fake_trial(tmp_path, "t0", "gpt2", 2e-3, 0, 3.0)
@@ -596,8 +596,14 @@ def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path):
     with pytest.raises(ValueError, match=r"has no finished trial of \+rope; it has gpt2"):
         apply_lr_from(cfg, expand_grid(cfg))
     cfg.lr_by_variant = {"+rope": 1e-3}  # an explicit entry fills the gap and wins
-    apply_lr_from(cfg, expand_grid(cfg))
+    capfd.readouterr()
+    assert set(apply_lr_from(cfg, expand_grid(cfg))) == {"gpt2"}
     assert cfg.lr_by_variant == {"+rope": 1e-3, "gpt2": 2e-3}
+    assert "warning" not in capfd.readouterr().out  # one lr: no grid to be at the edge of
+    _fake_trial(tmp_path, "t1", "gpt2", 1e-3, 0, 3.2)  # 2e-3 is now the best of two, at the grid's top
+    cfg.lr_by_variant = {"+rope": 1e-3}
+    apply_lr_from(cfg, expand_grid(cfg))
+    assert "the best lr of gpt2 (0.002) is at the edge of its grid" in capfd.readouterr().out
     with pytest.raises(ValueError, match="an lr axis or lr_from"):
         SweepConfig(base=TrainConfig(preset="debug"), grid={"lr": [1e-3]}, lr_from=str(tmp_path))
     with pytest.raises(ValueError, match="no trials/ folder"):

@@ -368,7 +368,7 @@ def sweep(
     lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
     lr_by_variant: Annotated[Optional[str], Opt("--lr-by-variant", help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).")] = None,
     budgets: Annotated[Optional[str], Opt("--budgets", help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.")] = None,
-    baseline: Annotated[Optional[str], Opt("--baseline", help="The report's multipliers are measured against this arch or model (default gpt2).")] = None,
+    baseline: Annotated[Optional[str], Opt("--baseline", help="The report's multipliers are measured against this arch, variant or model; several comma-separated, the first also for the per-budget differences (default gpt2).")] = None,
     lr_from: Annotated[Optional[str], Opt("--lr-from", help="A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis).")] = None,
     max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
     local: Annotated[bool, Opt("--local", help="Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files.")] = False,
@@ -399,7 +399,7 @@ def sweep(
 @_user_errors
 def report(
     sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<storage>/<sweep name>).")],
-    baseline: Annotated[str, Opt("--baseline", help="Measure data/compute multipliers against this arch (the same depth's model) or model label.")] = "gpt2",
+    baseline: Annotated[Optional[str], Opt("--baseline", help="Measure data/compute multipliers against this arch (the same depth's model), variant or model label; several comma-separated (default: the sweep's own, else gpt2).")] = None,
 ):
     """(Re)write a sweep's results.csv/json, REPORT.md and plots from its trial runs."""
     from orchestrator.report import write_report

@@ -448,7 +448,7 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
            "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
            *(["## 4. Best expert count per depth", "", *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
               *experts, ""] if len(experts) > 2 else []),
-           *([f"## 4b. Loss against budget ({baseline} as the baseline)", "", *budget["lines"], ""] if budget else []),
+           *([f"## 4b. Loss against budget ({baseline.split(',')[0]} as the baseline)", "", *budget["lines"], ""] if budget else []),
            *(["## 4c. Count-based reference models (horizontal lines on every loss plot)", "",
               "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
               "A model above the trigram line has not yet learned more than local word statistics.", "",
@@ -460,9 +460,10 @@ def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None
     return "\n".join(out)
 
 
-def write_report(sweep_dir: str, baseline: str = "gpt2") -> dict:
-    """(Re)build every report file of a sweep from its trial runs; returns where they are. `baseline` (an arch, or a
-    model label as in the budget tables) is what the data and compute multipliers are measured against."""
+def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
+    """(Re)build every report file of a sweep from its trial runs; returns where they are. `baseline` (an arch, a
+    variant or a model label as in the budget tables; several comma-separated) is what the data and compute
+    multipliers are measured against; by default the one the sweep recorded, else gpt2."""
     storage = open_storage(sweep_dir) if "://" in sweep_dir else _existing_local(sweep_dir)
     root = storage.root
     sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
@@ -472,6 +473,7 @@ def write_report(sweep_dir: str, baseline: str = "gpt2") -> dict:
         damaged = f" ({len(skipped)} damaged: {skipped[0][1]})" if skipped else ""
         raise ValueError(f"{sweep_dir} holds no finished trials (trials/<name>/summary.json){damaged}; "
                          f"run `python cli.py sweep` first")
+    baseline = baseline or sweep.get("baseline") or "gpt2"
     missing = unfinished_points(sweep, rows)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

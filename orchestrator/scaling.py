@@ -288,24 +288,27 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
     """Markdown lines (each model against the baseline per budget, fits, multipliers, trends) and the
     loss-against-budget PNG for rows carrying `model` labels.
 
+    baseline: an arch, variant or model label, or several comma-separated ("gpt2,+untied"): the first is what the
+    per-budget differences are taken against; the multipliers are measured against each in turn.
     references: (name, nats/token, bits/byte) of count-based models, drawn as horizontal lines. epoch_tokens: the
     training split's size in tokens, for the epochs of each budget."""
+    baselines = [b.strip() for b in baseline.split(",") if b.strip()] or ["gpt2"]
     curves = model_curves(rows)
     n_budgets = max(len(c.budgets) for c in curves.values())
     fits = {name: fit_power_law(c.tokens, c.loss) for name, c in curves.items()}
     lines = ["One line per model through its token budgets (mean over seeds; the band spans the seeds). Budgets of one "
              "model and seed share one WSD run: each smaller budget's cooldown branches from it.", "",
              "![loss vs budget](loss_vs_budget.png)", ""]
-    if n_budgets > 1:
-        lines += [f"### Each model against {baseline}, per budget", "",
-                  f"− {baseline} = the model's final val loss minus {baseline}'s, per seed (same seed = same batches), "
-                  "then averaged: negative = lower than the baseline. A difference whose 95% interval contains 0, or "
-                  "that has one seed, is not resolved.", "",
-                  *gap_table(rows, curves, baseline, epoch_tokens), ""]
     if n_budgets < 2:
         lines += ["Every model has a single budget: give the sweep `budgets:` (or --budgets) for curves, fits and "
                   "multipliers."]
         return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
+    first = baselines[0]
+    lines += [f"### Each model against {first}, per budget", "",
+              f"− {first} = the model's final val loss minus {first}'s, per seed (same seed = same batches), "
+              "then averaged: negative = lower than the baseline. A difference whose 95% interval contains 0, or "
+              "that has one seed, is not resolved.", "",
+              *gap_table(rows, curves, first, epoch_tokens), ""]
     lines += ["### Fits L(D) = E + B * D^-beta (D in tokens)", ""]
     lines += ["| model | budgets | E (nats) | B | beta | rmse |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in sorted(curves.items()):
@@ -317,13 +320,20 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
     if any(fits[n] is None for n in curves):
         lines += ["", f"Models with fewer than {MIN_BUDGETS_TO_FIT} budgets get no fit: their curves are read by log-log "
                       "interpolation between budgets only, and nothing is extrapolated from a fit."]
-    lines += ["", f"### Effective data and compute multipliers against {baseline}", "",
-              f"At each budget of a model: the tokens (training FLOPs) {baseline} would need to reach that model's loss, "
-              f"over the tokens (FLOPs) the model used, read on {baseline}'s curve by log-log interpolation. "
-              "[95% bootstrap interval over seeds, resampling whole seeds.] *extrapolated* marks a loss outside "
-              f"{baseline}'s measured range (read off its fit when it has one, else its nearest segment extended).", "",
-              "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | note |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+    for against in baselines:
+        lines += multiplier_lines(curves, fits, against)
+    return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
+
+
+def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dict]], baseline: str) -> list[str]:
+    """The multipliers table of every model against `baseline`'s curve, and which way each moves with the budget."""
+    lines = ["", f"### Effective data and compute multipliers against {baseline}", "",
+             f"At each budget of a model: the tokens (training FLOPs) {baseline} would need to reach that model's loss, "
+             f"over the tokens (FLOPs) the model used, read on {baseline}'s curve by log-log interpolation. "
+             "[95% bootstrap interval over seeds, resampling whole seeds.] *extrapolated* marks a loss outside "
+             f"{baseline}'s measured range (read off its fit when it has one, else its nearest segment extended).", "",
+             "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | note |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     trends = []
     for name, c in sorted(curves.items()):
         base = pick_baseline(curves, c, baseline)
@@ -347,9 +357,7 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
             trends.append(f"- {name} against {base.model}: data multiplier **{direction}** as the budget grows "
                           f"({_fmt_x(result[0].data)} at {fmt_tokens(result[0].budget)} tokens, "
                           f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})")
-    if trends:
-        lines += ["", *trends]
-    return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
+    return lines + (["", *trends] if trends else [])
 
 
 def plot_loss_vs_budget(curves: dict[str, ModelCurve], rows: list[dict], references: list[tuple[str, float, float]]) -> bytes:

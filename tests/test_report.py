@@ -178,6 +178,11 @@ def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_move
     gap = law(2**22) - law(2**20)  # gptoss at 1M is where gpt2 is at 4M; both seeds differ by the same amount
     assert f"| 1.05M | 0.50 | gptoss-L4-E4k2-d128-h4 | {law(2**22) + 0.005:.4f} ± 0.0071 | " in text
     assert f"| {gap:+.4f} | 0.0000 | [{gap:+.4f}, {gap:+.4f}] |" in text and "| 2 | resolved |" in text
+    # Several baselines: the differences against the first, the multipliers against each.
+    both = "\n".join(budget_section([dict(r, model=model_label(r)) for r in rows], "gpt2,gptoss", [])["lines"])
+    assert "### Each model against gpt2, per budget" in both and "### Each model against gptoss" not in both
+    assert "multipliers against gpt2" in both and "### Effective data and compute multipliers against gptoss" in both
+    assert "| gpt2-L4-d128-h4 | 1.05M |" in both  # gpt2 read on gptoss's curve
     few = budget_section([dict(r, model=model_label(r)) for r in rows if r["budget"] <= 2**22], "gpt2", [])
     assert "get no fit" in "\n".join(few["lines"]) and few["fits"]["gpt2-L4-d128-h4"] is None
 

@@ -186,7 +186,7 @@ def plot_waterfall(rows: list[dict]) -> bytes:
             span = max(means) - min(means) or 0.05
             ax_ladder.set_ylim(min(means) - 0.3 * span, max(means) + 0.3 * span)
         ax_ladder.set_ylabel("final validation loss (nats/token)")
-        ax_ladder.set_title(f"Ladder: GPT-2 -> GPT-OSS ({_shape_title(shape)})", fontsize=9)
+        ax_ladder.set_title(f"Ladder: GPT-2 -> GPT-OSS\n({_shape_title(shape)})", fontsize=9)
         ax_ladder.grid(axis="y", alpha=0.3)
 
         loo = [e for e in leave_one_out_steps(by_variant) if e["step"]["n"]]

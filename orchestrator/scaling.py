@@ -169,11 +169,15 @@ def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[
     points = [tokens_to_reach(baseline.tokens, baseline.loss, loss, baseline_fit) for loss in model.loss]
     draws = _seed_draws(model, baseline, samples, seed)
     resampled = []  # per draw, the data multiplier at every budget
+    refits: dict[tuple, Optional[dict]] = {}  # few seeds make few distinct draws: fit each once
     for model_seeds, base_seeds in draws or []:
         m_loss = np.nanmean([model.seed_loss[s] for s in model_seeds], axis=0)
         b_loss = np.nanmean([baseline.seed_loss[s] for s in base_seeds], axis=0)
         # Where the point estimate reads the baseline's fit, each draw reads the fit of its own resampled curve.
-        fit = baseline_fit and fit_power_law(baseline.tokens, b_loss, start=baseline_fit)
+        key = tuple(base_seeds)
+        if baseline_fit and key not in refits:
+            refits[key] = fit_power_law(baseline.tokens, b_loss, start=baseline_fit)
+        fit = baseline_fit and refits[key]
         resampled.append([tokens_to_reach(baseline.tokens, b_loss, loss, fit or None)[0] / d
                           for loss, d in zip(m_loss, model.tokens)])
     out = []

@@ -380,9 +380,8 @@ def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
                      root: Optional[str] = None) -> tuple[list[tuple[str, float, float]], list[str], Optional[int]]:
     """The n-gram lines of the data the sweep trained on (DATA_DIR/baselines.json, from `python cli.py baseline`):
     those fitted on the most training tokens; a table of every recorded fit; and the training split's size in tokens
-    (None unless a fit used all of it). With a sweep directory, a copy of
-    the fits is kept there, so that a report rebuilt where the data is not (a clean clone of committed results)
-    draws the same lines."""
+    (None unless a fit used all of it). With a sweep directory, a copy of the fits is kept there, so that a report
+    rebuilt where the data is not (a clean clone of committed results) draws the same lines."""
     from data_pipeline.ngram import BASELINES_NAME, load_baselines
 
     fits = load_baselines(data_dir) if data_dir and "://" not in data_dir else []

@@ -265,10 +265,10 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
     floors = {}
+    other_threads = 1 if args.threads > 1 else 2
     if args.noise_floor:
-        other = 1 if args.threads > 1 else 2
         for run in (r for r in runs if r.path == "ref"):
-            floors[run.label] = noise_floor(run, batches, other)
+            floors[run.label] = noise_floor(run, batches, other_threads)
     peak_median, peak_best = statistics.median(peaks), max(peaks)
     print(f"fp32 matmul peak (1024x1024, {args.threads} threads), {len(peaks)} samples between steps: "
           f"median {peak_median:.0f} GFLOP/s, best {peak_best:.0f}")
@@ -306,7 +306,7 @@ def main() -> None:
     if ref is not None:
         print(f"ref = gptoss at {args.ref} with unfused AdamW; 'vs ref' = median ref step time / median step time")
     if floors:
-        print(f"ref's own noise = max |loss diff| of the reference retrained with {1 if args.threads > 1 else 2} "
+        print(f"ref's own noise = max |loss diff| of the reference retrained with {other_threads} "
               f"thread(s) instead of {args.threads}; a curve passes within max(--tol, twice that)")
     if mismatch:
         print(f"loss curves differ from --ref {args.ref} by more than --tol {args.tol}"

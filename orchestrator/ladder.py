@@ -103,19 +103,27 @@ def _verdict(step: dict) -> str:
     return "resolved" if step["resolved"] else "not resolved"
 
 
+def loss_cells(rows: list[dict]) -> str:
+    """'val loss | bits/byte' table cells: mean ± std over the rows' seeds."""
+    return f"{_pm([r['final_val_loss'] for r in rows])} | {_pm([r['val_bpb'] for r in rows])}"
+
+
+def step_cells(step: dict) -> str:
+    """A paired_step as table cells: 'nats | paired std | 95% interval | bits/byte | seeds | verdict'."""
+    interval = f"[{step['low']:+.4f}, {step['high']:+.4f}]" if step["low"] is not None else "-"
+    std = f"{step['nats_std']:.4f}" if step["nats_std"] is not None else "-"
+    return f"{_signed(step['nats'])} | {std} | {interval} | {_signed(step['bpb'])} | {step['n']} | {_verdict(step)}"
+
+
 def _table(entries: list[dict], step_label: str) -> list[str]:
     lines = [f"| variant | val loss (nats) | bits/byte | {step_label} (nats) | paired std | 95% interval | "
              f"{step_label} (bits/byte) | seeds | |", "|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for e in entries:
         rows, step = e["rows"], e["step"]
-        loss, bpb = _pm([r["final_val_loss"] for r in rows]), _pm([r["val_bpb"] for r in rows])
         if step is None:
-            lines.append(f"| {e['variant']} | {loss} | {bpb} | | | | | {len(rows)} | start |")
+            lines.append(f"| {e['variant']} | {loss_cells(rows)} | | | | | {len(rows)} | start |")
             continue
-        interval = f"[{step['low']:+.4f}, {step['high']:+.4f}]" if step["low"] is not None else "-"
-        std = f"{step['nats_std']:.4f}" if step["nats_std"] is not None else "-"
-        lines.append(f"| {e['variant']} | {loss} | {bpb} | {_signed(step['nats'])} | {std} | {interval} | "
-                     f"{_signed(step['bpb'])} | {step['n']} | {_verdict(step)} |")
+        lines.append(f"| {e['variant']} | {loss_cells(rows)} | {step_cells(step)} |")
     return lines
 
 

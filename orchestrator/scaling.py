@@ -257,7 +257,7 @@ def gap_table(rows: list[dict], curves: dict[str, ModelCurve], baseline: str,
     """Per budget, each model's loss and bits/byte (mean ± std over seeds) and its PAIRED difference from the
     baseline's (model - baseline per seed, so negative = below the baseline) with its std and 95% t-interval.
     epoch_tokens (the training split's size) adds the epochs each budget is."""
-    from orchestrator.ladder import _pm, _signed, _verdict, paired_step
+    from orchestrator.ladder import loss_cells, paired_step, step_cells
 
     by_budget: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -273,17 +273,11 @@ def gap_table(rows: list[dict], curves: dict[str, ModelCurve], baseline: str,
         for name in sorted(models, key=lambda n: (bases[n] is not curves[n], n)):
             mine, base = models[name], bases[name]
             head = f"| {fmt_tokens(budget)} | " + (f"{budget / epoch_tokens:.2f} | " if epoch_tokens else "")
-            loss = _pm([r["final_val_loss"] for r in mine])
-            bpb = _pm([r["val_bpb"] for r in mine])
             if base is None or base is curves[name] or base.model not in models:
                 verdict = "baseline" if base is curves[name] else f"no {baseline} at this budget"
-                lines.append(f"{head}{name} | {loss} | {bpb} | | | | | {len(mine)} | {verdict} |")
+                lines.append(f"{head}{name} | {loss_cells(mine)} | | | | | {len(mine)} | {verdict} |")
                 continue
-            step = paired_step(models[base.model], mine)
-            interval = f"[{step['low']:+.4f}, {step['high']:+.4f}]" if step["low"] is not None else "-"
-            std = f"{step['nats_std']:.4f}" if step["nats_std"] is not None else "-"
-            lines.append(f"{head}{name} | {loss} | {bpb} | {_signed(step['nats'])} | {std} | {interval} | "
-                         f"{_signed(step['bpb'])} | {step['n']} | {_verdict(step)} |")
+            lines.append(f"{head}{name} | {loss_cells(mine)} | {step_cells(paired_step(models[base.model], mine))} |")
     return lines
 
 

@@ -48,6 +48,7 @@ DEFAULT_MODELS = [
     "gpt2 d256 4L=gpt2/cpu-small,n_layers=4",
     "gptoss d256 4L 4e top-2=gptoss/cpu-small,n_layers=4",
     "gptoss cpu-tiny=gptoss/cpu-tiny",
+    "gpt2 cpu-tiny=gpt2/cpu-tiny",  # the dense GPT-2 of cpu-tiny's width: the per-FLOP efficiency to match at d128
 ]
 DEFAULT_REF = "3c42bd8"  # main before the CPU speed work (issue 12)
 SHARED = REPO.parent / "shared" / "data"

@@ -80,6 +80,79 @@ def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: tor
     return y[..., :D].reshape(B, H, Tq, D)
 
 
+class _CpuFlashSinkAttention(torch.autograd.Function):
+    """Causal attention with sinks on the CPU's flash kernel, without the extra sink key or head-dim padding.
+
+    With a sink, y = o * w where o is plain softmax attention and w = sigmoid(lse - sink): the sink only adds
+    exp(sink) to each row's denominator. The kernel returns lse (not differentiable through SDPA), so backward is
+    written here: the kernel's own backward called with grad w * dy and with y (not o) as its output gives exactly
+    the gradients of q, k and v (its per-row correction term rowsum(grad * out) then carries w^2, as it must), and
+    the sink's gradient is -sum over rows of w (1 - w) rowsum(dy * o).
+    q, k, v: (B, H, T, D) (k, v already repeated per query head); sinks (H,) or None; mask: additive float (Tq, Tk),
+    or None with causal=True (the kernel's own rule: query i sees keys 0..i).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, sinks, mask, causal: bool, scale: float):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, causal, attn_mask=mask, scale=scale)
+        w = None if sinks is None else torch.sigmoid(lse - sinks.to(lse.dtype).view(1, -1, 1)).unsqueeze(-1)
+        y = out if w is None else out * w.to(out.dtype)
+        ctx.save_for_backward(q, k, v, out, y, lse, w, mask)
+        ctx.causal, ctx.scale = causal, scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        q, k, v, out, y, lse, w, mask = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_in = grad_y if w is None else grad_y * w.to(grad_y.dtype)
+        grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_in, q, k, v, y, lse, 0.0, ctx.causal, attn_mask=mask, scale=ctx.scale)
+        grad_sinks = None
+        if w is not None and ctx.needs_input_grad[3]:
+            row = (grad_y.to(w.dtype) * out.to(w.dtype)).sum(-1, keepdim=True)  # w: lse's dtype, fp32 or wider
+            grad_sinks = -(w * (1 - w) * row).sum((0, 2, 3))
+        return grad_q, grad_k, grad_v, grad_sinks, None, None, None
+
+
+def cpu_flash_applies(x: torch.Tensor) -> bool:
+    """Whether cpu_causal_sink_attention serves this input: the CPU without autocast, in fp32 or fp64."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
+
+
+QUERY_BLOCK = 128  # rows per flash call on the CPU path; its kernel does not skip masked blocks at these lengths
+
+
+def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
+                              window: int | None, scale: float, block: int = QUERY_BLOCK) -> torch.Tensor:
+    """sink_attention for a whole sequence (queries and keys at consecutive positions) on the CPU in fp32/fp64.
+
+    The queries go in blocks of `block` rows, each reading only the keys it may see: the first block is plainly
+    causal; block [start, stop) reads keys [start - window + 1 (or 0), stop) under a mask. At T = 256 the kernel
+    computes every query-key pair it is given, so this skips most of the causally masked half (and, with a window,
+    the keys before it) instead of computing and then masking them.
+    """
+    B, H, T, D = q.shape
+    group = H // k.shape[1]
+    if group > 1:  # the CPU kernel wants as many k/v heads as query heads
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    parts = []
+    for start in range(0, T, block):
+        stop = min(start + block, T)
+        lo = 0 if window is None else max(0, start - window + 1)
+        if lo == start and (window is None or stop - start <= window):  # the kernel's own causal rule is exact
+            mask, causal = None, True
+        else:
+            q_pos, k_pos = torch.arange(start, stop, device=q.device), torch.arange(lo, stop, device=q.device)
+            mask = torch.zeros(len(q_pos), len(k_pos), dtype=q.dtype, device=q.device).masked_fill_(
+                ~causal_mask(q_pos, k_pos, window), float("-inf"))
+            causal = False
+        parts.append(_CpuFlashSinkAttention.apply(q[:, :, start:stop], k[:, :, lo:stop], v[:, :, lo:stop], sinks, mask,
+                                                  causal, scale))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
 class SinkAttention(nn.Module):
     """GPT-OSS attention: fused qkv with bias, grouped-query heads, YaRN RoPE, per-head sinks, optional sliding window.
 
@@ -96,8 +169,10 @@ class SinkAttention(nn.Module):
         self.rope = rope  # shared by all layers; holds only buffers
         self.scale = head_dim ** -0.5
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor | None,
                 cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        """allowed: the (T, T) bool mask (or flex BlockMask); None = causal over these consecutive positions with
+        this layer's window, which lets the CPU take its causal flash path. Ignored with a cache."""
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
         # Fused projection rows are [q heads | k heads | v heads]; rotate q and k together in one rope call.
@@ -108,8 +183,12 @@ class SinkAttention(nn.Module):
         if cache is not None:
             k, v, k_pos = cache.update(layer_idx, k, v, positions, self.window)
             allowed = causal_mask(positions, k_pos, self.window)
-        if self.attn_impl == "flex" and cache is None:
+        if allowed is None and cpu_flash_applies(x):
+            y = cpu_causal_sink_attention(q, k, v, self.sinks, self.window, self.scale)
+        elif self.attn_impl == "flex" and cache is None:
             y = flex_sink_attention(q, k, v, self.sinks, allowed, self.scale)
         else:
+            if allowed is None:
+                allowed = causal_mask(positions, positions, self.window)
             y = sink_attention(q, k, v, self.sinks, allowed, self.scale)
         return self.out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .attention import KVCache, SinkAttention, causal_mask
+from .attention import KVCache, SinkAttention, causal_mask, cpu_flash_applies
 from .flex_attention import sliding_block_mask
 from .mlp import GeluMLP, SwiGLUMLP
 from .moe import MoEMLP
@@ -250,6 +250,8 @@ class GptOss(nn.Module):
         windows = {block.window for block in self.blocks}
         if self.config.attn_impl == "flex" and cache is None:
             masks = {window: sliding_block_mask(T, window, idx.device) for window in windows}
+        elif cache is None and cpu_flash_applies(self.embedding.weight):
+            masks = {window: None for window in windows}  # each layer runs causal flash attention, no mask
         else:
             masks = {window: None if cache is not None else causal_mask(positions, positions, window)
                      for window in windows}

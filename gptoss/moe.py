@@ -2,20 +2,48 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def swiglu(gate_up: torch.Tensor, alpha: float = 1.702, limit: float = 7.0, interleaved: bool = True) -> torch.Tensor:
-    """GPT-OSS's clamped SwiGLU. interleaved: columns even = glu half, odd = linear half (the stored layout);
-    else [glu | linear] halves (see deinterleave), which the CPU's vectorised elementwise kernels run about 1.7x
-    faster than stride-2 columns."""
-    if interleaved:
-        glu, linear = gate_up[..., 0::2], gate_up[..., 1::2]
-    else:
-        glu, linear = gate_up.chunk(2, dim=-1)
-    glu = glu.clamp(max=limit)  # clamped above only
-    linear = linear.clamp(min=-limit, max=limit)
-    return glu * torch.sigmoid(alpha * glu) * (linear + 1)
+    """GPT-OSS's clamped SwiGLU: clamp(glu, max=limit) * sigmoid(alpha * that) * (clamp(linear, +-limit) + 1).
+    interleaved: columns even = glu half, odd = linear half (the stored layout); else [glu | linear] halves (see
+    deinterleave), which the CPU's vectorised elementwise kernels run about 1.7x faster than stride-2 columns."""
+    return _SwiGLU.apply(gate_up, alpha, limit, interleaved)
+
+
+def _halves(t: torch.Tensor, interleaved: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return (t[..., 0::2], t[..., 1::2]) if interleaved else t.chunk(2, dim=-1)
+
+
+class _SwiGLU(torch.autograd.Function):
+    """The clamped SwiGLU with a hand-written backward: about 15 elementwise passes forward and backward instead of
+    autograd's 25 over the same (tokens, I) tensors, which made it half of an expert's time at d_model 128.
+
+    g * sigmoid(alpha g) is computed as silu(alpha g) / alpha, so that its derivative is one silu_backward call.
+    The clamps pass gradient where the input is within them, bounds included, as torch.clamp does."""
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor, alpha: float, limit: float, interleaved: bool) -> torch.Tensor:
+        glu, linear = _halves(gate_up, interleaved)
+        z = glu.clamp(max=limit).mul_(alpha)
+        gated = F.silu(z).div_(alpha)
+        linear_1 = linear.clamp(-limit, limit).add_(1)
+        ctx.save_for_backward(gate_up, z, gated, linear_1)
+        ctx.alpha, ctx.limit, ctx.interleaved = alpha, limit, interleaved
+        return gated * linear_1
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        gate_up, z, gated, linear_1 = ctx.saved_tensors
+        glu, linear = _halves(gate_up, ctx.interleaved)
+        grad = torch.empty_like(gate_up)
+        grad_glu, grad_linear = _halves(grad, ctx.interleaved)
+        grad_linear.copy_(grad_out * gated).masked_fill_(linear.abs() > ctx.limit, 0)
+        # d/dg [silu(alpha g) / alpha] = silu'(alpha g)
+        grad_glu.copy_(torch.ops.aten.silu_backward(grad_out * linear_1, z)).masked_fill_(glu > ctx.limit, 0)
+        return grad, None, None, None
 
 
 def load_balancing_loss(router_logits: torch.Tensor, expert_idx: torch.Tensor, num_experts: int,
@@ -107,7 +135,7 @@ class MoEMLP(nn.Module):
         # is for CUDA, and stays opt-in until bench/bench_gpu.py measures it faster there).
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token
-        x_sorted = x[token_of]
+        x_sorted = x.index_select(0, token_of)  # its backward (index_add_) is about 2x faster than x[token_of]'s
         weights_per_expert = self.expert_weights()
         outputs, start = [], 0
         for e, n in enumerate(counts.tolist()):
@@ -129,7 +157,7 @@ class MoEMLP(nn.Module):
 
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token
-        y_sorted = self.grouped_experts(x[token_of], flat_expert[order], counts)
+        y_sorted = self.grouped_experts(x.index_select(0, token_of), flat_expert[order], counts)
         y_sorted = y_sorted * weights.reshape(-1)[order, None].to(x.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
         return out.reshape(shape), aux, load

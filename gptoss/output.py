@@ -31,6 +31,17 @@ def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _target_log_probs(logits: torch.Tensor, probs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[t] per row, given probs = softmax(logits), without a log-softmax pass.
+
+    log p_t = (logit_t - logit_max) + log p_max, since p_max = 1 / sum(exp(logits - logit_max)). Taking the log of
+    probs[t] itself would lose all digits once p_t underflows fp32 (a loss above about 87 nats, i.e. a diverging run,
+    whose loss must still be right); p_max >= 1 / V never does. No data-dependent branch, so it traces whole."""
+    # Two amax reductions cost about a tenth of an exp pass (argmax, single-threaded here, about as much as one).
+    logit_max = logits.amax(dim=-1, keepdim=True).float()
+    return (logits.gather(1, t).float() - logit_max + probs.amax(dim=-1, keepdim=True).log()).squeeze(1)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
@@ -54,13 +65,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 logits = h[rows] @ w.T  # (n, Vp)
                 if Vp != V:
                     logits[:, V:] = float("-inf")  # padded columns: probability exactly 0, gradient exactly 0
-                logp = torch.log_softmax(logits.float(), dim=-1)
                 t, scale = safe_targets[rows, None], row_scale[rows]
-                loss += -(logp.gather(1, t).squeeze(1) * scale).sum()
+                # One softmax pass (one exp per logit); log_softmax and then exp for the gradient would take two.
+                probs = torch.softmax(logits.float(), dim=-1)
+                loss -= (_target_log_probs(logits, probs, t) * scale).sum()
                 if not (need_h or need_w):
                     continue
-                # d(-log p_t)/d logits = softmax - onehot(t), computed in place in logp's storage.
-                grad_logits = logp.exp_().scatter_add_(1, t, torch.full_like(logp[:, :1], -1.0)).to(dtype)
+                # d(-log p_t)/d logits = softmax - onehot(t), in place in the softmax's storage.
+                grad_logits = probs.scatter_add_(1, t, torch.full_like(probs[:, :1], -1.0)).to(dtype)
                 # The per-token scale (1 / counted tokens, 0 for ignored) is applied on the narrow d-wide side.
                 if need_h:
                     grad_h[rows] = (grad_logits @ w).float().mul_(scale[:, None]).to(hidden.dtype)

@@ -3,7 +3,10 @@ import math
 
 import torch
 
-from gptoss.attention import KVCache, SinkAttention, causal_mask, sink_attention
+import pytest
+
+from gptoss import build_model
+from gptoss.attention import KVCache, SinkAttention, causal_mask, cpu_causal_sink_attention, sink_attention
 from gptoss.rope import YarnRotaryEmbedding
 
 
@@ -110,3 +113,38 @@ def test_sink_attention_runs_sdpa_flash_kernel_on_cpu_with_exact_gradients():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for g, w in zip(grads, torch.autograd.grad(want, (q, k, v, sinks), upstream)):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window,block", [(None, 128), (None, 5), (6, 128), (6, 4), (6, 6), (4, 7), (19, 8)])
+@pytest.mark.parametrize("with_sinks", [True, False])
+def test_cpu_causal_path_equals_explicit_attention_with_gradients(window, block, with_sinks):
+    # Query blocks that do and do not divide T = 19, windows shorter and longer than a block, GQA 4 -> 2 heads.
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 19, 6, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 2, 19, 6, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    sinks = (torch.randn(4, dtype=torch.float64) * 2).requires_grad_() if with_sinks else None
+    pos = torch.arange(19)
+    inputs = (q, k, v) + ((sinks,) if with_sinks else ())
+    got = cpu_causal_sink_attention(q, k, v, sinks, window, 0.4, block)
+    reference_sinks = sinks if with_sinks else torch.full((4,), -1e9, dtype=torch.float64)  # exp(-1e9) = 0
+    want = explicit_sink_attention(q, k, v, reference_sinks, causal_mask(pos, pos, window), 0.4)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn_like(got)
+    for g, w in zip(torch.autograd.grad(got, inputs, upstream), torch.autograd.grad(want, inputs, upstream)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_model_takes_the_cpu_causal_path_and_matches_the_masked_one():
+    torch.manual_seed(0)
+    model = build_model("gptoss", "debug", sliding_window=8)  # layer 0 windowed, layer 1 full
+    idx = torch.randint(0, 512, (2, 24))
+    pos = torch.arange(24)
+    with torch.profiler.profile() as prof:
+        _, loss = model(idx, idx)
+    kernels = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels
+    assert "aten::scaled_dot_product_attention" not in kernels  # the masked SDPA path was not taken
+    x = torch.randn(2, 24, 64)
+    for block in model.blocks:  # each layer: the default (mask None) against its explicit mask
+        torch.testing.assert_close(block.attn(x, pos, None), block.attn(x, pos, causal_mask(pos, pos, block.window)),
+                                   rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
 """Tests for gptoss/moe.py: grouped expert compute, the Switch aux loss, gradients of idle experts."""
+import pytest
 import torch
 
 from gptoss.moe import MoEMLP, deinterleave, load_balancing_loss, swiglu
@@ -49,6 +50,27 @@ def test_swiglu_clamps_and_interleaving():
     expected_first = 7.0 * torch.sigmoid(torch.tensor(1.702 * 7.0)) * 8.0  # glu clamped to 7, linear to 7
     expected_second = -10.0 * torch.sigmoid(torch.tensor(-17.02)) * -6.0  # glu not clamped below, linear to -7
     torch.testing.assert_close(out, torch.stack([expected_first, expected_second])[None])
+
+
+def autograd_swiglu(gate_up, alpha=1.702, limit=7.0, interleaved=True):
+    """The formula as written (GPT-OSS's reference), differentiated by autograd."""
+    glu, linear = (gate_up[..., 0::2], gate_up[..., 1::2]) if interleaved else gate_up.chunk(2, dim=-1)
+    glu, linear = glu.clamp(max=limit), linear.clamp(min=-limit, max=limit)
+    return glu * torch.sigmoid(alpha * glu) * (linear + 1)
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_swiglu_backward_equals_autograd_of_the_formula(interleaved):
+    # Values beyond both clamps and exactly on them: the clamps pass gradient at their bounds, as torch.clamp does.
+    torch.manual_seed(0)
+    gate_up = torch.randn(3, 5, 16, dtype=torch.float64) * 6
+    gate_up[0, 0, :6] = torch.tensor([7.0, 7.0, -7.0, -7.0, 7.0, -7.0], dtype=torch.float64)
+    gate_up.requires_grad_()
+    got, want = swiglu(gate_up, interleaved=interleaved), autograd_swiglu(gate_up, interleaved=interleaved)
+    upstream = torch.randn_like(got)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(got, gate_up, upstream)[0],
+                               torch.autograd.grad(want, gate_up, upstream)[0], rtol=1e-12, atol=1e-12)
 
 
 def test_aux_loss_is_one_under_uniform_routing():

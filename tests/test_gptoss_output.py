@@ -56,6 +56,23 @@ def test_padded_columns_never_enter_the_softmax():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_loss_beyond_fp32_underflow_is_still_exact():
+    # Target logits about 120 below the rest: p_t = exp(-120) is 0 in fp32, so -log(softmax[t]) would be inf;
+    # the loss (a diverging run's) must still come out as the plain path's ~120 nats, gradients included.
+    torch.manual_seed(0)
+    weight = torch.randn(50, 8) * 0.1
+    weight[:5] = 0.0
+    weight[:5, 0] = -12.0
+    hidden = torch.zeros(6, 8)
+    hidden[:, 0] = 10.0
+    targets = torch.randint(0, 5, (6,))
+    fused = grads(linear_cross_entropy, hidden, weight, targets)
+    plain = grads(plain_loss, hidden, weight, targets)
+    assert 100 < fused[0].item() < 200
+    for got, want in zip(fused, plain):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_no_grad_gives_the_loss_and_retained_graph_runs_backward_twice():
     torch.manual_seed(0)
     hidden, weight = torch.randn(20, 16, requires_grad=True), torch.randn(77, 16, requires_grad=True)

@@ -24,3 +24,19 @@ def test_rotation_uses_halves_and_scales_by_concentration():
     out = rope(x, torch.tensor([1])).flatten()
     # pair 0 is (x[0], x[2]): rotating it by angle a gives (c cos a, 0, c sin a, 0)
     assert out[1] == 0 and out[3] == 0 and math.isclose(out[0] ** 2 + out[2] ** 2, c * c, rel_tol=1e-5)
+
+
+def test_rotation_backward_equals_autograd_of_the_formula():
+    # The hand-written backward (rotation by minus the angle) against autograd through cos/sin arithmetic.
+    torch.manual_seed(0)
+    rope = YarnRotaryEmbedding(8, 64, 150000.0, 32.0, 1.0, 32.0, 4096).double()
+    x = torch.randn(2, 3, 10, 8, dtype=torch.float64, requires_grad=True)
+    positions = torch.arange(5, 15)
+    got = rope(x, positions)
+    cos, sin = rope.cos[positions], rope.sin[positions]
+    x1, x2 = x.chunk(2, dim=-1)
+    want = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    upstream = torch.randn_like(got)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(got, x, upstream)[0], torch.autograd.grad(want, x, upstream)[0],
+                               rtol=1e-12, atol=1e-12)

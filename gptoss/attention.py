@@ -138,8 +138,10 @@ def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if group > 1:  # the CPU kernel wants as many k/v heads as query heads
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     parts = []
-    for start in range(0, T, block):
-        stop = min(start + block, T)
+    # One split of q, and k/v sliced only where a block reads fewer than all keys: each slice would make autograd
+    # zero-fill a full-size gradient buffer.
+    for q_block, start in zip(q.split(block, dim=2), range(0, T, block)):
+        stop = start + q_block.shape[2]
         lo = 0 if window is None else max(0, start - window + 1)
         if lo == start and (window is None or stop - start <= window):  # the kernel's own causal rule is exact
             mask, causal = None, True
@@ -148,8 +150,8 @@ def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             mask = torch.zeros(len(q_pos), len(k_pos), dtype=q.dtype, device=q.device).masked_fill_(
                 ~causal_mask(q_pos, k_pos, window), float("-inf"))
             causal = False
-        parts.append(_CpuFlashSinkAttention.apply(q[:, :, start:stop], k[:, :, lo:stop], v[:, :, lo:stop], sinks, mask,
-                                                  causal, scale))
+        k_block, v_block = (k, v) if (lo, stop) == (0, T) else (k[:, :, lo:stop], v[:, :, lo:stop])
+        parts.append(_CpuFlashSinkAttention.apply(q_block, k_block, v_block, sinks, mask, causal, scale))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 

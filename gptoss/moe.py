@@ -130,18 +130,16 @@ class MoEMLP(nn.Module):
             out = self.expert(0, x) * weights
             return out.reshape(shape), aux, load
 
-        # Group the (token, slot) assignments by expert: one sort, then a contiguous slice per expert.
+        # Group the (token, slot) assignments by expert: one sort, then a contiguous group per expert (one split:
+        # a slice per expert would make autograd zero-fill a full-size gradient buffer for each).
         # A loop over experts (not tokens) with plain matmuls: the CPU default (forward_grouped's torch._grouped_mm
         # is for CUDA, and stays opt-in until bench/bench_gpu.py measures it faster there).
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // self.experts_per_token
         x_sorted = x.index_select(0, token_of)  # its backward (index_add_) is about 2x faster than x[token_of]'s
         weights_per_expert = self.expert_weights()
-        outputs, start = [], 0
-        for e, n in enumerate(counts.tolist()):
-            if n:
-                outputs.append(self.expert(e, x_sorted[start:start + n], weights_per_expert))
-            start += n
+        groups = x_sorted.split(counts.tolist())
+        outputs = [self.expert(e, group, weights_per_expert) for e, group in enumerate(groups) if len(group)]
         y_sorted = torch.cat(outputs) * weights.reshape(-1)[order, None].to(x.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
         return out.reshape(shape), aux, load

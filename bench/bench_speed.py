@@ -13,7 +13,8 @@ differences into different expert choices: gptoss d256 moves by about 3e-3 in 40
 
 Usage: python bench/bench_speed.py [--model 'LABEL=ARCH/PRESET,field=value,...' ...] [--steps 50] [--threads 2]
        [--batch 8] [--seq-len 256] [--vocab 10571 | --data DIR] [--ref REV | --ref none] [--noise-floor]
---model is repeatable and takes any preset and config overrides (e.g. the component switches of the ladder).
+       [--variants ladder | leave-one-out | NAME,... [--variant-preset cpu-tiny]]
+--model is repeatable and takes any preset and config overrides; --variants adds the component ladder's mixes.
 Exit status 1 when a loss curve differs from the reference revision's by more than --tol.
 """
 from __future__ import annotations
@@ -155,14 +156,25 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, clip: float) -> float
     return loss.item()
 
 
-def build_runs(specs: list[str], vocab: int, lr: float, ref) -> tuple[list[Run], dict, list[str]]:
+def variant_specs(names: str, preset: str) -> list[tuple[str, str, str, dict]]:
+    """--variants: (label, arch, preset, overrides) per named variant of gptoss/variants.py (groups expanded)."""
+    from gptoss.variants import expand_variants, variant_overrides
+
+    try:
+        return [(f"{name} {preset}", "gptoss", preset, variant_overrides(name))
+                for name in expand_variants([n.strip() for n in names.split(",") if n.strip()])]
+    except ValueError as err:
+        fail(f"--variants: {err}")
+
+
+def build_runs(specs: list, vocab: int, lr: float, ref) -> tuple[list[Run], dict, list[str]]:
     from gptoss import build_model, flops_per_token  # noqa: F401  (flops via the current accounting for every run)
     from orchestrator.config import TrainConfig
     from orchestrator.train_loop import build_optimizer
 
     runs, fpt, notes = [], {}, []
     for spec in specs:
-        label, arch, preset, overrides = parse_model(spec)
+        label, arch, preset, overrides = parse_model(spec) if isinstance(spec, str) else spec
         overrides.setdefault("vocab_size", vocab)
         torch.manual_seed(0)
         try:
@@ -222,13 +234,19 @@ def main() -> None:
     parser.add_argument("--ref", default=DEFAULT_REF, help="git revision to compare against, or 'none'")
     parser.add_argument("--tol", type=float, default=1e-3, help="largest loss difference allowed against --ref")
     parser.add_argument("--warmup", type=int, default=3, help="steps per model left out of the timings")
+    parser.add_argument("--variants", default=None,
+                        help="also (or, without --model, only) these gptoss variants, e.g. 'ladder' or "
+                             "'gptoss-no-moe,+swiglu' (the component ladder's mixes, gptoss/variants.py)")
+    parser.add_argument("--variant-preset", default="cpu-tiny", help="the gptoss preset the variants are built on")
     parser.add_argument("--noise-floor", action="store_true",
                         help="also train each reference model again with another thread count (untimed) and accept "
                              "differences within twice how far that moves it")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         fail(f"--steps must exceed --warmup ({args.warmup}), got {args.steps}")
-    specs = args.model or DEFAULT_MODELS
+    specs = args.model or ([] if args.variants else DEFAULT_MODELS)
+    if args.variants:
+        specs = specs + variant_specs(args.variants, args.variant_preset)
     torch.set_num_threads(args.threads)
 
     from gptoss import flops_per_token

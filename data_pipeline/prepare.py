@@ -1,4 +1,4 @@
-"""The prepare pipeline: Ray Data reads stories, a tiktoken actor pool tokenizes them, a datasink writes Arrow parts; the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
+"""The prepare pipeline: Ray Data reads stories, tokenizes them with tiktoken and writes Arrow parts, all in one task per chunk; the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
 from __future__ import annotations
 
 import hashlib
@@ -45,7 +45,7 @@ def _make_datasource(chunks: list[StoryChunk], val_indices: np.ndarray | None):
 
     class ChunkDescriptors(Datasource):
         """One read task per planned chunk, each one small row: the chunk's DESCRIPTOR (file, byte/item range, split,
-        order key, and the chunk's validation story indices in fraction mode). No text: the tokenizer actor reads its
+        order key, and the chunk's validation story indices in fraction mode). No text: the tokenize stage reads its
         chunk's bytes itself from local disk, so no text travels through the object store."""
 
         def estimate_inmemory_data_size(self):
@@ -75,59 +75,57 @@ def _descriptor_table(number: int, chunk: StoryChunk, val_indices: np.ndarray | 
     return pa.table(row)
 
 
-class TokenizeChunks:
-    """Ray Data actor: builds the tiktoken encoding once; per call, reads each described chunk from disk and tokenizes
-    its stories (each ending in end-of-text). Returns one compact row per (chunk, split): order key, counts, and the
-    tokens as the raw uint32 bytes of one large_binary value."""
+def _tokenize_chunks(batch, name: str, tokenizer_dir: str | None):
+    """Ray Data task: reads each described chunk from disk and tokenizes its stories (each ending in end-of-text).
+    Returns one compact row per (chunk, split): order key, counts, and the tokens as the raw uint32 bytes of one
+    large_binary value. The encoding is built once per worker process (get_encoding caches it; the rank files are
+    re-verified by sha256), so a plain task on Ray's already-started workers does what an actor would, without an
+    actor's fresh process."""
+    import pyarrow as pa
 
-    def __init__(self, name: str, tokenizer_dir: str | None):
-        # Loaded from the same folder (or tiktoken's cache, filled by the driver) and re-verified by sha256.
-        self.encoding = build_encoding(name, load_rank_files(name, tokenizer_dir))
-        self.eot = np.array([self.encoding.eot_token], dtype=np.uint32)
+    from .tokenizers import get_encoding
 
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        cols = {k: [] for k in ("seq", "last_seq", "split", "stories", "utf8_bytes", "tokens")}
-        encode = self.encoding.encode_to_numpy
-        eot = self.eot
-        for d in batch.to_pylist():
-            chunk = StoryChunk(**{k: (d[k] or None) if k == "split" else d[k] for k in _DESCRIPTOR_FIELDS})
-            stories = read_chunk(chunk)
-            if chunk.split is not None:
-                codes = [SPLIT_CODES[chunk.split]] * len(stories)
-            else:
-                val = np.frombuffer(d["val_indices"], dtype=np.int64) - chunk.first_index
-                flags = np.zeros(len(stories), dtype=np.int8)
-                flags[val] = 1
-                codes = flags.tolist()
-            per_split: dict[int, list] = {0: [], 1: []}
-            utf8 = [0, 0]
-            for text, code in zip(stories, codes):
-                # encode_to_numpy with no special tokens allowed or checked is encode_ordinary, minus the Python int lists.
-                pieces = per_split[code]
-                pieces.append(encode(text, disallowed_special=()))
-                pieces.append(eot)
-                utf8[code] += len(text) if text.isascii() else len(text.encode())
-            first = int(_seq(d["number"], 0))
-            for code in (0, 1):
-                if not per_split[code]:
-                    continue
-                tokens = np.concatenate(per_split[code])
-                cols["seq"].append(first)
-                cols["last_seq"].append(int(_seq(d["number"], len(stories) - 1)))
-                cols["split"].append(code)
-                cols["stories"].append(len(per_split[code]) // 2)
-                cols["utf8_bytes"].append(utf8[code])
-                cols["tokens"].append(tokens)
-        return pa.table({
-            "seq": pa.array(cols["seq"], pa.int64()),
-            "last_seq": pa.array(cols["last_seq"], pa.int64()),
-            "split": pa.array(cols["split"], pa.int8()),
-            "stories": pa.array(cols["stories"], pa.int64()),
-            "utf8_bytes": pa.array(cols["utf8_bytes"], pa.int64()),
-            "tokens": _binary_column(cols["tokens"]),
-        })
+    encoding = get_encoding(name, tokenizer_dir)
+    cols = {k: [] for k in ("seq", "last_seq", "split", "stories", "utf8_bytes", "tokens")}
+    encode = encoding.encode_to_numpy
+    eot = np.array([encoding.eot_token], dtype=np.uint32)
+    for d in batch.to_pylist():
+        chunk = StoryChunk(**{k: (d[k] or None) if k == "split" else d[k] for k in _DESCRIPTOR_FIELDS})
+        stories = read_chunk(chunk)
+        if chunk.split is not None:
+            codes = [SPLIT_CODES[chunk.split]] * len(stories)
+        else:
+            val = np.frombuffer(d["val_indices"], dtype=np.int64) - chunk.first_index
+            flags = np.zeros(len(stories), dtype=np.int8)
+            flags[val] = 1
+            codes = flags.tolist()
+        per_split: dict[int, list] = {0: [], 1: []}
+        utf8 = [0, 0]
+        for text, code in zip(stories, codes):
+            # encode_to_numpy with no special tokens allowed or checked is encode_ordinary, minus the Python int lists.
+            pieces = per_split[code]
+            pieces.append(encode(text, disallowed_special=()))
+            pieces.append(eot)
+            utf8[code] += len(text) if text.isascii() else len(text.encode())
+        first = int(_seq(d["number"], 0))
+        for code in (0, 1):
+            if not per_split[code]:
+                continue
+            tokens = np.concatenate(per_split[code])
+            cols["seq"].append(first)
+            cols["last_seq"].append(int(_seq(d["number"], len(stories) - 1)))
+            cols["split"].append(code)
+            cols["stories"].append(len(per_split[code]) // 2)
+            cols["utf8_bytes"].append(utf8[code])
+            cols["tokens"].append(tokens)
+    return pa.table({
+        "seq": pa.array(cols["seq"], pa.int64()),
+        "last_seq": pa.array(cols["last_seq"], pa.int64()),
+        "split": pa.array(cols["split"], pa.int8()),
+        "stories": pa.array(cols["stories"], pa.int64()),
+        "utf8_bytes": pa.array(cols["utf8_bytes"], pa.int64()),
+        "tokens": _binary_column(cols["tokens"]),
+    })
 
 
 def _binary_column(arrays: list[np.ndarray]):
@@ -226,44 +224,57 @@ def _worker_runtime_env() -> dict:
 
 
 def _start_helpers(cfg: PrepareConfig) -> None:
-    """If Ray is already up (tests, benchmarks, a notebook, a cluster driver), start Ray Data's two per-cluster helper
-    actors (stats, autoscaling coordinator; each a process importing Ray Data, otherwise started lazily on the first
-    job) and warm one 0-CPU worker process (Ray Data import; the datasink's write tasks land there) now, beside the
-    driver's planning. Only an optimisation: never starts Ray, never fails."""
+    """If Ray is already up (tests, benchmarks, a notebook, a cluster driver), get the tokenize job's processes ready
+    beside the driver's planning: one task per CPU warms a worker (imports Ray Data, as deserializing a Ray Data task
+    does, and builds the encoding that _tokenize_chunks then finds cached), and Ray Data's two per-cluster helper
+    actors (stats, autoscaling coordinator; each a process importing Ray Data, otherwise started lazily when the job
+    starts) are created. Only an optimisation: never starts Ray, never fails."""
     try:
         import ray
 
         if not ray.is_initialized():
             return
+        warm = ray.remote(num_cpus=1, max_retries=0, **_worker_runtime_env())(_warm_worker)
+        for _ in range(int(ray.cluster_resources().get("CPU", 0))):
+            warm.remote(cfg.tokenizer, _tokenizer_dir_arg(cfg))
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import get_or_create_autoscaling_coordinator
         from ray.data._internal.stats import get_or_create_stats_actor
 
-        ray.remote(num_cpus=0, max_retries=0, **_worker_runtime_env())(_warm_writer).remote()
         get_or_create_stats_actor()
         get_or_create_autoscaling_coordinator()
     except Exception:
         pass
 
 
-def _warm_writer() -> int:
-    import ray.data  # noqa: F401  (what deserializing a Ray Data write task imports)
+def _tokenizer_dir_arg(cfg: PrepareConfig) -> str | None:
+    """The tokenizer folder as the workers get it (absolute: their working directory may differ)."""
+    tokenizer_dir = resolve_tokenizer_dir(cfg.tokenizer_dir)
+    return None if tokenizer_dir is None else str(tokenizer_dir.resolve())
 
-    from . import manifest  # noqa: F401
 
+def _warm_worker(name: str, tokenizer_dir: str | None) -> int:
+    try:
+        import ray.data  # noqa: F401  (what deserializing a Ray Data task imports)
+
+        from .tokenizers import get_encoding
+
+        get_encoding(name, tokenizer_dir)
+    except Exception:  # bad input is the driver's to report, in one line
+        pass
     return os.getpid()
 
 
 def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, bytes], n_vocab: int, staging: Path, show: bool,
                   phases: "_Phases") -> list[dict]:
-    """Phase 1 on Ray: chunk descriptors -> tokenize (actor pool; each actor reads its chunks from disk) -> datasink
-    writing Arrow parts in staging. Returns the datasink's per-chunk results in story order."""
+    """Phase 1 on Ray: chunk descriptors -> tokenize (reads its chunk from disk) -> datasink writing Arrow parts in
+    staging, fused into one task per chunk. Returns the datasink's per-chunk results in story order."""
     from raysetup import check_shared_storage, init_ray
 
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
     # Workers on every node write parts into staging, which the driver then reads: it must be one shared folder.
     check_shared_storage(str(staging), cluster, flag="--out (its staging folder)")
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
     ctx = DataContext.get_current()
     # Every output row carries its chunk's global order key and the driver sorts by it: Ray Data need not keep order.
@@ -272,41 +283,28 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = False
 
-    actors = max(1, min(int(cluster.cpus), len(plan.chunks)))
     for split in SPLITS:
         (staging / split).mkdir(parents=True, exist_ok=True)
-    tokenizer_dir = resolve_tokenizer_dir(cfg.tokenizer_dir)
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):  # Ray Data re-configures its loggers on import
         logging.getLogger(name).setLevel(logging.INFO if cfg.verbose else logging.ERROR)
     remote_env = _worker_runtime_env()
-    # The read tasks only emit a descriptor row (no text): no CPU reserved (the actors hold every core) and one at a
-    # time, in one light worker process.
+    # Read (a descriptor row per chunk), tokenize and write share one CPU and the same remote arguments, so Ray Data
+    # fuses them into one task per chunk: the text is read, tokenized and written as a part in one worker process,
+    # and neither text nor tokens pass through the object store. Tasks, not actors: they run on the worker processes
+    # Ray has already started (an actor is a fresh process that must import Ray Data and build the encoding first).
+    task_args = dict(num_cpus=1, **remote_env)
     ds = ray.data.read_datasource(_make_datasource(plan.chunks, plan.val_indices), override_num_blocks=len(plan.chunks),
-                                  num_cpus=0, concurrency=1, **remote_env)
-    with warnings.catch_warnings():
-        # max_restarts has no named parameter in Ray 2.60's map_batches; passing it the generic way warns of deprecation.
-        warnings.simplefilter("ignore")
-        ds = ds.map_batches(
-            TokenizeChunks,
-            fn_constructor_args=(cfg.tokenizer, None if tokenizer_dir is None else str(tokenizer_dir.resolve())),
-            batch_size=1,  # one chunk descriptor per call
-            batch_format="pyarrow",
-            # Two calls queued per actor: the next chunk is already waiting when one finishes (no idle gap between
-            # calls), while the end of the run stays balanced.
-            compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
-            num_cpus=1,
-            zero_copy_batch=True,
-            max_restarts=0,  # a failed run is simply re-run (idempotent); also keeps Ray's restart warning quiet
-            **remote_env,
-        )
+                                  **task_args)
+    ds = ds.map_batches(_tokenize_chunks, fn_kwargs=dict(name=cfg.tokenizer, tokenizer_dir=_tokenizer_dir_arg(cfg)),
+                        batch_size=None, batch_format="pyarrow", zero_copy_batch=True, **task_args)
     sink = _make_datasink(str(staging), n_vocab)
     error: list[BaseException] = []
 
     def run():
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ray_remote_args is the only way to set write tasks' CPUs in 2.60
-                ds.write_datasink(sink, ray_remote_args={"num_cpus": 0, **remote_env}, concurrency=actors)
+                warnings.simplefilter("ignore")  # ray_remote_args: the only way to set the write stage's CPUs in 2.60
+                ds.write_datasink(sink, ray_remote_args=task_args)
         except BaseException as exc:  # re-raised on the driver thread
             error.append(exc)
 
@@ -502,7 +500,8 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
     t_start = phases.t0
     out = Path(cfg.out).expanduser()
     _check_writable(out)
-    _start_helpers(cfg)  # only when Ray is already up (never starts Ray)
+    if cfg.force or not (out / MANIFEST_NAME).is_file():  # not for what is most likely an up-to-date no-op
+        _start_helpers(cfg)  # only when Ray is already up (never starts Ray)
     phases.mark("ray data helpers (submit)")
     # Everything checkable without Ray first: clean one-line errors, and no Ray start-up for a typo.
     plan = plan_sources(cfg)

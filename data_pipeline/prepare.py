@@ -1,4 +1,4 @@
-"""The prepare pipeline: Ray Data reads stories, tokenizes them with tiktoken and writes Arrow parts, all in one task per chunk; the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
+"""The prepare pipeline: Ray Data tasks read runs of stories, tokenize them with tiktoken and write them as Arrow parts; the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,6 @@ import shutil
 import sys
 import threading
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -87,20 +86,22 @@ def _descriptor_table(number: int, chunk: StoryChunk, val_indices: np.ndarray | 
     return pa.table(row)
 
 
-def _tokenize_chunks(batch, name: str, tokenizer_dir: str | None):
-    """Ray Data task: reads each described chunk from disk and tokenizes its stories (each ending in end-of-text).
-    Returns one compact row per (chunk, split): order key, counts, and the tokens as the raw uint32 bytes of one
-    large_binary value. The encoding is built once per worker process (get_encoding caches it; the rank files are
-    re-verified by sha256), so a plain task on Ray's already-started workers does what an actor would, without an
-    actor's fresh process."""
+def _tokenize_chunks(batch, name: str, tokenizer_dir: str | None, staging: str):
+    """Ray Data task: reads each described chunk from disk, tokenizes its stories (each ending in end-of-text) and
+    writes each (chunk, split) as one uncompressed Arrow IPC part file in staging, named by its order key and counts,
+    as soon as it is done (the driver's progress bar follows those files). Returns one small row per part: order key,
+    counts, file, and the distinct token ids (for the vocabulary compaction); the tokens themselves never leave the
+    task. The encoding is built once per worker process (get_encoding caches it; the rank files are re-verified by
+    sha256)."""
     import pyarrow as pa
 
     from .tokenizers import get_encoding
 
     encoding = get_encoding(name, tokenizer_dir)
-    cols = {k: [] for k in ("seq", "last_seq", "split", "stories", "utf8_bytes", "tokens")}
+    cols = {k: [] for k in ("seq", "last_seq", "split", "stories", "utf8_bytes", "tokens", "file", "distinct")}
     encode = encoding.encode_to_numpy
     eot = np.array([encoding.eot_token], dtype=np.uint32)
+    seen = np.zeros(encoding.n_vocab, dtype=bool)
     for d in batch.to_pylist():
         chunk = StoryChunk(**{k: (d[k] or None) if k == "split" else d[k] for k in _DESCRIPTOR_FIELDS})
         stories = read_chunk(chunk)
@@ -124,64 +125,43 @@ def _tokenize_chunks(batch, name: str, tokenizer_dir: str | None):
             if not per_split[code]:
                 continue
             tokens = np.concatenate(per_split[code])
+            n_stories = len(per_split[code]) // 2
+            path = Path(staging) / SPLITS[code] / f"part-{first:020d}-s{n_stories}-t{len(tokens)}.arrow"
+            write_token_shard(path, tokens, digest=False)  # atomic: the driver's progress poll only sees finished parts
+            seen[:] = False
+            seen[tokens] = True
             cols["seq"].append(first)
             cols["last_seq"].append(int(_seq(d["number"], len(stories) - 1)))
             cols["split"].append(code)
-            cols["stories"].append(len(per_split[code]) // 2)
+            cols["stories"].append(n_stories)
             cols["utf8_bytes"].append(utf8[code])
-            cols["tokens"].append(tokens)
+            cols["tokens"].append(len(tokens))
+            cols["file"].append(str(path))
+            cols["distinct"].append(np.flatnonzero(seen).astype(np.uint32).tobytes())
     return pa.table({
         "seq": pa.array(cols["seq"], pa.int64()),
         "last_seq": pa.array(cols["last_seq"], pa.int64()),
         "split": pa.array(cols["split"], pa.int8()),
         "stories": pa.array(cols["stories"], pa.int64()),
         "utf8_bytes": pa.array(cols["utf8_bytes"], pa.int64()),
-        "tokens": _binary_column(cols["tokens"]),
+        "tokens": pa.array(cols["tokens"], pa.int64()),
+        "file": pa.array(cols["file"], pa.string()),
+        "distinct": pa.array(cols["distinct"], pa.large_binary()),
     })
 
 
-def _binary_column(arrays: list[np.ndarray]):
-    """A large_binary array whose i-th value is the raw bytes of arrays[i] (one copy, no per-token Python work)."""
-    import pyarrow as pa
-
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    np.cumsum([a.nbytes for a in arrays], out=offsets[1:])
-    data = np.concatenate([a.view(np.uint8) for a in arrays]) if arrays else np.zeros(0, np.uint8)
-    return pa.Array.from_buffers(pa.large_binary(), len(arrays), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-
-
-def _make_datasink(staging: str, n_vocab: int):
-    from ray.data.datasource import Datasink
-
-    class ArrowPartsDatasink(Datasink):
-        """Writes each tokenized (chunk, split) as one uncompressed Arrow IPC part file in staging, named by its order key
-        and counts; returns per chunk its parts' counts and the distinct token ids (for the vocabulary compaction)."""
-
-        def write(self, blocks, ctx):
-            chunks: dict[int, dict] = {}
-            for block in blocks:
-                if block.num_rows == 0:
-                    continue
-                tokens_col = block.column("tokens")
-                seq, last, split = (block.column(k).to_pylist() for k in ("seq", "last_seq", "split"))
-                stories, utf8 = block.column("stories").to_pylist(), block.column("utf8_bytes").to_pylist()
-                for i in range(block.num_rows):
-                    buf = tokens_col[i].as_buffer()
-                    tokens = np.frombuffer(buf, dtype=np.uint32) if buf is not None else np.zeros(0, np.uint32)
-                    split_name = SPLITS[split[i]]
-                    r = chunks.setdefault(seq[i], dict(first_seq=seq[i], last_seq=last[i], parts={}, distinct=np.zeros(n_vocab, dtype=bool)))
-                    r["distinct"][tokens] = True
-                    path = Path(staging) / split_name / f"part-{seq[i]:020d}-s{stories[i]}-t{len(tokens)}.arrow"
-                    write_token_shard(path, tokens, digest=False)  # atomic: the driver's progress poll only sees finished parts
-                    r["parts"][split_name] = dict(file=str(path), stories=stories[i], tokens=int(len(tokens)), utf8_bytes=utf8[i])
-            for r in chunks.values():
-                r["distinct"] = np.flatnonzero(r["distinct"])
-            return list(chunks.values())
-
-        def on_write_complete(self, write_result):
-            self.results = [r for rs in write_result.write_returns if rs for r in rs]
-
-    return ArrowPartsDatasink()
+def _chunk_results(rows: list[dict]) -> list[dict]:
+    """The task rows (one per part) as one result per chunk, in story order: order keys, its parts' counts per split,
+    and the distinct token ids of its parts."""
+    chunks: dict[int, dict] = {}
+    for row in rows:
+        r = chunks.setdefault(row["seq"], dict(first_seq=row["seq"], last_seq=row["last_seq"], parts={}, distinct=[]))
+        r["parts"][SPLITS[row["split"]]] = dict(file=row["file"], stories=row["stories"], tokens=row["tokens"],
+                                                utf8_bytes=row["utf8_bytes"])
+        r["distinct"].append(np.frombuffer(row["distinct"], dtype=np.uint32))
+    for r in chunks.values():
+        r["distinct"] = np.unique(np.concatenate(r["distinct"])).astype(np.int64)
+    return sorted(chunks.values(), key=lambda r: r["first_seq"])
 
 
 # ---------------------------------------------------------------- driver
@@ -276,10 +256,9 @@ def _warm_worker(name: str, tokenizer_dir: str | None) -> int:
     return os.getpid()
 
 
-def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, bytes], n_vocab: int, staging: Path, show: bool,
-                  phases: "_Phases") -> list[dict]:
-    """Phase 1 on Ray: chunk descriptors -> tokenize (reads its chunk from disk) -> datasink writing Arrow parts in
-    staging, fused into one task per chunk. Returns the datasink's per-chunk results in story order."""
+def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, staging: Path, show: bool, phases: "_Phases") -> list[dict]:
+    """Phase 1 on Ray: chunk descriptors -> tokenize (reads each chunk from disk, writes its Arrow parts in staging),
+    fused into one task per run of chunks. Returns the per-chunk results in story order."""
     from raysetup import check_shared_storage, init_ray
 
     cluster = init_ray(cfg.address, verbose=cfg.verbose)
@@ -300,28 +279,28 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):  # Ray Data re-configures its loggers on import
         logging.getLogger(name).setLevel(logging.INFO if cfg.verbose else logging.ERROR)
     remote_env = _worker_runtime_env()
-    # Read (descriptor rows), tokenize and write share one CPU and the same remote arguments, so Ray Data fuses them
-    # into one task: it reads, tokenizes and writes its chunks one after another (a part per chunk, so progress stays
-    # per chunk), and neither text nor tokens pass through the object store. Tasks, not an actor pool: they run in
-    # the worker processes Ray has already started, which _start_helpers' warm-up tasks prepared while the driver
-    # planned (an actor never takes a worker that has run tasks; it would import Ray Data and build the encoding
-    # only once the job starts). Runs of chunks per task, not one chunk per task: between two tasks a worker idles
-    # ~0.15 s here (the executor polls for finished tasks every 0.1 s, then leases a worker again), which with one
-    # 4 MB chunk per task was a fifth of the run.
+    # Read (descriptor rows) and tokenize share one CPU and the same remote arguments, so Ray Data fuses them into one
+    # task: it reads, tokenizes and writes its chunks one after another (parts per chunk, so progress stays per
+    # chunk), and neither text nor tokens pass through the object store: only each part's counts and distinct ids
+    # reach the driver. Tasks, not an actor pool: they run in the worker processes Ray has already started, which
+    # _start_helpers' warm-up tasks prepared while the driver planned (an actor never takes a worker that has run
+    # tasks; it would import Ray Data and build the encoding only once the job starts). Runs of chunks per task, not
+    # one chunk per task: between two tasks a worker idles ~0.15 s here (the executor polls for finished tasks every
+    # 0.1 s, then leases a worker again), which with one 4 MB chunk per task was a fifth of the run.
     task_args = dict(num_cpus=1, **remote_env)
     groups = _task_groups(len(plan.chunks), int(cluster.cpus))
     ds = ray.data.read_datasource(_make_datasource(plan.chunks, plan.val_indices, groups), override_num_blocks=len(groups),
                                   **task_args)
-    ds = ds.map_batches(_tokenize_chunks, fn_kwargs=dict(name=cfg.tokenizer, tokenizer_dir=_tokenizer_dir_arg(cfg)),
-                        batch_size=None, batch_format="pyarrow", zero_copy_batch=True, **task_args)
-    sink = _make_datasink(str(staging), n_vocab)
+    fn_kwargs = dict(name=cfg.tokenizer, tokenizer_dir=_tokenizer_dir_arg(cfg), staging=str(staging.resolve()))
+    ds = ds.map_batches(_tokenize_chunks, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+                        **task_args)
+    rows: list[dict] = []
     error: list[BaseException] = []
 
     def run():
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ray_remote_args: the only way to set the write stage's CPUs in 2.60
-                ds.write_datasink(sink, ray_remote_args=task_args)
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows.extend(batch.to_pylist())
         except BaseException as exc:  # re-raised on the driver thread
             error.append(exc)
 
@@ -353,7 +332,7 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, by
         if m:
             raise DataError(m.group(2).strip())
         raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
-    return sorted(sink.results, key=lambda r: r["first_seq"])
+    return _chunk_results(rows)
 
 
 def _follow(worker: threading.Thread, staging: Path, bar, phases: "_Phases") -> None:
@@ -547,7 +526,7 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
     show = not cfg.verbose  # verbose shows Ray Data's own bars instead
     phases.mark("up-to-date check + cleanup")
     try:
-        results = _run_tokenize(cfg, plan, rank_files, encoding.n_vocab, staging, show, phases)
+        results = _run_tokenize(cfg, plan, staging, show, phases)
         _check_order(results, plan)
         eot_orig = int(encoding.eot_token)
         distinct = np.unique(np.concatenate([r["distinct"] for r in results] + [np.array([eot_orig])]))

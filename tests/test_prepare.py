@@ -147,3 +147,13 @@ def test_manifest_carries_the_vocabulary_and_shard_checksums(compact_run, tmp_pa
         for s in sp["shards"]:
             s.pop("xxh3_64"), s.pop("sha256")
     check_shards(copy, old)
+
+
+def test_summary_embedding_savings_use_the_cpu_presets_shapes():
+    # prepare's summary keeps the CPU presets' embedding shapes itself (importing gptoss imports torch): same as gptoss's.
+    from data_pipeline.prepare import CPU_PRESET_EMBEDDINGS
+    from gptoss.presets import PRESETS, build_config
+
+    built = {(arch, name): (build_config(arch, name).d_model, build_config(arch, name).tie_embeddings)
+             for arch in ("gptoss", "gpt2") for name in PRESETS[arch] if name.startswith("cpu")}
+    assert list(CPU_PRESET_EMBEDDINGS.items()) == list(built.items())

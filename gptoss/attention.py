@@ -125,7 +125,7 @@ QUERY_BLOCK = 128  # rows per flash call on the CPU path; its kernel does not sk
 
 
 def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
-                              window: int | None, scale: float, block: int = QUERY_BLOCK) -> torch.Tensor:
+                              window: int | None, scale: float, block: int | None = None) -> torch.Tensor:
     """sink_attention for a whole sequence (queries and keys at consecutive positions) on the CPU in fp32/fp64.
 
     The queries go in blocks of `block` rows, each reading only the keys it may see: the first block is plainly
@@ -134,6 +134,7 @@ def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     the keys before it) instead of computing and then masking them.
     """
     B, H, T, D = q.shape
+    block = block or QUERY_BLOCK
     group = H // k.shape[1]
     if group > 1:  # the CPU kernel wants as many k/v heads as query heads
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)

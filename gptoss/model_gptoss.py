@@ -83,7 +83,7 @@ class GptOssConfig:
             self.intermediate_size = mlp_intermediate_size(self.mlp, self.d_model, self.experts_per_token)
         require_positive(self, "vocab_size", "n_layers", "d_model", "n_heads", "n_kv_heads", "num_experts",
                           "experts_per_token", "intermediate_size", "max_seq_len", "rope_theta",
-                          "rope_scaling_factor", "initial_context_length", "norm_eps")
+                          "rope_scaling_factor", "initial_context_length", "norm_eps", "swiglu_alpha", "swiglu_limit")
         if self.sliding_window == 0 and not isinstance(self.sliding_window, bool):
             self.sliding_window = None  # 0 spells "no window" where None cannot be given (a flag, a grid axis)
         if self.sliding_window is not None:

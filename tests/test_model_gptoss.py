@@ -99,6 +99,8 @@ def test_sequence_longer_than_max_seq_len_raises():
     (dict(intermediate_size=0), "intermediate_size"),
     (dict(sliding_window=-1), "sliding_window"),
     (dict(head_dim=7), "head_dim"),
+    (dict(swiglu_limit=0.0), "swiglu_limit"),  # the SwiGLU backward nudges its clamp bounds one ulp out
+    (dict(swiglu_alpha=0.0), "swiglu_alpha"),  # and divides by alpha
     (dict(layer_types=["full_attention"]), "layer_types"),
     (dict(bogus=1), "bogus"),
 ])

@@ -130,8 +130,9 @@ def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     The queries go in blocks of `block` rows, each reading only the keys it may see: the first block is plainly
     causal; block [start, stop) reads keys [start - window + 1 (or 0), stop) under a mask. At T = 256 the kernel
-    computes every query-key pair it is given, so this skips most of the causally masked half (and, with a window,
-    the keys before it) instead of computing and then masking them.
+    computes every query-key pair it is given, so two blocks of 128 compute a quarter fewer pairs than one call (half
+    of the masked half; with a window, the keys before it are skipped too). Smaller blocks lose more to per-call
+    overhead than they save here (measured: 64 rows 1.05x slower per step, one block of 256 1.03x, at cpu-tiny).
     """
     B, H, T, D = q.shape
     block = block or QUERY_BLOCK

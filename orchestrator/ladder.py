@@ -86,7 +86,8 @@ def leave_one_out_steps(by_variant: dict[str, list[dict]]) -> list[dict]:
                  step=paired_step(by_variant["gptoss"], by_variant[name])) for name in LEAVE_ONE_OUT if name in by_variant]
 
 
-def _pm(values: list[float]) -> str:
+def mean_pm(values: list[float]) -> str:
+    """'mean ± std' over seeds to 4 decimals (the mean alone for one seed)."""
     mean = statistics.fmean(values)
     return f"{mean:.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
 
@@ -105,7 +106,7 @@ def _verdict(step: dict) -> str:
 
 def loss_cells(rows: list[dict]) -> str:
     """'val loss | bits/byte' table cells: mean ± std over the rows' seeds."""
-    return f"{_pm([r['final_val_loss'] for r in rows])} | {_pm([r['val_bpb'] for r in rows])}"
+    return f"{mean_pm([r['final_val_loss'] for r in rows])} | {mean_pm([r['val_bpb'] for r in rows])}"
 
 
 def step_cells(step: dict) -> str:

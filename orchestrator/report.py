@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
+from orchestrator.ladder import mean_pm
 from orchestrator.scaling import budget_section, draw_references, fmt_tokens
 from orchestrator.storage import Storage, open_storage
 
@@ -116,15 +117,6 @@ def collect_rows(storage: Storage, sweep_path: str,
     return rows, curves
 
 
-def _mean_std(values: list[float]) -> tuple[float, Optional[float]]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def _pm(values: list[float]) -> str:
-    mean, std = _mean_std(values)
-    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
-
-
 def _millions(n) -> str:
     return f"{n / 1e6:.2f}M"
 
@@ -192,7 +184,7 @@ def lr_table(rows: list[dict]) -> list[str]:
         best = _best_lr(by_lr)
         cells = []
         for lr in grid:
-            cell = _pm([r["final_val_loss"] for r in by_lr[lr]]) if lr in by_lr else ""
+            cell = mean_pm([r["final_val_loss"] for r in by_lr[lr]]) if lr in by_lr else ""
             cells.append(f"**{cell}**" if lr == best else cell)
         edge = " (edge)" if best in (min(by_lr), max(by_lr)) else ""
         seeds = sorted({len(v) for v in by_lr.values()})
@@ -238,13 +230,13 @@ def headline_table(rows: list[dict]) -> list[str]:
             gpt2_loss = [r["final_val_loss"] for r in gpt2]
             gains = [_improvement(oss, gpt2), _improvement(oss, gpt2, percent=False),
                      _improvement(oss, gpt2, "val_bpb", percent=False)] if gpt2 else ["n/a"] * 3
-            lines.append(f"| {_budget_text(budget)} | {depth} | {key[1]} | {_pm(oss_loss)} | {_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
+            lines.append(f"| {_budget_text(budget)} | {depth} | {key[1]} | {mean_pm(oss_loss)} | {mean_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
                          f"{' | '.join(gains)} | "
-                         f"{_pm([r['val_bpb'] for r in oss])} | {_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
+                         f"{mean_pm([r['val_bpb'] for r in oss])} | {mean_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
                          f"{len(oss)} / {len(gpt2)} |")
         if not any(k[0] == "gptoss" for k in groups) and gpt2:
-            lines.append(f"| {_budget_text(budget)} | {depth} | | n/a | {_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
-                         f"n/a | {_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
+            lines.append(f"| {_budget_text(budget)} | {depth} | | n/a | {mean_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
+                         f"n/a | {mean_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
     return lines
 
 

@@ -35,7 +35,7 @@ class _SwiGLU(torch.autograd.Function):
         gated = F.silu(z).div_(alpha)
         linear_1 = linear.clamp(-limit, limit).add_(1)
         ctx.save_for_backward(gate_up, z, gated, linear_1)
-        ctx.alpha, ctx.limit, ctx.interleaved = alpha, limit, interleaved
+        ctx.limit, ctx.interleaved = limit, interleaved
         return gated * linear_1
 
     @staticmethod

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gptoss import PRESETS, build_model, flops_per_token  # noqa: E402
+from gptoss import PRESETS, build_model, compile_model, flops_per_token  # noqa: E402
 from gptoss.model_gptoss import ATTN_IMPLS, EXPERT_IMPLS  # noqa: E402
 from gptoss.moe import MoEMLP, swiglu  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402  (plain dataclass; the chain imports no Ray)
@@ -315,7 +315,7 @@ def measure_case(case: dict, batch_sizes: list[int], args, batches: Batches, dev
             model = build_model(case["arch"], case["preset"], **model_overrides(case, vocab_size)).to(device)
             fpt = flops_per_token(model, args.seq_len)
             optimizer = build_optimizer(model, cfg, device)
-            runner = torch.compile(model) if case["compile"] else model
+            runner = compile_model(model) if case["compile"] else model
             warmup = 5 if case["compile"] else 2  # compile: forward and backward graphs, recompiles, then steady
             start = time.perf_counter()
             train_steps(runner, optimizer, batches, batch_size, warmup, 0, autocast)

@@ -6,6 +6,8 @@ is timed between steps, so that load from other processes on a shared machine fa
 With --ref REV, every model is also built from the gptoss package at git revision REV (default: the commit before
 the CPU speed work) with identical initial weights, trained with that revision's optimizer settings (unfused AdamW
 on the CPU), and timed in the same rotation; its loss curve must match the current one within --tol.
+With --compile, every model also trains compiled (gptoss.compile_model, as `train --compile` runs it) from the same
+weights in the same rotation (path "comp"); its speed is given against the eager "now" path.
 With --noise-floor, each reference model is also trained again (untimed) with another thread count: a change exact
 in real arithmetic that reorders float sums. How far that moves the reference's own curve is the floor below which
 a difference from it means nothing; a curve within twice that floor passes too. (A top-k router turns last-bit
@@ -13,7 +15,8 @@ differences into different expert choices: gptoss d256 moves by about 3e-3 in 40
 
 Usage: python bench/bench_speed.py [--model 'LABEL=ARCH/PRESET,field=value,...' ...] [--steps 50] [--threads 2]
        [--batch 8] [--seq-len 256] [--vocab 10571 | --data DIR] [--ref REV | --ref none] [--noise-floor]
-       [--variants ladder | leave-one-out | NAME,... [--variant-preset cpu-tiny]]
+       [--variants ladder | leave-one-out | NAME,... [--variant-preset cpu-tiny]] [--compile]
+       [--malloc keep | default]
 --model is repeatable and takes any preset and config overrides; --variants adds the component ladder's mixes.
 Exit status 1 when a loss curve differs from the reference revision's by more than --tol.
 """
@@ -44,6 +47,8 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from orchestrator.allocator import keep_freed_memory  # noqa: E402
 
 DEFAULT_MODELS = [
     "gpt2 d256 4L=gpt2/cpu-small,n_layers=4",
@@ -167,8 +172,8 @@ def variant_specs(names: str, preset: str) -> list[tuple[str, str, str, dict]]:
         fail(f"--variants: {err}")
 
 
-def build_runs(specs: list, vocab: int, lr: float, ref) -> tuple[list[Run], dict, list[str]]:
-    from gptoss import build_model, flops_per_token  # noqa: F401  (flops via the current accounting for every run)
+def build_runs(specs: list, vocab: int, lr: float, ref, compiled: bool = False) -> tuple[list[Run], dict, list[str]]:
+    from gptoss import build_model, compile_model, flops_per_token  # noqa: F401  (flops: current accounting for all)
     from orchestrator.config import TrainConfig
     from orchestrator.train_loop import build_optimizer
 
@@ -184,6 +189,9 @@ def build_runs(specs: list, vocab: int, lr: float, ref) -> tuple[list[Run], dict
         cfg = TrainConfig(arch=arch, preset=preset, lr=lr)
         runs.append(Run(label, "now", model, build_optimizer(model, cfg, torch.device("cpu"))))
         fpt[label] = model
+        if compiled:  # the same weights again, through torch.compile as `train --compile` runs it
+            twin = copy.deepcopy(model)
+            runs.append(Run(label, "comp", compile_model(twin), build_optimizer(twin, cfg, torch.device("cpu"))))
         if ref is None:
             continue
         try:
@@ -238,6 +246,12 @@ def main() -> None:
                         help="also (or, without --model, only) these gptoss variants, e.g. 'ladder' or "
                              "'gptoss-no-moe,+swiglu' (the component ladder's mixes, gptoss/variants.py)")
     parser.add_argument("--variant-preset", default="cpu-tiny", help="the gptoss preset the variants are built on")
+    parser.add_argument("--compile", action="store_true",
+                        help="also train each model compiled (gptoss.compile_model, as `train --compile`), from the "
+                             "same weights in the same rotation; its first step (the compile) is reported apart")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep: the allocator settings training uses (orchestrator/allocator.py, for every run "
+                             "here, the reference too); default: the C library's own")
     parser.add_argument("--noise-floor", action="store_true",
                         help="also train each reference model again with another thread count (untimed) and accept "
                              "differences within twice how far that moves it")
@@ -248,6 +262,7 @@ def main() -> None:
     if args.variants:
         specs = specs + variant_specs(args.variants, args.variant_preset)
     torch.set_num_threads(args.threads)
+    kept = args.malloc == "keep" and keep_freed_memory()
 
     from gptoss import flops_per_token
 
@@ -257,11 +272,12 @@ def main() -> None:
         batches, source = text_batches(args.steps, args.batch, args.seq_len, args.vocab, args.text_mb)
         vocab = args.vocab
     ref = None if args.ref.lower() == "none" else load_ref_package(args.ref)
-    runs, models, notes = build_runs(specs, vocab, args.lr, ref)
+    runs, models, notes = build_runs(specs, vocab, args.lr, ref, compiled=args.compile)
     fpt = {label: flops_per_token(model, args.seq_len) for label, model in models.items()}
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"allocator: {'freed memory kept (as in training)' if kept else 'the C library default'}")
     print(f"batch {args.batch} x {args.seq_len}, {args.steps} steps per model (first {args.warmup} untimed), "
           f"AdamW lr {args.lr}, {source}")
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
@@ -299,7 +315,7 @@ def main() -> None:
         by_label.setdefault(run.label, {})[run.path] = run
     mismatch = False
     for label, pair in by_label.items():
-        for path in ("ref", "now"):
+        for path in ("ref", "now", "comp"):
             run = pair.get(path)
             if run is None:
                 continue
@@ -319,6 +335,11 @@ def main() -> None:
                 line += f" {speedup:6.2f}x  max |loss diff| {diff:.1e} {'ok' if ok else 'MISMATCH'}"
                 if floor is not None:
                     line += f" (ref's own noise {floor:.1e})"
+            if path == "comp":  # not gated: compiled kernels reorder float sums, and the router amplifies that
+                eager = pair["now"]
+                diff = max(abs(p - q) for p, q in zip(run.losses, eager.losses))
+                line += (f" {statistics.median(eager.times[args.warmup:]) / t_med:6.2f}x vs now, max |loss diff| "
+                         f"{diff:.1e}; first step (compile) {run.times[0]:.0f} s")
             print(line)
     for note in notes:
         print(note)

@@ -137,7 +137,8 @@ class MoEMLP(nn.Module):
         if self.impl == "grouped":
             return self.forward_grouped(x)
         shape = x.shape
-        x, weights, flat_expert, counts, aux, load = self.route(x, on_device_counts=False)
+        # Compiled, bincount (its output size depends on the data) would split the graph; the scatter-add does not.
+        x, weights, flat_expert, counts, aux, load = self.route(x, on_device_counts=torch.compiler.is_compiling())
 
         if self.num_experts == 1:  # dense special case: no grouping needed
             out = self.expert(0, x) * weights
@@ -152,7 +153,7 @@ class MoEMLP(nn.Module):
         x_sorted = x.index_select(0, token_of)  # its backward (index_add_) is about 2x faster than x[token_of]'s
         weights_per_expert = self.expert_weights()
         groups = x_sorted.split(counts.tolist())
-        outputs = [self.expert(e, group, weights_per_expert) for e, group in enumerate(groups) if len(group)]
+        outputs = [self.expert(e, group, weights_per_expert) for e, group in enumerate(groups)]
         y_sorted = torch.cat(outputs) * weights.reshape(-1)[order, None].to(x.dtype)
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
         return out.reshape(shape), aux, load

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
 from torch import nn
 
 from .model_gpt2 import GPT2, GPT2Config
@@ -95,6 +96,14 @@ def model_from_config(config) -> nn.Module:
 def build_model(arch: str, preset: str = "debug", **overrides) -> nn.Module:
     """A freshly initialised model (seed torch beforehand for a deterministic init)."""
     return model_from_config(build_config(arch, preset, **overrides))
+
+
+def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
+    """torch.compile(model) as one graph per forward. The MoE's loop path reads its per-expert group sizes back to the
+    host (.tolist(), to split the sorted tokens); dynamo breaks the graph there, once per layer, unless it captures
+    such scalars as symbolic sizes, which this turns on (a process-wide dynamo setting)."""
+    torch._dynamo.config.capture_scalar_outputs = True
+    return torch.compile(model, **compile_kwargs)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from orchestrator.allocator import keep_freed_memory
 from orchestrator.config import TrainConfig, cooldown_start
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -244,7 +245,7 @@ def _local_dir(path: str):
 def train_worker(job: dict) -> None:
     """Entry point of every worker. `job` comes from orchestrator.trainer.plan_run (a plain dict, so Ray can ship it)."""
     from data_pipeline import TokenWindows
-    from gptoss import build_model, count_params, flops_per_token, load_checkpoint
+    from gptoss import build_model, compile_model, count_params, flops_per_token, load_checkpoint
 
     cfg = TrainConfig.from_dict(job["config"])
     env = (_local_env(job["local_run_dir"], cfg.keep, job.get("use_gpu", torch.cuda.is_available()))
@@ -253,6 +254,7 @@ def train_worker(job: dict) -> None:
     device = env.device
     if device.type == "cpu":
         torch.set_num_threads(job["threads_per_worker"])
+        keep_freed_memory()
     total_steps = job["total_steps"]
 
     torch.manual_seed(cfg.seed)  # identical init on every rank
@@ -290,7 +292,7 @@ def train_worker(job: dict) -> None:
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        model = torch.compile(model)
+        model = compile_model(model)
 
     train_windows = TokenWindows(cfg.data, "train", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
     val_windows = TokenWindows(cfg.data, "validation", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed)

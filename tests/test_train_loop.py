@@ -133,3 +133,18 @@ def test_a_budget_branch_continues_the_long_run_exactly_and_differs_only_through
     assert val[12] == pytest.approx(straight_val[12], abs=1e-6)
     lrs = {e["step"]: e["lr"] for e in branch if "lr" in e}
     assert lrs[12] == pytest.approx(TrainConfig(preset="debug").resolved_min_lr)
+
+
+def test_compiled_local_run_matches_the_eager_one(prepared_data, tmp_path):
+    """`train --compile`: the whole loop (training steps, evaluation, checkpoint) through gptoss.compile_model."""
+    from orchestrator.trainer import run_local
+
+    # compile_model sets a process-wide dynamo option: the patch gives the other tests back the value they had
+    with torch._dynamo.config.patch(capture_scalar_outputs=torch._dynamo.config.capture_scalar_outputs):
+        runs = {compiled: [e for e in run_local(_cfg(prepared_data, max_steps=10, compile=compiled),
+                                                str(tmp_path / str(compiled))) if e["kind"] == "eval"]
+                for compiled in (False, True)}
+    assert [e["step"] for e in runs[True]] == [10]
+    assert runs[True][0]["val_loss"] == pytest.approx(runs[False][0]["val_loss"], abs=1e-4)
+    assert runs[True][0]["train_loss"] == pytest.approx(runs[False][0]["train_loss"], abs=1e-4)
+    assert "checkpoint_0000010" in os.listdir(tmp_path / "True")

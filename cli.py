@@ -186,7 +186,7 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("cpu", ("--cpu",), bool, "Train on CPUs even when the cluster has GPUs."),
     TrainOption("gpu", ("--gpu",), bool, "Require GPU workers; fail if the cluster has none."),
     TrainOption("threads_per_worker", ("--threads-per-worker",), int, "Torch threads (and CPUs reserved) per CPU worker."),
-    TrainOption("compile", ("--compile",), bool, "torch.compile the model."),
+    TrainOption("compile", ("--compile",), bool, "torch.compile the model as one graph (gptoss.compile_model); pays on long runs."),
     TrainOption("address", ("--address",), str, "Join this Ray cluster (default: $RAY_ADDRESS, else start one here)."),
     TrainOption("storage", ("--storage",), str, "Where runs live: a path, shared mount or URI (s3://...)."),
     TrainOption("resume", ("--resume/--no-resume",), bool, "Continue a run of the same name from its latest checkpoint."),

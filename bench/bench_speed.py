@@ -8,6 +8,9 @@ the CPU speed work) with identical initial weights, trained with that revision's
 on the CPU), and timed in the same rotation; its loss curve must match the current one within --tol.
 With --compile, every model also trains compiled (gptoss.compile_model, as `train --compile` runs it) from the same
 weights in the same rotation (path "comp"); its speed is given against the eager "now" path.
+With --parts, the output layer alone (unembedding matmul + cross-entropy, forward and backward, at each model's width
+and vocabulary) is timed in the same rotation, and each model's step is split into that share and the rest: the rest's
+% of peak is the part of the model where the architectures differ (the output layer is the same code for both).
 With --noise-floor, each reference model is also trained again (untimed) with another thread count: a change exact
 in real arithmetic that reorders float sums. How far that moves the reference's own curve is the floor below which
 a difference from it means nothing; a curve within twice that floor passes too. (A top-k router turns last-bit
@@ -16,7 +19,7 @@ differences into different expert choices: gptoss d256 moves by about 3e-3 in 40
 Usage: python bench/bench_speed.py [--model 'LABEL=ARCH/PRESET,field=value,...' ...] [--steps 50] [--threads 2]
        [--batch 8] [--seq-len 256] [--vocab 10571 | --data DIR] [--ref REV | --ref none] [--noise-floor]
        [--variants ladder | leave-one-out | NAME,... [--variant-preset cpu-tiny]] [--compile]
-       [--malloc keep | default]
+       [--malloc keep | default] [--parts]
 --model is repeatable and takes any preset and config overrides; --variants adds the component ladder's mixes.
 Exit status 1 when a loss curve differs from the reference revision's by more than --tol.
 """
@@ -152,6 +155,42 @@ def load_ref_package(rev: str):
     return importlib.import_module(name)
 
 
+@dataclass
+class OutputLayerRun:
+    """--parts: the output layer alone at one width, on random hidden states (the timing does not depend on them)."""
+    label: str
+    weight: torch.Tensor
+    hidden: torch.Tensor
+    path: str = "out"
+    times: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+def output_layer_runs(models: dict, batch: int, seq_len: int) -> dict[tuple[int, int], OutputLayerRun]:
+    """One OutputLayerRun per distinct (d_model, vocab_size) among the models, keyed by it."""
+    parts = {}
+    for model in models.values():
+        key = (model.config.d_model, model.config.vocab_size)
+        if key not in parts:
+            generator = torch.Generator().manual_seed(0)
+            weight = (0.02 * torch.randn(key[1], key[0], generator=generator)).requires_grad_()
+            hidden = torch.randn(batch * seq_len, key[0], generator=generator).requires_grad_()
+            parts[key] = OutputLayerRun(f"output layer d{key[0]} V{key[1]}", weight, hidden)
+    return parts
+
+
+def run_step(run, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One timed unit of the rotation: a training step, or (--parts) the output layer's forward and backward."""
+    if run.path != "out":
+        return train_step(run, x, y, 1.0)
+    from gptoss.output import linear_cross_entropy
+
+    run.weight.grad = run.hidden.grad = None
+    loss = linear_cross_entropy(run.hidden, run.weight, y.reshape(-1))
+    loss.backward()
+    return loss.item()
+
+
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, clip: float) -> float:
     _, loss = run.model(x, y)
     loss.backward()
@@ -255,6 +294,9 @@ def main() -> None:
     parser.add_argument("--noise-floor", action="store_true",
                         help="also train each reference model again with another thread count (untimed) and accept "
                              "differences within twice how far that moves it")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time the output layer alone (matmul + cross-entropy, fwd and bwd) at each width in "
+                             "the same rotation, and report each model's step as that share and the rest")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         fail(f"--steps must exceed --warmup ({args.warmup}), got {args.steps}")
@@ -274,6 +316,8 @@ def main() -> None:
     ref = None if args.ref.lower() == "none" else load_ref_package(args.ref)
     runs, models, notes = build_runs(specs, vocab, args.lr, ref, compiled=args.compile)
     fpt = {label: flops_per_token(model, args.seq_len) for label, model in models.items()}
+    parts = output_layer_runs(models, args.batch, args.seq_len) if args.parts else {}
+    rotation = runs + list(parts.values())
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
@@ -292,10 +336,10 @@ def main() -> None:
     for step in steps:
         x, y = batches[step]
         peaks.append(matmul_gflops(a, b))
-        order = runs[step % len(runs):] + runs[:step % len(runs)]  # rotate, so no run always follows the same one
-        for run in order:
+        turn = step % len(rotation)
+        for run in rotation[turn:] + rotation[:turn]:  # rotate, so no run always follows the same one
             start = time.perf_counter()
-            run.losses.append(train_step(run, x, y, 1.0))
+            run.losses.append(run_step(run, x, y))
             run.times.append(time.perf_counter() - start)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
@@ -341,6 +385,8 @@ def main() -> None:
                 line += (f" {statistics.median(eager.times[args.warmup:]) / t_med:6.2f}x vs now, max |loss diff| "
                          f"{diff:.1e}; first step (compile) {run.times[0]:.0f} s")
             print(line)
+    if parts:
+        print_parts(parts, by_label, models, fpt, tokens, args.warmup, peak_median)
     for note in notes:
         print(note)
     if ref is not None:
@@ -352,6 +398,29 @@ def main() -> None:
         print(f"loss curves differ from --ref {args.ref} by more than --tol {args.tol}"
               + (" and twice the reference's own noise" if floors else ""), file=sys.stderr)
         sys.exit(1)
+
+
+def print_parts(parts: dict, by_label: dict, models: dict, fpt: dict, tokens: int, warmup: int, peak: float) -> None:
+    """--parts: the output layer's own speed per width, then each model's step split into it and the rest."""
+    print("output layer alone (unembedding matmul + cross-entropy, forward and backward; 6 d V FLOPs per token), "
+          "same rotation:")
+    out_med = {}
+    for (d, vocab), part in parts.items():
+        out_med[d, vocab] = statistics.median(part.times[warmup:])
+        print(f"  {part.label:26s} {out_med[d, vocab] * 1e3:7.1f} ms  {6 * d * vocab * tokens / out_med[d, vocab] / 1e9:6.1f} "
+              f"GFLOP/s  {100 * 6 * d * vocab * tokens / out_med[d, vocab] / 1e9 / peak:3.0f}% of the median peak")
+    print(f"{'model':28s} {'path':4s} {'output layer share':>18s} {'rest: GFLOP/s':>13s} {'% peak':>6s}")
+    for label, pair in by_label.items():
+        config = models[label].config
+        key = (config.d_model, config.vocab_size)
+        for path in ("now", "comp"):
+            if path not in pair:
+                continue
+            step_med = statistics.median(pair[path].times[warmup:])
+            rest_flops = (fpt[label] - 6 * key[0] * key[1]) * tokens / (step_med - out_med[key]) / 1e9
+            print(f"{label[:28]:28s} {path:4s} {100 * out_med[key] / step_med:17.0f}% {rest_flops:13.1f} "
+                  f"{100 * rest_flops / peak:5.0f}%")
+    print("(share = the output layer's median time alone / the model's median step; the rest includes the optimizer)")
 
 
 if __name__ == "__main__":

@@ -180,10 +180,11 @@ class SinkAttention(nn.Module):
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
         # Fused projection rows are [q heads | k heads | v heads]; rotate q and k together in one rope call.
-        qkv = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)
-        qk = qkv[:, :H + KV] if self.rope is None else self.rope(qkv[:, :H + KV], positions)
+        # One split, not two slices: autograd zero-fills a full-size gradient buffer for each slice.
+        qk, v = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2).split([H + KV, KV], dim=1)
+        if self.rope is not None:
+            qk = self.rope(qk, positions)
         q, k = qk.split([H, KV], dim=1)
-        v = qkv[:, H + KV:]
         if cache is not None:
             k, v, k_pos = cache.update(layer_idx, k, v, positions, self.window)
             allowed = causal_mask(positions, k_pos, self.window)

@@ -43,13 +43,14 @@ class _SwiGLU(torch.autograd.Function):
         gate_up, z, gated, linear_1 = ctx.saved_tensors
         glu, linear = _halves(gate_up, ctx.interleaved)
         beyond = _next_beyond(ctx.limit, gate_up.dtype)
-        grad_linear = torch.ops.aten.hardtanh_backward(grad_out * gated, linear, -beyond, beyond)
+        # Both halves written straight into one gradient (no concatenation afterwards).
+        grad = torch.empty_like(gate_up, memory_format=torch.contiguous_format)
+        grad_glu, grad_linear = _halves(grad, ctx.interleaved)
+        torch.ops.aten.hardtanh_backward.grad_input(grad_out * gated, linear, -beyond, beyond, grad_input=grad_linear)
         # d/dg [silu(alpha g) / alpha] = silu'(alpha g)
-        grad_glu = torch.ops.aten.hardtanh_backward(torch.ops.aten.silu_backward(grad_out * linear_1, z), glu,
-                                                    -math.inf, beyond)
-        if ctx.interleaved:
-            return torch.stack((grad_glu, grad_linear), dim=-1).flatten(-2), None, None, None
-        return torch.cat((grad_glu, grad_linear), dim=-1), None, None, None
+        torch.ops.aten.hardtanh_backward.grad_input(torch.ops.aten.silu_backward(grad_out * linear_1, z), glu,
+                                                    -math.inf, beyond, grad_input=grad_glu)
+        return grad, None, None, None
 
 
 def _next_beyond(limit: float, dtype: torch.dtype) -> float:

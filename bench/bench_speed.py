@@ -51,6 +51,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gptoss.output import linear_cross_entropy  # noqa: E402
 from orchestrator.allocator import keep_freed_memory  # noqa: E402
 
 DEFAULT_MODELS = [
@@ -183,12 +184,15 @@ def run_step(run, x: torch.Tensor, y: torch.Tensor) -> float:
     """One timed unit of the rotation: a training step, or (--parts) the output layer's forward and backward."""
     if run.path != "out":
         return train_step(run, x, y, 1.0)
-    from gptoss.output import linear_cross_entropy
-
     run.weight.grad = run.hidden.grad = None
     loss = linear_cross_entropy(run.hidden, run.weight, y.reshape(-1))
     loss.backward()
     return loss.item()
+
+
+def max_loss_diff(losses: list[float], other: list[float]) -> float:
+    """The largest step-by-step difference between two loss curves (over the steps both have)."""
+    return max(abs(p - q) for p, q in zip(losses, other))
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, clip: float) -> float:
@@ -212,7 +216,7 @@ def variant_specs(names: str, preset: str) -> list[tuple[str, str, str, dict]]:
 
 
 def build_runs(specs: list, vocab: int, lr: float, ref, compiled: bool = False) -> tuple[list[Run], dict, list[str]]:
-    from gptoss import build_model, compile_model, flops_per_token  # noqa: F401  (flops: current accounting for all)
+    from gptoss import build_model, compile_model
     from orchestrator.config import TrainConfig
     from orchestrator.train_loop import build_optimizer
 
@@ -264,7 +268,7 @@ def noise_floor(run: Run, batches: list, threads: int) -> float:
         losses = [train_step(again, x, y, 1.0) for x, y in batches[:len(run.losses)]]
     finally:
         torch.set_num_threads(before)
-    return max(abs(p - q) for p, q in zip(run.losses, losses))
+    return max_loss_diff(run.losses, losses)
 
 
 def main() -> None:
@@ -371,7 +375,7 @@ def main() -> None:
                     f"{run.losses[-1]:9.4f}")
             if path == "now" and "ref" in pair:
                 ref_run = pair["ref"]
-                diff = max(abs(p - q) for p, q in zip(run.losses, ref_run.losses))
+                diff = max_loss_diff(run.losses, ref_run.losses)
                 speedup = statistics.median(ref_run.times[args.warmup:]) / t_med
                 floor = floors.get(label)
                 ok = diff <= max(args.tol, 2 * (floor or 0.0))
@@ -381,7 +385,7 @@ def main() -> None:
                     line += f" (ref's own noise {floor:.1e})"
             if path == "comp":  # not gated: compiled kernels reorder float sums, and the router amplifies that
                 eager = pair["now"]
-                diff = max(abs(p - q) for p, q in zip(run.losses, eager.losses))
+                diff = max_loss_diff(run.losses, eager.losses)
                 line += (f" {statistics.median(eager.times[args.warmup:]) / t_med:6.2f}x vs now, max |loss diff| "
                          f"{diff:.1e}; first step (compile) {run.times[0]:.0f} s")
             print(line)
@@ -407,8 +411,9 @@ def print_parts(parts: dict, by_label: dict, models: dict, fpt: dict, tokens: in
     out_med = {}
     for (d, vocab), part in parts.items():
         out_med[d, vocab] = statistics.median(part.times[warmup:])
-        print(f"  {part.label:26s} {out_med[d, vocab] * 1e3:7.1f} ms  {6 * d * vocab * tokens / out_med[d, vocab] / 1e9:6.1f} "
-              f"GFLOP/s  {100 * 6 * d * vocab * tokens / out_med[d, vocab] / 1e9 / peak:3.0f}% of the median peak")
+        gflops = 6 * d * vocab * tokens / out_med[d, vocab] / 1e9
+        print(f"  {part.label:26s} {out_med[d, vocab] * 1e3:7.1f} ms  {gflops:6.1f} GFLOP/s  {100 * gflops / peak:3.0f}% "
+              f"of the median peak")
     print(f"{'model':28s} {'path':4s} {'output layer share':>18s} {'rest: GFLOP/s':>13s} {'% peak':>6s}")
     for label, pair in by_label.items():
         config = models[label].config

@@ -1,4 +1,5 @@
 """Command-line interface: maps flags onto the config dataclasses of gptoss/, data_pipeline/ and orchestrator/."""
+
 from __future__ import annotations
 
 import functools
@@ -27,12 +28,24 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+        except (
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+            NotADirectoryError,
+            IsADirectoryError,
+        ) as exc:
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2)
         except RuntimeError as exc:
             # ClusterError and friends: our own one-line runtime failures.
-            if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in ("orchestrator", "data_pipeline", "gptoss", "raysetup"):
+            if type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in (
+                "orchestrator",
+                "data_pipeline",
+                "gptoss",
+                "raysetup",
+            ):
                 typer.echo(f"error: {_one_line(exc)}", err=True)
                 raise typer.Exit(2)
             raise
@@ -55,7 +68,8 @@ def _one_line(exc: BaseException) -> str:
 @app.command()
 def version():
     """Print the versions of this project, torch and ray."""
-    from importlib.metadata import PackageNotFoundError, version as pkg_version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as pkg_version
 
     def v(name: str) -> str:
         try:
@@ -71,42 +85,97 @@ def version():
 @app.command()
 @_user_errors
 def prepare(
-    source: Annotated[Optional[str], typer.Option("--source", help="A .txt (stories separated by <|endoftext|> lines), .jsonl/.json or .parquet file, a directory (train.* + validation.* map to the splits) or a glob. Default: the Hugging Face dataset roneneldan/TinyStories.")] = None,
-    out: Annotated[str, typer.Option("--out", help="Output directory for the shards and manifest.json.")] = DEFAULT_DATA,
-    tokenizer: Annotated[str, typer.Option("--tokenizer", help="o200k_harmony (GPT-OSS), o200k_base, cl100k_base or gpt2.")] = "o200k_harmony",
-    tokenizer_dir: Annotated[Optional[str], typer.Option("--tokenizer-dir", help="Folder of tiktoken rank files for offline use (also $GPTOSS_TOKENIZER_DIR).")] = None,
-    compact_vocab: Annotated[bool, typer.Option("--compact-vocab/--full-vocab", help="Remap the token ids that occur in the data to a dense range (a much smaller embedding).")] = True,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Use at most N stories (shared between the splits), for quick runs.")] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Stories held out for validation, spread evenly, when the source has no validation files.")] = 0.05,
-    text_field: Annotated[str, typer.Option("--text-field", help="The JSON field / Parquet column holding the story.")] = "text",
-    shard_tokens: Annotated[int, typer.Option("--shard-tokens", help="Most tokens per shard file (shards end at story boundaries).")] = 100_000_000,
-    errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8: strict (fail naming file and offset) or replace.")] = "strict",
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            "--source",
+            help="A .txt (stories separated by <|endoftext|> lines), .jsonl/.json or .parquet file, a directory (train.* + validation.* map to the splits) or a glob. Default: the Hugging Face dataset roneneldan/TinyStories.",
+        ),
+    ] = None,
+    out: Annotated[
+        str, typer.Option("--out", help="Output directory for the shards and manifest.json.")
+    ] = DEFAULT_DATA,
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", help="o200k_harmony (GPT-OSS), o200k_base, cl100k_base or gpt2.")
+    ] = "o200k_harmony",
+    tokenizer_dir: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokenizer-dir", help="Folder of tiktoken rank files for offline use (also $GPTOSS_TOKENIZER_DIR)."
+        ),
+    ] = None,
+    compact_vocab: Annotated[
+        bool,
+        typer.Option(
+            "--compact-vocab/--full-vocab",
+            help="Remap the token ids that occur in the data to a dense range (a much smaller embedding).",
+        ),
+    ] = True,
+    limit: Annotated[
+        Optional[int],
+        typer.Option("--limit", help="Use at most N stories (shared between the splits), for quick runs."),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            help="Stories held out for validation, spread evenly, when the source has no validation files.",
+        ),
+    ] = 0.05,
+    text_field: Annotated[
+        str, typer.Option("--text-field", help="The JSON field / Parquet column holding the story.")
+    ] = "text",
+    shard_tokens: Annotated[
+        int, typer.Option("--shard-tokens", help="Most tokens per shard file (shards end at story boundaries).")
+    ] = 100_000_000,
+    errors: Annotated[
+        str, typer.Option("--errors", help="Invalid UTF-8: strict (fail naming file and offset) or replace.")
+    ] = "strict",
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if --out already holds this data.")] = False,
-    address: Annotated[Optional[str], typer.Option("--address", help="Join this Ray cluster (default: $RAY_ADDRESS, else start one here).")] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option("--address", help="Join this Ray cluster (default: $RAY_ADDRESS, else start one here)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs and progress bars.")] = False,
 ):
     """Tokenize TinyStories with tiktoken into memory-mappable Arrow shards (Ray Data)."""
-    from data_pipeline import PrepareConfig, prepare as run_prepare
+    from data_pipeline import PrepareConfig
+    from data_pipeline import prepare as run_prepare
 
-    cfg = PrepareConfig(out=out, source=source, tokenizer=tokenizer, tokenizer_dir=tokenizer_dir, compact_vocab=compact_vocab,
-                        limit=limit, val_fraction=val_fraction, text_field=text_field, shard_tokens=shard_tokens,
-                        errors=errors, force=force, address=address, verbose=verbose)
+    cfg = PrepareConfig(
+        out=out,
+        source=source,
+        tokenizer=tokenizer,
+        tokenizer_dir=tokenizer_dir,
+        compact_vocab=compact_vocab,
+        limit=limit,
+        val_fraction=val_fraction,
+        text_field=text_field,
+        shard_tokens=shard_tokens,
+        errors=errors,
+        force=force,
+        address=address,
+        verbose=verbose,
+    )
     run_prepare(cfg, echo=typer.echo)
-
 
 
 @app.command()
 @_user_errors
 def baseline(
     data_dir: Annotated[str, typer.Argument(help="Prepared data directory (from `prepare`).")],
-    train_tokens: Annotated[Optional[int], typer.Option("--train-tokens", help="Fit on the first N training tokens (default: all).")] = None,
+    train_tokens: Annotated[
+        Optional[int], typer.Option("--train-tokens", help="Fit on the first N training tokens (default: all).")
+    ] = None,
 ):
     """Fit unigram and Kneser-Ney bigram/trigram models on the training tokens; score validation; write baselines.json."""
     from data_pipeline.ngram import BASELINES_NAME, fit_baselines
 
     result = fit_baselines(data_dir, train_tokens)
-    typer.echo(f"fitted on {result['train_tokens']:,} training tokens, scored on {result['validation_tokens']:,} "
-               f"validation tokens in {result['seconds']:.1f}s")
+    typer.echo(
+        f"fitted on {result['train_tokens']:,} training tokens, scored on {result['validation_tokens']:,} "
+        f"validation tokens in {result['seconds']:.1f}s"
+    )
     for name, m in result["models"].items():
         extra = f"  (discount {m['discount']})" if "discount" in m else ""
         typer.echo(f"  {name:<11} {m['nats_per_token']:.4f} nats/token  {m['bits_per_byte']:.4f} bits/byte{extra}")
@@ -145,64 +214,130 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption("num_experts", ("--experts",), int, "Override (gptoss): MoE experts.", model=True),
     TrainOption("experts_per_token", ("--top-k",), int, "Override (gptoss): experts per token.", model=True),
     TrainOption("intermediate_size", ("--intermediate",), int, "Override: MLP / expert intermediate size.", model=True),
-    TrainOption("sliding_window", ("--window",), int, "Override (gptoss): sliding-window length (0: none, every layer "
-                "full attention).", model=True),
+    TrainOption(
+        "sliding_window",
+        ("--window",),
+        int,
+        "Override (gptoss): sliding-window length (0: none, every layer full attention).",
+        model=True,
+    ),
     TrainOption("dropout", ("--dropout",), float, "Override (gpt2): dropout.", model=True),
-    TrainOption("aux_loss_coef", ("--aux-loss-coef",), float, "Override (gptoss): load-balancing loss coefficient.",
-                model=True),
+    TrainOption(
+        "aux_loss_coef", ("--aux-loss-coef",), float, "Override (gptoss): load-balancing loss coefficient.", model=True
+    ),
     # Component switches (gptoss; GPT-2's setting first) and named variants (gptoss/variants.py).
-    TrainOption("variant", ("--variant",), str, "A named gptoss variant: a ladder rung (gpt2, +untied, +rope, +yarn, "
-                "+rmsnorm, +swiglu, +gqa, +sinks, +window, gptoss) or a leave-one-out (gptoss-no-moe, gptoss-no-sinks, "
-                "...); in a sweep also the groups ladder and leave-one-out. Switch flags apply on top.", axis=True,
-                sweep_aliases=("--variants",)),
+    TrainOption(
+        "variant",
+        ("--variant",),
+        str,
+        "A named gptoss variant: a ladder rung (gpt2, +untied, +rope, +yarn, "
+        "+rmsnorm, +swiglu, +gqa, +sinks, +window, gptoss) or a leave-one-out (gptoss-no-moe, gptoss-no-sinks, "
+        "...); in a sweep also the groups ladder and leave-one-out. Switch flags apply on top.",
+        axis=True,
+        sweep_aliases=("--variants",),
+    ),
     TrainOption("positions", ("--positions",), str, "Switch (gptoss): learned, rope or yarn.", model=True),
     TrainOption("norm", ("--norm",), str, "Switch (gptoss): layernorm or rmsnorm.", model=True),
     TrainOption("mlp", ("--mlp",), str, "Switch (gptoss): gelu, swiglu (dense) or moe.", model=True),
     TrainOption("sinks", ("--sinks/--no-sinks",), bool, "Switch (gptoss): attention sinks.", model=True),
-    TrainOption("tie_embeddings", ("--tie-embeddings/--untie-embeddings",), bool,
-                "Switch: share the embedding with the output layer.", model=True),
+    TrainOption(
+        "tie_embeddings",
+        ("--tie-embeddings/--untie-embeddings",),
+        bool,
+        "Switch: share the embedding with the output layer.",
+        model=True,
+    ),
     # Data, batch and schedule.
     TrainOption("seq_len", ("--seq-len",), int, "Tokens per training window."),
     TrainOption("batch_size", ("--batch-size",), int, "Windows per worker per micro-step."),
     TrainOption("grad_accum", ("--grad-accum",), int, "Micro-steps per optimizer step."),
     TrainOption("max_steps", ("--max-steps",), int, "Optimizer steps (default 500 unless --max-tokens)."),
-    TrainOption("max_tokens", ("--max-tokens",), int, "Training tokens; sets the steps from the global batch.",
-                sweep_aliases=("--budget-tokens",)),
-    TrainOption("lr", ("--lr",), float, "Peak learning rate (default per preset: debug 3e-3, cpu-* 1e-3, seed-* 3e-4).",
-                axis=True),
-    TrainOption("min_lr", ("--min-lr",), float, "Learning rate at the end of the cosine decay or wsd cooldown (default lr/10)."),
+    TrainOption(
+        "max_tokens",
+        ("--max-tokens",),
+        int,
+        "Training tokens; sets the steps from the global batch.",
+        sweep_aliases=("--budget-tokens",),
+    ),
+    TrainOption(
+        "lr",
+        ("--lr",),
+        float,
+        "Peak learning rate (default per preset: debug 3e-3, cpu-* 1e-3, seed-* 3e-4).",
+        axis=True,
+    ),
+    TrainOption(
+        "min_lr", ("--min-lr",), float, "Learning rate at the end of the cosine decay or wsd cooldown (default lr/10)."
+    ),
     TrainOption("warmup_steps", ("--warmup-steps",), int, "Linear warmup steps (default 5% of steps, at most 200)."),
-    TrainOption("schedule", ("--schedule",), str, "lr schedule after warmup: cosine, wsd (stable, then a 1-sqrt cooldown "
-                "over the last --cooldown-frac) or constant."),
+    TrainOption(
+        "schedule",
+        ("--schedule",),
+        str,
+        "lr schedule after warmup: cosine, wsd (stable, then a 1-sqrt cooldown "
+        "over the last --cooldown-frac) or constant.",
+    ),
     TrainOption("cooldown_frac", ("--cooldown-frac",), float, "wsd: fraction of the steps that cool down to --min-lr."),
     TrainOption("weight_decay", ("--weight-decay",), float, "AdamW weight decay on matrices."),
     TrainOption("grad_clip", ("--grad-clip",), float, "Gradient norm clipping."),
     TrainOption("eval_every", ("--eval-every",), int, "Steps between evaluations and checkpoints."),
-    TrainOption("eval_windows", ("--eval-windows",), int, "Fixed validation windows per evaluation (0: the whole split)."),
+    TrainOption(
+        "eval_windows", ("--eval-windows",), int, "Fixed validation windows per evaluation (0: the whole split)."
+    ),
     TrainOption("seed", ("--seed",), int, "Seed for init and data order.", axis=True, sweep_aliases=("--seeds",)),
     # Where and how it runs.
-    TrainOption("workers", ("--workers",), int, "Training workers (default: one per GPU, else 1); per trial in a sweep.",
-                sweep_aliases=("--workers-per-trial",), sweep_dest="workers_per_trial"),
+    TrainOption(
+        "workers",
+        ("--workers",),
+        int,
+        "Training workers (default: one per GPU, else 1); per trial in a sweep.",
+        sweep_aliases=("--workers-per-trial",),
+        sweep_dest="workers_per_trial",
+    ),
     TrainOption("cpu", ("--cpu",), bool, "Train on CPUs even when the cluster has GPUs."),
     TrainOption("gpu", ("--gpu",), bool, "Require GPU workers; fail if the cluster has none."),
-    TrainOption("threads_per_worker", ("--threads-per-worker",), int, "Torch threads (and CPUs reserved) per CPU worker."),
-    TrainOption("compile", ("--compile",), bool, "torch.compile the model as one graph (gptoss.compile_model); pays on long runs."),
+    TrainOption(
+        "threads_per_worker", ("--threads-per-worker",), int, "Torch threads (and CPUs reserved) per CPU worker."
+    ),
+    TrainOption(
+        "compile",
+        ("--compile",),
+        bool,
+        "torch.compile the model as one graph (gptoss.compile_model); pays on long runs.",
+    ),
     TrainOption("address", ("--address",), str, "Join this Ray cluster (default: $RAY_ADDRESS, else start one here)."),
     TrainOption("storage", ("--storage",), str, "Where runs live: a path, shared mount or URI (s3://...)."),
-    TrainOption("resume", ("--resume/--no-resume",), bool, "Continue a run of the same name from its latest checkpoint."),
+    TrainOption(
+        "resume", ("--resume/--no-resume",), bool, "Continue a run of the same name from its latest checkpoint."
+    ),
     TrainOption("keep", ("--keep",), int, "Checkpoints kept per run: the best by val loss, plus the latest."),
-    TrainOption("max_failures", ("--max-failures",), int, "Worker-group restarts from the latest checkpoint (-1: forever)."),
+    TrainOption(
+        "max_failures", ("--max-failures",), int, "Worker-group restarts from the latest checkpoint (-1: forever)."
+    ),
     TrainOption("wandb", ("--wandb",), bool, "Log to Weights & Biases (WANDB_MODE=offline works without an account)."),
     TrainOption("wandb_project", ("--wandb-project",), str, "Weights & Biases project."),
     TrainOption("prompt", ("--prompt",), str, "Prompt of the sample story printed at the end."),
     TrainOption("sample_tokens", ("--sample-tokens",), int, "Tokens in the final sample (0: none)."),
-    TrainOption("tokenizer_dir", ("--tokenizer-dir",), str, "Folder of tiktoken rank files (offline use; also "
-                "$GPTOSS_TOKENIZER_DIR)."),
-    TrainOption("verify_data", ("--verify-data/--no-verify-data",), bool, "Check every shard's checksum before step 1 "
-                "(skip for huge data you trust)."),
+    TrainOption(
+        "tokenizer_dir",
+        ("--tokenizer-dir",),
+        str,
+        "Folder of tiktoken rank files (offline use; also $GPTOSS_TOKENIZER_DIR).",
+    ),
+    TrainOption(
+        "verify_data",
+        ("--verify-data/--no-verify-data",),
+        bool,
+        "Check every shard's checksum before step 1 (skip for huge data you trust).",
+    ),
     TrainOption("verbose", ("--verbose",), bool, "Show Ray's own logs."),
-    TrainOption("inject_failure_at", ("--inject-failure-at",), int, "Testing: the last worker dies once at this step.",
-                hidden=True),
+    TrainOption(
+        "inject_failure_at",
+        ("--inject-failure-at",),
+        int,
+        "Testing: the last worker dies once at this step.",
+        hidden=True,
+    ),
 )
 _ENVVARS = {"address": "RAY_ADDRESS", "tokenizer_dir": "GPTOSS_TOKENIZER_DIR"}
 
@@ -221,9 +356,16 @@ def _option_parameter(opt: TrainOption, for_sweep: bool) -> inspect.Parameter:
     else:
         field_ = TrainConfig.__dataclass_fields__.get(opt.dest)
         default = None if opt.model or field_ is None else field_.default
-    annotation = Annotated[Optional[kind], typer.Option(*flags, help=opt.help + (" Comma list: a grid axis." if (
-        for_sweep and (opt.axis or opt.model)) else ""), hidden=opt.hidden, envvar=_ENVVARS.get(opt.dest),
-        show_default=default is not None)]
+    annotation = Annotated[
+        Optional[kind],
+        typer.Option(
+            *flags,
+            help=opt.help + (" Comma list: a grid axis." if (for_sweep and (opt.axis or opt.model)) else ""),
+            hidden=opt.hidden,
+            envvar=_ENVVARS.get(opt.dest),
+            show_default=default is not None,
+        ),
+    ]
     return inspect.Parameter(opt.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
@@ -238,7 +380,9 @@ def with_train_options(for_sweep: bool):
 
         @functools.wraps(command)
         def wrapper(**kwargs):
-            options = {opt.dest: kwargs.pop(opt.dest) for opt in TRAIN_OPTIONS if opt.dest in kwargs and opt.dest not in names}
+            options = {
+                opt.dest: kwargs.pop(opt.dest) for opt in TRAIN_OPTIONS if opt.dest in kwargs and opt.dest not in names
+            }
             return command(**kwargs, options=options)
 
         wrapper.__signature__ = inspect.Signature(own + shared)
@@ -261,7 +405,9 @@ def _train_config(options: dict, **fields):
 @_user_errors
 @with_train_options(for_sweep=False)
 def train(
-    name: Annotated[Optional[str], Opt("--name", help="Run name (default <arch>-<preset>); the same name resumes.")] = None,
+    name: Annotated[
+        Optional[str], Opt("--name", help="Run name (default <arch>-<preset>); the same name resumes.")
+    ] = None,
     options: Optional[dict] = None,
 ):
     """Train a model with Ray Train (DDP over GPUs, or CPUs when there are none)."""
@@ -273,14 +419,25 @@ def train(
 @app.command()
 @_user_errors
 def generate(
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")
+    ],
     prompt: Annotated[str, Opt("--prompt", help="Text to continue.")] = "Once upon a time",
     max_tokens: Annotated[int, Opt("--max-tokens", help="New tokens at most (stops early at end-of-text).")] = 200,
     temperature: Annotated[float, Opt("--temperature", help="Sampling temperature (0: greedy).")] = 0.8,
     top_k: Annotated[Optional[int], Opt("--top-k", help="Sample from the k most likely tokens.")] = 50,
     top_p: Annotated[Optional[float], Opt("--top-p", help="Nucleus sampling mass.")] = None,
-    seed: Annotated[int, Opt("--seed", help="Seed of the sampling (the same seed, prompt and settings give the same text).")] = 0,
-    tokenizer_dir: Annotated[Optional[str], Opt("--tokenizer-dir", envvar="GPTOSS_TOKENIZER_DIR", help="Folder of tiktoken rank files (only for data prepared by older versions).")] = None,
+    seed: Annotated[
+        int, Opt("--seed", help="Seed of the sampling (the same seed, prompt and settings give the same text).")
+    ] = 0,
+    tokenizer_dir: Annotated[
+        Optional[str],
+        Opt(
+            "--tokenizer-dir",
+            envvar="GPTOSS_TOKENIZER_DIR",
+            help="Folder of tiktoken rank files (only for data prepared by older versions).",
+        ),
+    ] = None,
 ):
     """Generate a story from a checkpoint."""
     from orchestrator.inference import generate_text, open_checkpoint
@@ -298,14 +455,25 @@ def generate(
 @app.command()
 @_user_errors
 def evaluate(
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")
+    ],
     data: Annotated[str, Opt("--data", help="Prepared data directory (from `prepare`).")] = DEFAULT_DATA,
     split: Annotated[str, Opt("--split", help="Split to score.")] = "validation",
     batch_size: Annotated[int, Opt("--batch-size", help="Windows per forward pass.")] = 16,
     seq_len: Annotated[Optional[int], Opt("--seq-len", help="Window length (default: the training run's).")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
-    address: Annotated[Optional[str], Opt("--address", envvar="RAY_ADDRESS", help="Run the evaluation as a task on this Ray cluster (paths must be shared).")] = None,
-    verify_data: Annotated[bool, Opt("--verify-data/--no-verify-data", help="Check the split's shard checksums first.")] = True,
+    address: Annotated[
+        Optional[str],
+        Opt(
+            "--address",
+            envvar="RAY_ADDRESS",
+            help="Run the evaluation as a task on this Ray cluster (paths must be shared).",
+        ),
+    ] = None,
+    verify_data: Annotated[
+        bool, Opt("--verify-data/--no-verify-data", help="Check the split's shard checksums first.")
+    ] = True,
     verbose: Annotated[bool, Opt("--verbose", help="Show Ray's own logs.")] = False,
 ):
     """Loss, perplexity and bits/byte of a checkpoint over a whole split."""
@@ -316,12 +484,16 @@ def evaluate(
     if address:
         result = evaluate_on_cluster(address, checkpoint, data, split, batch_size, seq_len, verbose, verify_data)
     else:
-        result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, progress=not json_out, verify_data=verify_data)
+        result = evaluate_checkpoint(
+            checkpoint, data, split, batch_size, seq_len, progress=not json_out, verify_data=verify_data
+        )
     if json_out:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(f"{result['split']}: loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
-                   f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, seq {result['seq_len']})")
+        typer.echo(
+            f"{result['split']}: loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
+            f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, seq {result['seq_len']})"
+        )
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -347,7 +519,9 @@ def _comma_list(flag: str, text: Optional[str], cast) -> Optional[list]:
         raise ValueError(f"{flag} {text!r} must be a comma list of {cast.__name__} values") from None
 
 
-def _lr_by_arch(text: Optional[str], flag: str = "--lr-by-arch", example: str = "gptoss=1e-3,gpt2=2e-3") -> Optional[dict]:
+def _lr_by_arch(
+    text: Optional[str], flag: str = "--lr-by-arch", example: str = "gptoss=1e-3,gpt2=2e-3"
+) -> Optional[dict]:
     if text is None:
         return None
     pairs = [p.split("=", 1) for p in _comma_list(flag, text, str)]
@@ -363,15 +537,53 @@ def _lr_by_arch(text: Optional[str], flag: str = "--lr-by-arch", example: str = 
 @_user_errors
 @with_train_options(for_sweep=True)
 def sweep(
-    config: Annotated[Optional[str], Opt("--config", help="Sweep YAML: train settings at the top level and a `grid:` of axis -> list.")] = None,
+    config: Annotated[
+        Optional[str],
+        Opt("--config", help="Sweep YAML: train settings at the top level and a `grid:` of axis -> list."),
+    ] = None,
     name: Annotated[Optional[str], Opt("--name", help="Sweep name (default 'sweep'); the same name resumes.")] = None,
-    lr_by_arch: Annotated[Optional[str], Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).")] = None,
-    lr_by_variant: Annotated[Optional[str], Opt("--lr-by-variant", help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).")] = None,
-    budgets: Annotated[Optional[str], Opt("--budgets", help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.")] = None,
-    baseline: Annotated[Optional[str], Opt("--baseline", help="The report's multipliers are measured against this arch, variant or model; several comma-separated, the first also for the per-budget differences (default gpt2).")] = None,
-    lr_from: Annotated[Optional[str], Opt("--lr-from", help="A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis).")] = None,
-    max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")] = None,
-    local: Annotated[bool, Opt("--local", help="Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files.")] = False,
+    lr_by_arch: Annotated[
+        Optional[str],
+        Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis)."),
+    ] = None,
+    lr_by_variant: Annotated[
+        Optional[str],
+        Opt(
+            "--lr-by-variant",
+            help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).",
+        ),
+    ] = None,
+    budgets: Annotated[
+        Optional[str],
+        Opt(
+            "--budgets",
+            help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        Optional[str],
+        Opt(
+            "--baseline",
+            help="The report's multipliers are measured against this arch, variant or model; several comma-separated, the first also for the per-budget differences (default gpt2).",
+        ),
+    ] = None,
+    lr_from: Annotated[
+        Optional[str],
+        Opt(
+            "--lr-from",
+            help="A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis).",
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")
+    ] = None,
+    local: Annotated[
+        bool,
+        Opt(
+            "--local",
+            help="Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files.",
+        ),
+    ] = False,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
     options: Optional[dict] = None,
 ):
@@ -381,9 +593,16 @@ def sweep(
     from orchestrator.sweep import build_sweep_config, run_sweep
 
     grid, train_flags = {}, {}
-    sweep_flags = dict(name=name, max_concurrent=max_concurrent, asha=asha, lr_by_arch=_lr_by_arch(lr_by_arch),
-                       lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"),
-                       budgets=_comma_list("--budgets", budgets, int), baseline=baseline, lr_from=lr_from)
+    sweep_flags = dict(
+        name=name,
+        max_concurrent=max_concurrent,
+        asha=asha,
+        lr_by_arch=_lr_by_arch(lr_by_arch),
+        lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"),
+        budgets=_comma_list("--budgets", budgets, int),
+        baseline=baseline,
+        lr_from=lr_from,
+    )
     for opt in TRAIN_OPTIONS:
         value = options[opt.dest]
         if opt.axis or opt.model:
@@ -399,7 +618,13 @@ def sweep(
 @_user_errors
 def report(
     sweep_dir: Annotated[str, typer.Argument(help="A sweep directory (<storage>/<sweep name>).")],
-    baseline: Annotated[Optional[str], Opt("--baseline", help="Measure data/compute multipliers against this arch (the same depth's model), variant or model label; several comma-separated (default: the sweep's own, else gpt2).")] = None,
+    baseline: Annotated[
+        Optional[str],
+        Opt(
+            "--baseline",
+            help="Measure data/compute multipliers against this arch (the same depth's model), variant or model label; several comma-separated (default: the sweep's own, else gpt2).",
+        ),
+    ] = None,
 ):
     """(Re)write a sweep's results.csv/json, REPORT.md and plots from its trial runs."""
     from orchestrator.report import write_report
@@ -408,16 +633,21 @@ def report(
     for name, why in result.get("skipped", []):
         typer.echo(f"warning: trial {name} left out of the report: {why}", err=True)
     if result.get("unfinished"):
-        typer.echo(f"warning: unfinished sweep: {len(result['unfinished'])} trial(s) have no result yet "
-                   f"({', '.join(result['unfinished'][:5])}{', ...' if len(result['unfinished']) > 5 else ''}); "
-                   f"the report says so", err=True)
+        typer.echo(
+            f"warning: unfinished sweep: {len(result['unfinished'])} trial(s) have no result yet "
+            f"({', '.join(result['unfinished'][:5])}{', ...' if len(result['unfinished']) > 5 else ''}); "
+            f"the report says so",
+            err=True,
+        )
     typer.echo(f"{result['trials']} trials -> {result['report']}")
 
 
 @app.command()
 @_user_errors
 def export(
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A checkpoint directory, or a run directory (its best checkpoint).")
+    ],
     out: Annotated[str, typer.Argument(help="Output directory for the Hugging Face model.")],
 ):
     """Export a checkpoint to Hugging Face format (GptOssForCausalLM / GPT2LMHeadModel)."""
@@ -429,8 +659,17 @@ def export(
 @app.command()
 @_user_errors
 def cluster(
-    address: Annotated[Optional[str], typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster to inspect (default: start one here, as other commands do).")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Also check that this --storage path is visible from every node.")] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--address",
+            envvar="RAY_ADDRESS",
+            help="Ray cluster to inspect (default: start one here, as other commands do).",
+        ),
+    ] = None,
+    storage: Annotated[
+        Optional[str], typer.Option("--storage", help="Also check that this --storage path is visible from every node.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs.")] = False,
 ):
     """Show the Ray cluster the other commands would use: address, nodes, CPUs and GPUs per node."""
@@ -440,11 +679,17 @@ def cluster(
     try:
         info = init_ray(address, verbose=verbose)
         joined = address or os.environ.get("RAY_ADDRESS")
-        note = "" if joined else " (a local instance started by this command; pass --address or set RAY_ADDRESS for a cluster)"
+        note = (
+            ""
+            if joined
+            else " (a local instance started by this command; pass --address or set RAY_ADDRESS for a cluster)"
+        )
         typer.echo(describe_cluster(info, note))
         if storage:
             if is_uri(storage):
-                typer.echo(f"storage: {storage} is a URI, reachable from every node with the right credentials (not checked)")
+                typer.echo(
+                    f"storage: {storage} is a URI, reachable from every node with the right credentials (not checked)"
+                )
             elif info.num_nodes <= 1:
                 typer.echo(f"storage: {storage} (one node: nothing to share)")
             else:

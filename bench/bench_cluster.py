@@ -5,6 +5,7 @@ across both nodes, and (unless --no-kill) the same run losing node b after its f
 
 Every phase prints its wall time. Nodes are stopped at the end, whatever happens (never with `ray stop`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,38 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def train_args(data: Path, storage: Path, name: str, address: str, steps: int) -> list[str]:
-    return ["train", "--data", str(data), "--arch", "gptoss", "--preset", "debug", "--workers", "2",
-            "--max-steps", str(steps), "--eval-every", "10", "--seq-len", "64", "--batch-size", "8",
-            "--storage", str(storage), "--name", name, "--address", address,
-            "--tokenizer-dir", str(SHARED / "tiktoken"), "--max-failures", "1", "--sample-tokens", "0", "--no-resume"]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--arch",
+        "gptoss",
+        "--preset",
+        "debug",
+        "--workers",
+        "2",
+        "--max-steps",
+        str(steps),
+        "--eval-every",
+        "10",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "8",
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--address",
+        address,
+        "--tokenizer-dir",
+        str(SHARED / "tiktoken"),
+        "--max-failures",
+        "1",
+        "--sample-tokens",
+        "0",
+        "--no-resume",
+    ]
 
 
 def main() -> None:
@@ -82,8 +111,18 @@ def main() -> None:
         with timer.phase("cli.py cluster --storage (shared check)"):
             print(cli("cluster", "--address", cluster.address, "--storage", str(work / "runs")).stdout, end="")
         with timer.phase("cli.py prepare (2000 stories, own local Ray)"):
-            cli("prepare", "--source", str(SHARED / "tinystories"), "--tokenizer-dir", str(SHARED / "tiktoken"),
-                "--out", str(work / "data"), "--limit", "2000", "--force")
+            cli(
+                "prepare",
+                "--source",
+                str(SHARED / "tinystories"),
+                "--tokenizer-dir",
+                str(SHARED / "tiktoken"),
+                "--out",
+                str(work / "data"),
+                "--limit",
+                "2000",
+                "--force",
+            )
         with timer.phase(f"cli.py train, 2 workers on 2 nodes, {args.steps} steps"):
             out = cli(*train_args(work / "data", work / "runs", "bench-2n", cluster.address, args.steps)).stdout
         print("\n".join(line for line in out.splitlines() if line.startswith(("run ", "bench-2n:", "  "))))
@@ -92,12 +131,18 @@ def main() -> None:
             env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
             run_dir = work / "runs" / "bench-2n-kill"
             started = time.perf_counter()
-            proc = subprocess.Popen([*CLI, *train_args(work / "data", work / "runs", "bench-2n-kill", cluster.address,
-                                                       args.steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, cwd=REPO, env=env)
+            proc = subprocess.Popen(
+                [*CLI, *train_args(work / "data", work / "runs", "bench-2n-kill", cluster.address, args.steps)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+                env=env,
+            )
             with timer.phase("  launch to first checkpoint"):
-                while proc.poll() is None and not (run_dir.is_dir() and any(
-                        p.is_dir() and p.name.startswith("checkpoint_") for p in run_dir.iterdir())):
+                while proc.poll() is None and not (
+                    run_dir.is_dir() and any(p.is_dir() and p.name.startswith("checkpoint_") for p in run_dir.iterdir())
+                ):
                     time.sleep(0.2)
             workers = {a["node_id"][:8] for a in live_actors(cluster.address, "RayTrainWorker")}
             print(f"   RayTrainWorker actors on nodes: {sorted(workers)}")

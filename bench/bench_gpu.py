@@ -13,6 +13,7 @@ on this device), then the compiled cases. A case that would start after --budget
 which keeps the default run under 8 minutes on one H100. One table is printed at the end and written as JSON to --out.
 Without CUDA it prints one line and exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,19 @@ MOE_SHARE_ITERS = 10
 
 
 TABLE_COLUMNS = [  # (header, row key, format)
-    ("arch", "arch", "{}"), ("preset", "preset", "{}"), ("attn", "attn", "{}"), ("experts", "experts", "{}"),
-    ("compile", "compile", "{}"), ("micro-batch", "micro_batch", "{}"), ("tokens/s", "tokens_per_s", "{:,.0f}"),
-    ("MFU", "mfu", "{:.1%}"), ("TFLOP/s", "tflops", "{:.1f}"), ("peak GiB", "peak_mem_gib", "{:.1f}"),
-    ("MoE dispatch", "moe_dispatch_share", "{:.1%}"), ("warm-up s", "warmup_s", "{:.0f}"), ("status", "status", "{}"),
+    ("arch", "arch", "{}"),
+    ("preset", "preset", "{}"),
+    ("attn", "attn", "{}"),
+    ("experts", "experts", "{}"),
+    ("compile", "compile", "{}"),
+    ("micro-batch", "micro_batch", "{}"),
+    ("tokens/s", "tokens_per_s", "{:,.0f}"),
+    ("MFU", "mfu", "{:.1%}"),
+    ("TFLOP/s", "tflops", "{:.1f}"),
+    ("peak GiB", "peak_mem_gib", "{:.1f}"),
+    ("MoE dispatch", "moe_dispatch_share", "{:.1%}"),
+    ("warm-up s", "warmup_s", "{:.0f}"),
+    ("status", "status", "{}"),
 ]
 
 
@@ -80,9 +90,11 @@ def format_cell(value, fmt: str) -> str:
 def format_table(report: dict) -> str:
     """The printed summary: device line, one row per case, then the precision and cross-check results."""
     meta = report["meta"]
-    lines = [f"device: {meta['device']} (bf16 peak {format_cell(meta.get('peak_tflops'), '{:.0f}')} TFLOP/s), "
-             f"torch {meta['torch']}, data: {meta['data']}, seq_len {meta['seq_len']}, "
-             f"{meta['steps']} timed steps per case, {meta['elapsed_s']:.0f} s in all"]
+    lines = [
+        f"device: {meta['device']} (bf16 peak {format_cell(meta.get('peak_tflops'), '{:.0f}')} TFLOP/s), "
+        f"torch {meta['torch']}, data: {meta['data']}, seq_len {meta['seq_len']}, "
+        f"{meta['steps']} timed steps per case, {meta['elapsed_s']:.0f} s in all"
+    ]
     rows = [[format_cell(row.get(key), fmt)[:STATUS_WIDTH] for _, key, fmt in TABLE_COLUMNS] for row in report["rows"]]
     headers = [h for h, _, _ in TABLE_COLUMNS]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -94,9 +106,11 @@ def format_table(report: dict) -> str:
             lines.append(f"bf16 vs fp32, {p['arch']}/{p['preset']}: {p['error']}")
             continue
         verdict = "OK" if p["ok"] else "FAIL"
-        lines.append(f"bf16 vs fp32, {p['arch']}/{p['preset']}, first {p['steps']} steps: max |loss diff| "
-                     f"{p['max_rel_diff']:.2%} of the fp32 loss (step {p['worst_step']}), tolerance "
-                     f"{p['tolerance']:.0%}: {verdict}")
+        lines.append(
+            f"bf16 vs fp32, {p['arch']}/{p['preset']}, first {p['steps']} steps: max |loss diff| "
+            f"{p['max_rel_diff']:.2%} of the fp32 loss (step {p['worst_step']}), tolerance "
+            f"{p['tolerance']:.0%}: {verdict}"
+        )
     for c in report["checks"]:
         verdict = "" if c.get("ok") is None else (" OK" if c["ok"] else " FAIL")
         lines.append(f"check {c['name']}: {c['result']}{verdict}")
@@ -107,11 +121,20 @@ def compare_precision(fp32_losses: list[float], bf16_losses: list[float], tolera
     """Largest |bf16 - fp32| / fp32 loss over the steps, where it happened, and whether it is within tolerance."""
     if len(fp32_losses) != len(bf16_losses) or not fp32_losses:
         raise ValueError(f"need two equally long, non-empty loss curves, got {len(fp32_losses)} and {len(bf16_losses)}")
-    rel = [abs(b - f) / abs(f) if math.isfinite(b) and math.isfinite(f) else math.inf
-           for f, b in zip(fp32_losses, bf16_losses)]
+    rel = [
+        abs(b - f) / abs(f) if math.isfinite(b) and math.isfinite(f) else math.inf
+        for f, b in zip(fp32_losses, bf16_losses)
+    ]
     worst = max(range(len(rel)), key=rel.__getitem__)
-    return dict(steps=len(rel), max_rel_diff=rel[worst], worst_step=worst, tolerance=tolerance,
-                ok=rel[worst] <= tolerance, fp32_losses=list(fp32_losses), bf16_losses=list(bf16_losses))
+    return dict(
+        steps=len(rel),
+        max_rel_diff=rel[worst],
+        worst_step=worst,
+        tolerance=tolerance,
+        ok=rel[worst] <= tolerance,
+        fp32_losses=list(fp32_losses),
+        bf16_losses=list(bf16_losses),
+    )
 
 
 def build_report(meta: dict, rows: list[dict], precision: list[dict], checks: list[dict]) -> dict:
@@ -146,8 +169,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
-    parser.add_argument("--attn", default="sdpa", help=f"gptoss attention paths to measure, from {','.join(ATTN_IMPLS)}")
-    parser.add_argument("--experts", default="loop", help=f"gptoss expert paths to measure, from {','.join(EXPERT_IMPLS)}")
+    parser.add_argument(
+        "--attn", default="sdpa", help=f"gptoss attention paths to measure, from {','.join(ATTN_IMPLS)}"
+    )
+    parser.add_argument(
+        "--experts", default="loop", help=f"gptoss expert paths to measure, from {','.join(EXPERT_IMPLS)}"
+    )
     parser.add_argument("--compile", default="off,on", help="off, on or off,on")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--micro-batches", default=",".join(map(str, DEFAULT_MICRO_BATCHES)))
@@ -160,8 +187,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> str | None:
     """One line saying what is wrong with the arguments, or None. Run before anything is measured."""
-    for name, allowed in (("archs", ARCHS), ("attn", ATTN_IMPLS), ("experts", EXPERT_IMPLS),
-                          ("compile", ("off", "on"))):
+    for name, allowed in (
+        ("archs", ARCHS),
+        ("attn", ATTN_IMPLS),
+        ("experts", EXPERT_IMPLS),
+        ("compile", ("off", "on")),
+    ):
         values = _csv(getattr(args, name))
         bad = [v for v in values if v not in allowed]
         if not values or bad:
@@ -211,7 +242,11 @@ def plan_cases(args: argparse.Namespace) -> list[dict]:
     for compiled in [c == "on" for c in _csv(args.compile)]:
         for preset in _csv(args.presets):
             for arch in _csv(args.archs):
-                variants = [(a, e) for a in _csv(args.attn) for e in _csv(args.experts)] if arch == "gptoss" else [(None, None)]
+                variants = (
+                    [(a, e) for a in _csv(args.attn) for e in _csv(args.experts)]
+                    if arch == "gptoss"
+                    else [(None, None)]
+                )
                 for attn, experts in variants:
                     cases.append(dict(arch=arch, preset=preset, attn=attn, experts=experts, compile=compiled))
     return cases
@@ -286,7 +321,9 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
 
 
-def train_steps(model, optimizer, batches: Batches, batch_size: int, steps: int, first_step: int, autocast) -> list[float]:
+def train_steps(
+    model, optimizer, batches: Batches, batch_size: int, steps: int, first_step: int, autocast
+) -> list[float]:
     """The training loop's step, `steps` times: losses (as floats, read once at the end: no per-step sync)."""
     losses = []
     for step in range(first_step, first_step + steps):
@@ -338,10 +375,17 @@ def measure_case(case: dict, batch_sizes: list[int], args, batches: Batches, dev
             row.update(micro_batch=batch_size, status=failure)
             return row
         tps = batch_size * args.seq_len * args.steps / elapsed
-        row.update(micro_batch=batch_size, tokens_per_s=tps, step_s=elapsed / args.steps, tflops=fpt * tps / 1e12,
-                   mfu=fpt * tps / peak if peak else None,
-                   peak_mem_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-                   flops_per_token=fpt, final_loss=losses[-1], status="ok")
+        row.update(
+            micro_batch=batch_size,
+            tokens_per_s=tps,
+            step_s=elapsed / args.steps,
+            tflops=fpt * tps / 1e12,
+            mfu=fpt * tps / peak if peak else None,
+            peak_mem_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            flops_per_token=fpt,
+            final_loss=losses[-1],
+            status="ok",
+        )
         if not all(math.isfinite(v) for v in losses):
             row["status"] = "non-finite loss"
         row["_model"] = model  # for the MoE share; dropped before the report
@@ -405,7 +449,7 @@ def moe_dispatch_share(model, batch_size: int, seq_len: int, step_s: float, iter
                 pieces, start = [], 0
                 for e, n in enumerate(host_counts):
                     if n:
-                        h = x_sorted[start:start + n] @ layer.gate_up[e] + layer.gate_up_bias[e]
+                        h = x_sorted[start : start + n] @ layer.gate_up[e] + layer.gate_up_bias[e]
                         h = swiglu(h, layer.swiglu_alpha, layer.swiglu_limit)
                         pieces.append(h @ layer.down[e] + layer.down_bias[e])
                     start += n
@@ -418,8 +462,9 @@ def moe_dispatch_share(model, batch_size: int, seq_len: int, step_s: float, iter
     return dict(moe_layer_ms=t_layer * 1e3, moe_experts_ms=t_experts * 1e3, moe_dispatch_share=min(1.0, share))
 
 
-def precision_check(arch: str, preset: str, batches: Batches, device, vocab_size, batch_size: int = 16,
-                    steps: int = PRECISION_STEPS) -> dict:
+def precision_check(
+    arch: str, preset: str, batches: Batches, device, vocab_size, batch_size: int = 16, steps: int = PRECISION_STEPS
+) -> dict:
     """Losses of the first PRECISION_STEPS steps in fp32 and under bf16 autocast, same init and batches."""
     curves = {}
     cfg = TrainConfig(arch=arch, preset=preset)
@@ -455,22 +500,30 @@ def check_flex(seq_len: int, window: int | None, device) -> dict:
     try:
         torch.manual_seed(0)
         B, H, KV, D = 4, 8, 4, 128
-        leaves = [torch.randn(B, H, seq_len, D, device=device), torch.randn(B, KV, seq_len, D, device=device),
-                  torch.randn(B, KV, seq_len, D, device=device), torch.randn(H, device=device)]
+        leaves = [
+            torch.randn(B, H, seq_len, D, device=device),
+            torch.randn(B, KV, seq_len, D, device=device),
+            torch.randn(B, KV, seq_len, D, device=device),
+            torch.randn(H, device=device),
+        ]
         results = {}
         for impl in ("sdpa", "flex"):
             inputs = [t.detach().clone().requires_grad_() for t in leaves]
             q, k, v = (t.bfloat16() for t in inputs[:3])
             if impl == "sdpa":
                 pos = torch.arange(seq_len, device=device)
-                y = sink_attention(q, k, v, inputs[3], causal_mask(pos, pos, window), D ** -0.5)
+                y = sink_attention(q, k, v, inputs[3], causal_mask(pos, pos, window), D**-0.5)
             else:
-                y = flex_sink_attention(q, k, v, inputs[3], sliding_block_mask(seq_len, window, device), D ** -0.5)
+                y = flex_sink_attention(q, k, v, inputs[3], sliding_block_mask(seq_len, window, device), D**-0.5)
             y.float().square().sum().backward()
             results[impl] = [y] + [t.grad for t in inputs]
         diffs = [max_rel_diff(got, want) for got, want in zip(results["flex"], results["sdpa"])]
-        return dict(name=name, result="max rel diff out/dq/dk/dv/dsinks " + "/".join(f"{d:.1e}" for d in diffs),
-                    ok=max(diffs) <= CHECK_TOLERANCE, diffs=diffs)
+        return dict(
+            name=name,
+            result="max rel diff out/dq/dk/dv/dsinks " + "/".join(f"{d:.1e}" for d in diffs),
+            ok=max(diffs) <= CHECK_TOLERANCE,
+            diffs=diffs,
+        )
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return dict(name=name, result=_error(exc), ok=False)
 
@@ -497,8 +550,14 @@ def check_grouped(seq_len: int, device, d_model: int, intermediate: int, batch: 
             (out.float().square().mean() + aux).backward()
             results.append([out, xi.grad, layer.gate_up.grad, layer.down.grad])
         diffs = [max_rel_diff(got, want) for got, want in zip(results[1], results[0])]
-        checks.append(dict(name=name, result="max rel diff out/dx/dgate_up/ddown " + "/".join(f"{d:.1e}" for d in diffs),
-                           ok=max(diffs) <= CHECK_TOLERANCE, diffs=diffs))
+        checks.append(
+            dict(
+                name=name,
+                result="max rel diff out/dx/dgate_up/ddown " + "/".join(f"{d:.1e}" for d in diffs),
+                ok=max(diffs) <= CHECK_TOLERANCE,
+                diffs=diffs,
+            )
+        )
     except Exception as exc:  # noqa: BLE001
         return [dict(name=name, result=_error(exc), ok=False)]
     if device.type == "cuda":
@@ -543,12 +602,23 @@ def run(args: argparse.Namespace, device: torch.device, log=print) -> dict:
         from data_pipeline import load_manifest
 
         vocab_size = int(load_manifest(args.data)["vocab_size"])
-    data_desc = (f"prepared data {os.path.abspath(args.data)} (vocab {vocab_size})" if args.data else
-                 f"random tokens (a learnable Markov chain over ids < {RANDOM_VOCAB}; see Batches)")
+    data_desc = (
+        f"prepared data {os.path.abspath(args.data)} (vocab {vocab_size})"
+        if args.data
+        else f"random tokens (a learnable Markov chain over ids < {RANDOM_VOCAB}; see Batches)"
+    )
     peak = peak_flops(device)
-    meta = dict(device=describe_device(device), peak_tflops=peak / 1e12 if peak else None, torch=torch.__version__,
-                python=platform.python_version(), data=data_desc, seq_len=args.seq_len, steps=args.steps,
-                precision_preset=args.precision_preset, precision_steps=args.precision_steps)
+    meta = dict(
+        device=describe_device(device),
+        peak_tflops=peak / 1e12 if peak else None,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        data=data_desc,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        precision_preset=args.precision_preset,
+        precision_steps=args.precision_steps,
+    )
     log(f"bench_gpu: {meta['device']}, torch {meta['torch']}, data: {data_desc}")
 
     def batches_for(arch: str, preset: str) -> Batches:
@@ -559,7 +629,9 @@ def run(args: argparse.Namespace, device: torch.device, log=print) -> dict:
 
     def run_case(case: dict) -> None:
         key = (case["arch"], case["preset"], case["attn"], case["experts"])
-        label = "/".join(str(case[k]) for k in ("arch", "preset", "attn", "experts")) + (" compiled" if case["compile"] else "")
+        label = "/".join(str(case[k]) for k in ("arch", "preset", "attn", "experts")) + (
+            " compiled" if case["compile"] else ""
+        )
         if time.perf_counter() - t0 > args.budget_s:
             rows.append(dict(case, status=f"skipped (past --budget-s {args.budget_s:.0f})"))
             log(f"  {label}: skipped, past the time budget")
@@ -579,8 +651,10 @@ def run(args: argparse.Namespace, device: torch.device, log=print) -> dict:
             torch._dynamo.reset()
         free_memory()
         rows.append(row)
-        log(f"  {label}: {row['status']}, micro-batch {row.get('micro_batch')}, "
-            f"{format_cell(row.get('tokens_per_s'), '{:,.0f}')} tokens/s, {time.perf_counter() - t0:.0f} s")
+        log(
+            f"  {label}: {row['status']}, micro-batch {row.get('micro_batch')}, "
+            f"{format_cell(row.get('tokens_per_s'), '{:,.0f}')} tokens/s, {time.perf_counter() - t0:.0f} s"
+        )
 
     cases = plan_cases(args)
     for case in cases:  # eager first: cheap, and they set each compiled case's starting micro-batch
@@ -589,8 +663,16 @@ def run(args: argparse.Namespace, device: torch.device, log=print) -> dict:
     precision = []
     for arch in _csv(args.archs):
         try:
-            precision.append(precision_check(arch, args.precision_preset, batches_for(arch, args.precision_preset),
-                                             device, vocab_size, steps=args.precision_steps))
+            precision.append(
+                precision_check(
+                    arch,
+                    args.precision_preset,
+                    batches_for(arch, args.precision_preset),
+                    device,
+                    vocab_size,
+                    steps=args.precision_steps,
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - reported in the table
             precision.append(dict(arch=arch, preset=args.precision_preset, error=_error(exc)))
         free_memory()

@@ -1,4 +1,5 @@
 """Model micro-benchmarks: MoE vs dense (same active params) training step, and KV-cache vs recompute generation."""
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,13 @@ def train_step_times(models, batch: int, seq_len: int, iters: int) -> list[float
 
 def bench_moe(batch: int, seq_len: int, iters: int) -> None:
     torch.manual_seed(0)
-    moe = build_model("gptoss", "cpu-small", **SHAPE, num_experts=8, experts_per_token=2,
-                      intermediate_size=EXPERT_INTERMEDIATE)
+    moe = build_model(
+        "gptoss", "cpu-small", **SHAPE, num_experts=8, experts_per_token=2, intermediate_size=EXPERT_INTERMEDIATE
+    )
     # Dense equivalent: one expert of twice the width, so a token multiplies by the same number of expert weights.
-    dense = build_model("gptoss", "cpu-small", **SHAPE, num_experts=1, experts_per_token=1,
-                        intermediate_size=2 * EXPERT_INTERMEDIATE)
+    dense = build_model(
+        "gptoss", "cpu-small", **SHAPE, num_experts=1, experts_per_token=1, intermediate_size=2 * EXPERT_INTERMEDIATE
+    )
     for name, model in (("moe 8 experts top-2", moe), ("dense 1 expert, 2x wide", dense)):
         c = count_params(model)
         print(f"  {name:26s} total {c['total'] / 1e6:6.2f}M  active {c['active'] / 1e6:6.2f}M")
@@ -76,10 +79,12 @@ def bench_generation(new_tokens: int, iters: int) -> None:
     prompt = list(range(1, 17))
     generate(model, prompt, 8, temperature=0)  # warmup
     t_cached = median_time(lambda: generate(model, prompt, new_tokens, temperature=0), warmup=1, iters=iters)
-    t_recompute = median_time(lambda: generate(model, prompt, new_tokens, temperature=0, use_cache=False),
-                              warmup=0, iters=1)
-    same = generate(model, prompt, new_tokens, temperature=0) == generate(model, prompt, new_tokens, temperature=0,
-                                                                         use_cache=False)
+    t_recompute = median_time(
+        lambda: generate(model, prompt, new_tokens, temperature=0, use_cache=False), warmup=0, iters=1
+    )
+    same = generate(model, prompt, new_tokens, temperature=0) == generate(
+        model, prompt, new_tokens, temperature=0, use_cache=False
+    )
     print(f"  gptoss cpu-small shapes, prompt {len(prompt)}, {new_tokens} new tokens (greedy), identical: {same}")
     print(f"    kv cache  {t_cached:7.2f} s  ({new_tokens / t_cached:6.1f} tok/s)")
     print(f"    recompute {t_recompute:7.2f} s  ({new_tokens / t_recompute:6.1f} tok/s)")
@@ -95,8 +100,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("MoE vs dense training step:")
     bench_moe(args.batch, args.seq_len, args.iters)
     print("Generation:")

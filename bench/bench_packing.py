@@ -7,6 +7,7 @@ ceiling both layouts share) on batches of the shared TinyStories text. Prints to
 
 Usage: python bench/bench_packing.py [--model gptoss/cpu-tiny] [--steps 30] [--threads 2] [--batch 16] [--rounds 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 def _train(spec: str, steps: int, warmup: int, threads: int, batch: int, seq_len: int, start, out) -> None:
     """One training process: build, warm up, wait for the others, then time `steps` steps."""
+    import bench_speed as bs
     import torch
 
-    import bench_speed as bs
+    from gptoss import build_model
     from orchestrator.config import TrainConfig
     from orchestrator.train_loop import build_optimizer
-    from gptoss import build_model
 
     torch.set_num_threads(threads)
     batches, _ = bs.text_batches(steps + warmup, batch, seq_len, 10571, 4.0)
@@ -39,8 +40,9 @@ def _train(spec: str, steps: int, warmup: int, threads: int, batch: int, seq_len
     overrides.setdefault("vocab_size", 10571)
     torch.manual_seed(0)
     model = build_model(arch, preset, **overrides)
-    run = bs.Run(spec, "now", model, build_optimizer(model, TrainConfig(arch=arch, preset=preset, lr=1e-3),
-                                                      torch.device("cpu")))
+    run = bs.Run(
+        spec, "now", model, build_optimizer(model, TrainConfig(arch=arch, preset=preset, lr=1e-3), torch.device("cpu"))
+    )
     for x, y in batches[:warmup]:
         bs.train_step(run, x, y, 1.0)
     start.wait()
@@ -54,8 +56,10 @@ def layout(spec: str, processes: int, threads: int, args) -> float:
     """Tokens/s of `processes` processes with `threads` threads each, all timed over the same wall-clock window."""
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_train, args=(spec, args.steps, args.warmup, threads, args.batch, args.seq_len, start, out))
-             for _ in range(processes)]
+    procs = [
+        ctx.Process(target=_train, args=(spec, args.steps, args.warmup, threads, args.batch, args.seq_len, start, out))
+        for _ in range(processes)
+    ]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -84,10 +88,16 @@ def main() -> None:
         one.append(layout(args.model, 1, args.threads, args))
         many.append(layout(args.model, args.threads, 1, args))
     a, b = statistics.median(one), statistics.median(many)
-    print(f"{args.model}, batch {args.batch} x {args.seq_len}, {args.steps} timed steps per process, {args.rounds} rounds, "
-          f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"A: 1 process x {args.threads} threads     {a:9,.0f} tokens/s   (rounds: {', '.join(f'{v:,.0f}' for v in one)})")
-    print(f"B: {args.threads} processes x 1 thread     {b:9,.0f} tokens/s   (rounds: {', '.join(f'{v:,.0f}' for v in many)})")
+    print(
+        f"{args.model}, batch {args.batch} x {args.seq_len}, {args.steps} timed steps per process, {args.rounds} rounds, "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        f"A: 1 process x {args.threads} threads     {a:9,.0f} tokens/s   (rounds: {', '.join(f'{v:,.0f}' for v in one)})"
+    )
+    print(
+        f"B: {args.threads} processes x 1 thread     {b:9,.0f} tokens/s   (rounds: {', '.join(f'{v:,.0f}' for v in many)})"
+    )
     print(f"B / A = {b / a:.2f}: {'trials side by side' if b > a else 'one trial at a time'} uses these cores better")
 
 

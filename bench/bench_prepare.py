@@ -9,6 +9,7 @@ with prepare's phase timings. Then the same for a larger corpus (--large-copies,
 re-measured on its stories, to show how the ratio approaches the limit as prepare's fixed start-up cost amortises
 (on that second run Ray Data's per-cluster helper actors are already up; see the phases).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,7 @@ def measure(copies: int, args, work: Path, cores: int, ray_s: float) -> float:
     single_tokens = len(sample)
     for i in range(0, len(sample), BASELINE_BATCH):
         t = time.perf_counter()
-        ids = enc.encode_ordinary_batch(sample[i: i + BASELINE_BATCH], num_threads=1)
+        ids = enc.encode_ordinary_batch(sample[i : i + BASELINE_BATCH], num_threads=1)
         single_s += time.perf_counter() - t
         single_tokens += sum(map(len, ids))
         del ids
@@ -59,7 +60,9 @@ def measure(copies: int, args, work: Path, cores: int, ray_s: float) -> float:
     n_stories = len(stories)
     del stories, sample
 
-    cfg = PrepareConfig(out=str(work / f"out-{copies}"), source=str(corpus), tokenizer=args.tokenizer, tokenizer_dir=args.tokenizer_dir)
+    cfg = PrepareConfig(
+        out=str(work / f"out-{copies}"), source=str(corpus), tokenizer=args.tokenizer, tokenizer_dir=args.tokenizer_dir
+    )
     load = os.getloadavg()[0]
     t = time.perf_counter()
     summary = prepare(cfg, echo=lambda s: None)
@@ -70,12 +73,18 @@ def measure(copies: int, args, work: Path, cores: int, ray_s: float) -> float:
     prepare_rate = tokens / prepare_s
     limit = cores * single_rate
     ratio = prepare_rate / limit
-    print(f"corpus: {size_mb:.1f} MB ({copies} x train.txt), {n_stories:,} stories, {tokens:,} tokens (end-of-text included); {cores} cores;"
-          f" load average before prepare {load:.2f}")
-    print(f"single-core tiktoken encode_ordinary_batch(num_threads=1): {single_rate / 1e6:.2f}M tokens/s"
-          f" (encode_to_numpy, as prepare's workers use it: {numpy_rate / 1e6:.2f}M tokens/s)")
-    print(f"prepare (Ray already up; start-up {ray_s:.1f} s not counted): {prepare_s:.1f} s = {prepare_rate / 1e6:.2f}M tokens/s,"
-          f" {size_mb / prepare_s:.1f} MB/s")
+    print(
+        f"corpus: {size_mb:.1f} MB ({copies} x train.txt), {n_stories:,} stories, {tokens:,} tokens (end-of-text included); {cores} cores;"
+        f" load average before prepare {load:.2f}"
+    )
+    print(
+        f"single-core tiktoken encode_ordinary_batch(num_threads=1): {single_rate / 1e6:.2f}M tokens/s"
+        f" (encode_to_numpy, as prepare's workers use it: {numpy_rate / 1e6:.2f}M tokens/s)"
+    )
+    print(
+        f"prepare (Ray already up; start-up {ray_s:.1f} s not counted): {prepare_s:.1f} s = {prepare_rate / 1e6:.2f}M tokens/s,"
+        f" {size_mb / prepare_s:.1f} MB/s"
+    )
     print("prepare phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.get("phases", {}).items()))
     print(f"ratio prepare / (cores x single-core) = {ratio:.2f}   (goal >= 0.8)")
     print(f"ratio against the encode_to_numpy single-core rate = {prepare_rate / (cores * numpy_rate):.2f}")
@@ -85,8 +94,12 @@ def measure(copies: int, args, work: Path, cores: int, ray_s: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=10, help="copies of train.txt (10.6 MB each)")
-    ap.add_argument("--large-copies", type=int, default=40,
-                    help="a second, larger corpus, to show the fixed start-up cost amortising (0: skip)")
+    ap.add_argument(
+        "--large-copies",
+        type=int,
+        default=40,
+        help="a second, larger corpus, to show the fixed start-up cost amortising (0: skip)",
+    )
     ap.add_argument("--tokenizer", default="o200k_harmony")
     ap.add_argument("--tokenizer-dir", default=str(SHARED / "data" / "tiktoken"))
     ap.add_argument("--source-dir", default=str(SHARED / "data" / "tinystories"))

@@ -23,6 +23,7 @@ Usage: python bench/bench_speed.py [--model 'LABEL=ARCH/PRESET,field=value,...' 
 --model is repeatable and takes any preset and config overrides; --variants adds the component ladder's mixes.
 Exit status 1 when a loss curve differs from the reference revision's by more than --tol.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,7 +96,9 @@ def parse_model(spec: str) -> tuple[str, str, str, dict]:
         if not sep:
             fail(f"--model {spec!r}: override {pair!r} is not field=value")
         try:
-            overrides[key.strip()] = ast.literal_eval({"true": "True", "false": "False", "null": "None"}.get(value, value))
+            overrides[key.strip()] = ast.literal_eval(
+                {"true": "True", "false": "False", "null": "None"}.get(value, value)
+            )
         except (ValueError, SyntaxError):
             overrides[key.strip()] = value  # a plain string
     return label or body, arch, preset, overrides
@@ -128,8 +131,9 @@ def text_batches(steps: int, batch: int, seq_len: int, vocab: int, text_mb: floa
     if len(ids) < need:
         fail(f"{text_mb} MB of text gives {len(ids)} tokens, fewer than the {need} needed; raise --text-mb")
     windows = torch.from_numpy(ids[:need]).view(steps, batch, seq_len + 1)
-    return [(w[:, :-1].contiguous(), w[:, 1:].contiguous()) for w in windows], \
-        f"TinyStories text, {len(first):,} distinct o200k tokens in a {vocab:,}-row vocabulary"
+    return [
+        (w[:, :-1].contiguous(), w[:, 1:].contiguous()) for w in windows
+    ], f"TinyStories text, {len(first):,} distinct o200k tokens in a {vocab:,}-row vocabulary"
 
 
 def data_batches(data: str, steps: int, batch: int, seq_len: int) -> tuple[list, int, str]:
@@ -145,8 +149,10 @@ def load_ref_package(rev: str):
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "gptoss"], capture_output=True)
     if archive.returncode:
         message = archive.stderr.decode(errors="replace").strip().splitlines()
-        fail(f"--ref {rev}: {message[-1] if message else 'git archive failed'}; give a revision of this repository "
-             f"or --ref none")
+        fail(
+            f"--ref {rev}: {message[-1] if message else 'git archive failed'}; give a revision of this repository "
+            f"or --ref none"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="bench-speed-ref-"))
     name = "gptoss_at_" + re.sub(r"\W", "_", rev)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
@@ -159,6 +165,7 @@ def load_ref_package(rev: str):
 @dataclass
 class OutputLayerRun:
     """--parts: the output layer alone at one width, on random hidden states (the timing does not depend on them)."""
+
     label: str
     weight: torch.Tensor
     hidden: torch.Tensor
@@ -209,8 +216,10 @@ def variant_specs(names: str, preset: str) -> list[tuple[str, str, str, dict]]:
     from gptoss.variants import expand_variants, variant_overrides
 
     try:
-        return [(f"{name} {preset}", "gptoss", preset, variant_overrides(name))
-                for name in expand_variants([n.strip() for n in names.split(",") if n.strip()])]
+        return [
+            (f"{name} {preset}", "gptoss", preset, variant_overrides(name))
+            for name in expand_variants([n.strip() for n in names.split(",") if n.strip()])
+        ]
     except ValueError as err:
         fail(f"--variants: {err}")
 
@@ -250,8 +259,10 @@ def build_runs(specs: list, vocab: int, lr: float, ref, compiled: bool = False) 
 def ref_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """The reference revision's optimizer: unfused AdamW, weight decay on its decay_param_names only."""
     decay = set(model.decay_param_names())
-    groups = [dict(params=[p for n, p in model.named_parameters() if n in decay], weight_decay=cfg.weight_decay),
-              dict(params=[p for n, p in model.named_parameters() if n not in decay], weight_decay=0.0)]
+    groups = [
+        dict(params=[p for n, p in model.named_parameters() if n in decay], weight_decay=cfg.weight_decay),
+        dict(params=[p for n, p in model.named_parameters() if n not in decay], weight_decay=0.0),
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
@@ -265,7 +276,7 @@ def noise_floor(run: Run, batches: list, threads: int) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        losses = [train_step(again, x, y, 1.0) for x, y in batches[:len(run.losses)]]
+        losses = [train_step(again, x, y, 1.0) for x, y in batches[: len(run.losses)]]
     finally:
         torch.set_num_threads(before)
     return max_loss_diff(run.losses, losses)
@@ -285,22 +296,38 @@ def main() -> None:
     parser.add_argument("--ref", default=DEFAULT_REF, help="git revision to compare against, or 'none'")
     parser.add_argument("--tol", type=float, default=1e-3, help="largest loss difference allowed against --ref")
     parser.add_argument("--warmup", type=int, default=3, help="steps per model left out of the timings")
-    parser.add_argument("--variants", default=None,
-                        help="also (or, without --model, only) these gptoss variants, e.g. 'ladder' or "
-                             "'gptoss-no-moe,+swiglu' (the component ladder's mixes, gptoss/variants.py)")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="also (or, without --model, only) these gptoss variants, e.g. 'ladder' or "
+        "'gptoss-no-moe,+swiglu' (the component ladder's mixes, gptoss/variants.py)",
+    )
     parser.add_argument("--variant-preset", default="cpu-tiny", help="the gptoss preset the variants are built on")
-    parser.add_argument("--compile", action="store_true",
-                        help="also train each model compiled (gptoss.compile_model, as `train --compile`), from the "
-                             "same weights in the same rotation; its first step (the compile) is reported apart")
-    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                        help="keep: the allocator settings training uses (orchestrator/allocator.py, for every run "
-                             "here, the reference too); default: the C library's own")
-    parser.add_argument("--noise-floor", action="store_true",
-                        help="also train each reference model again with another thread count (untimed) and accept "
-                             "differences within twice how far that moves it")
-    parser.add_argument("--parts", action="store_true",
-                        help="also time the output layer alone (matmul + cross-entropy, fwd and bwd) at each width in "
-                             "the same rotation, and report each model's step as that share and the rest")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also train each model compiled (gptoss.compile_model, as `train --compile`), from the "
+        "same weights in the same rotation; its first step (the compile) is reported apart",
+    )
+    parser.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: the allocator settings training uses (orchestrator/allocator.py, for every run "
+        "here, the reference too); default: the C library's own",
+    )
+    parser.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="also train each reference model again with another thread count (untimed) and accept "
+        "differences within twice how far that moves it",
+    )
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time the output layer alone (matmul + cross-entropy, fwd and bwd) at each width in "
+        "the same rotation, and report each model's step as that share and the rest",
+    )
     args = parser.parse_args()
     if args.steps <= args.warmup:
         fail(f"--steps must exceed --warmup ({args.warmup}), got {args.steps}")
@@ -323,11 +350,15 @@ def main() -> None:
     parts = output_layer_runs(models, args.batch, args.seq_len) if args.parts else {}
     rotation = runs + list(parts.values())
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"allocator: {'freed memory kept (as in training)' if kept else 'the C library default'}")
-    print(f"batch {args.batch} x {args.seq_len}, {args.steps} steps per model (first {args.warmup} untimed), "
-          f"AdamW lr {args.lr}, {source}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        f"allocator: {'freed memory kept (as in training)' if kept else 'the C library default'}"
+    )
+    print(
+        f"batch {args.batch} x {args.seq_len}, {args.steps} steps per model (first {args.warmup} untimed), "
+        f"AdamW lr {args.lr}, {source}"
+    )
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     matmul_gflops(a, b)
     peaks = []
@@ -353,10 +384,14 @@ def main() -> None:
         for run in (r for r in runs if r.path == "ref"):
             floors[run.label] = noise_floor(run, batches, other_threads)
     peak_median, peak_best = statistics.median(peaks), max(peaks)
-    print(f"fp32 matmul peak (1024x1024, {args.threads} threads), {len(peaks)} samples between steps: "
-          f"median {peak_median:.0f} GFLOP/s, best {peak_best:.0f}")
+    print(
+        f"fp32 matmul peak (1024x1024, {args.threads} threads), {len(peaks)} samples between steps: "
+        f"median {peak_median:.0f} GFLOP/s, best {peak_best:.0f}"
+    )
     tokens = args.batch * args.seq_len
-    header = f"{'model':28s} {'path':4s} {'tokens/s med':>12s} {'best':>7s} {'GFLOP/s':>8s} {'% peak med':>10s} {'best':>5s}"
+    header = (
+        f"{'model':28s} {'path':4s} {'tokens/s med':>12s} {'best':>7s} {'GFLOP/s':>8s} {'% peak med':>10s} {'best':>5s}"
+    )
     print(header + f" {'loss@last':>9s} {'vs ref':>7s}")
     by_label = {}
     for run in runs:
@@ -367,16 +402,18 @@ def main() -> None:
             run = pair.get(path)
             if run is None:
                 continue
-            timed = run.times[args.warmup:]
+            timed = run.times[args.warmup :]
             t_med, t_best = statistics.median(timed), min(timed)
             flops_med, flops_best = fpt[label] * tokens / t_med, fpt[label] * tokens / t_best
-            line = (f"{label[:28]:28s} {path:4s} {tokens / t_med:12,.0f} {tokens / t_best:7,.0f} {flops_med / 1e9:8.1f} "
-                    f"{100 * flops_med / 1e9 / peak_median:9.0f}% {100 * flops_best / 1e9 / peak_best:4.0f}% "
-                    f"{run.losses[-1]:9.4f}")
+            line = (
+                f"{label[:28]:28s} {path:4s} {tokens / t_med:12,.0f} {tokens / t_best:7,.0f} {flops_med / 1e9:8.1f} "
+                f"{100 * flops_med / 1e9 / peak_median:9.0f}% {100 * flops_best / 1e9 / peak_best:4.0f}% "
+                f"{run.losses[-1]:9.4f}"
+            )
             if path == "now" and "ref" in pair:
                 ref_run = pair["ref"]
                 diff = max_loss_diff(run.losses, ref_run.losses)
-                speedup = statistics.median(ref_run.times[args.warmup:]) / t_med
+                speedup = statistics.median(ref_run.times[args.warmup :]) / t_med
                 floor = floors.get(label)
                 ok = diff <= max(args.tol, 2 * (floor or 0.0))
                 mismatch |= not ok
@@ -386,8 +423,10 @@ def main() -> None:
             if path == "comp":  # not gated: compiled kernels reorder float sums, and the router amplifies that
                 eager = pair["now"]
                 diff = max_loss_diff(run.losses, eager.losses)
-                line += (f" {statistics.median(eager.times[args.warmup:]) / t_med:6.2f}x vs now, max |loss diff| "
-                         f"{diff:.1e}; first step (compile) {run.times[0]:.0f} s")
+                line += (
+                    f" {statistics.median(eager.times[args.warmup :]) / t_med:6.2f}x vs now, max |loss diff| "
+                    f"{diff:.1e}; first step (compile) {run.times[0]:.0f} s"
+                )
             print(line)
     if parts:
         print_parts(parts, by_label, models, fpt, tokens, args.warmup, peak_median)
@@ -396,24 +435,33 @@ def main() -> None:
     if ref is not None:
         print(f"ref = gptoss at {args.ref} with unfused AdamW; 'vs ref' = median ref step time / median step time")
     if floors:
-        print(f"ref's own noise = max |loss diff| of the reference retrained with {other_threads} "
-              f"thread(s) instead of {args.threads}; a curve passes within max(--tol, twice that)")
+        print(
+            f"ref's own noise = max |loss diff| of the reference retrained with {other_threads} "
+            f"thread(s) instead of {args.threads}; a curve passes within max(--tol, twice that)"
+        )
     if mismatch:
-        print(f"loss curves differ from --ref {args.ref} by more than --tol {args.tol}"
-              + (" and twice the reference's own noise" if floors else ""), file=sys.stderr)
+        print(
+            f"loss curves differ from --ref {args.ref} by more than --tol {args.tol}"
+            + (" and twice the reference's own noise" if floors else ""),
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
 def print_parts(parts: dict, by_label: dict, models: dict, fpt: dict, tokens: int, warmup: int, peak: float) -> None:
     """--parts: the output layer's own speed per width, then each model's step split into it and the rest."""
-    print("output layer alone (unembedding matmul + cross-entropy, forward and backward; 6 d V FLOPs per token), "
-          "same rotation:")
+    print(
+        "output layer alone (unembedding matmul + cross-entropy, forward and backward; 6 d V FLOPs per token), "
+        "same rotation:"
+    )
     out_med = {}
     for (d, vocab), part in parts.items():
         out_med[d, vocab] = statistics.median(part.times[warmup:])
         gflops = 6 * d * vocab * tokens / out_med[d, vocab] / 1e9
-        print(f"  {part.label:26s} {out_med[d, vocab] * 1e3:7.1f} ms  {gflops:6.1f} GFLOP/s  {100 * gflops / peak:3.0f}% "
-              f"of the median peak")
+        print(
+            f"  {part.label:26s} {out_med[d, vocab] * 1e3:7.1f} ms  {gflops:6.1f} GFLOP/s  {100 * gflops / peak:3.0f}% "
+            f"of the median peak"
+        )
     print(f"{'model':28s} {'path':4s} {'output layer share':>18s} {'rest: GFLOP/s':>13s} {'% peak':>6s}")
     for label, pair in by_label.items():
         config = models[label].config
@@ -423,8 +471,10 @@ def print_parts(parts: dict, by_label: dict, models: dict, fpt: dict, tokens: in
                 continue
             step_med = statistics.median(pair[path].times[warmup:])
             rest_flops = (fpt[label] - 6 * key[0] * key[1]) * tokens / (step_med - out_med[key]) / 1e9
-            print(f"{label[:28]:28s} {path:4s} {100 * out_med[key] / step_med:17.0f}% {rest_flops:13.1f} "
-                  f"{100 * rest_flops / peak:5.0f}%")
+            print(
+                f"{label[:28]:28s} {path:4s} {100 * out_med[key] / step_med:17.0f}% {rest_flops:13.1f} "
+                f"{100 * rest_flops / peak:5.0f}%"
+            )
     print("(share = the output layer's median time alone / the model's median step; the rest includes the optimizer)")
 
 

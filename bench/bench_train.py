@@ -4,6 +4,7 @@ Usage: python bench/bench_train.py [--data DIR] [--arch gptoss] [--preset cpu-ti
 Without --data it prepares the shared TinyStories text (../shared/data/tinystories) into a temporary folder first.
 Tokens/s is the median of the logged windows after the first (steady state); start-up is reported apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from orchestrator.config import TrainConfig
-    from raysetup import init_ray
     from orchestrator.trainer import run_local, run_training
+    from raysetup import init_ray
 
     cpus = os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -48,16 +49,33 @@ def main() -> None:
 
         shared = REPO.parent / "shared" / "data"
         data = os.path.join(tmp, "data")
-        prepare(PrepareConfig(out=data, source=str(shared / "tinystories"), tokenizer_dir=str(shared / "tiktoken")),
-                echo=lambda *a: None)
+        prepare(
+            PrepareConfig(out=data, source=str(shared / "tinystories"), tokenizer_dir=str(shared / "tiktoken")),
+            echo=lambda *a: None,
+        )
 
     def cfg(name: str, workers: int, threads: int) -> TrainConfig:
-        return TrainConfig(data=data, arch=args.arch, preset=args.preset, seq_len=args.seq_len, batch_size=args.batch_size,
-                           max_steps=args.steps, eval_every=args.steps, eval_windows=8, log_every=5, workers=workers,
-                           threads_per_worker=threads, storage=os.path.join(tmp, "runs"), name=name, sample_tokens=0)
+        return TrainConfig(
+            data=data,
+            arch=args.arch,
+            preset=args.preset,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            max_steps=args.steps,
+            eval_every=args.steps,
+            eval_windows=8,
+            log_every=5,
+            workers=workers,
+            threads_per_worker=threads,
+            storage=os.path.join(tmp, "runs"),
+            name=name,
+            sample_tokens=0,
+        )
 
-    print(f"model {args.arch}/{args.preset}, batch {args.batch_size} x seq {args.seq_len} per worker, {args.steps} steps, "
-          f"{cpus} CPUs; Ray start-up {ray_start_s:.1f}s")
+    print(
+        f"model {args.arch}/{args.preset}, batch {args.batch_size} x seq {args.seq_len} per worker, {args.steps} steps, "
+        f"{cpus} CPUs; Ray start-up {ray_start_s:.1f}s"
+    )
 
     plain = run_local(cfg("plain", 1, cpus), os.path.join(tmp, "plain"))
     plain_tps = steady_tokens_per_s(plain)
@@ -78,7 +96,9 @@ def main() -> None:
 
     print(f"plain single process ({cpus} threads):   {plain_tps:8,.0f} tokens/s")
     print(f"Ray Train, 1 worker x {cpus} threads:     {ray1_tps:8,.0f} tokens/s   (start-up {ray1_start:.1f}s)")
-    print(f"Ray Train, 2 workers x {max(1, cpus // 2)} thread(s):   {ray2_tps:8,.0f} tokens/s   (start-up {ray2_start:.1f}s)")
+    print(
+        f"Ray Train, 2 workers x {max(1, cpus // 2)} thread(s):   {ray2_tps:8,.0f} tokens/s   (start-up {ray2_start:.1f}s)"
+    )
     print(f"overhead ratio  Ray 1 worker / plain   = {ray1_tps / plain_tps:.2f}   (goal >= 0.9)")
     print(f"scaling ratio   Ray 2 workers / 1      = {ray2_tps / ray1_tps:.2f}")
 

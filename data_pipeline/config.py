@@ -1,4 +1,5 @@
 """The prepare command's settings (PrepareConfig), the shared error type, and defaults used across data_pipeline."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ class PrepareConfig:
         if self.errors not in ERROR_MODES:
             raise ValueError(f"errors must be one of {', '.join(ERROR_MODES)}; got {self.errors!r}")
         if self.source is not None and not str(self.source).strip():
-            raise ValueError("source must be a file, directory or glob; got an empty string (omit it for the Hugging Face dataset)")
+            raise ValueError(
+                "source must be a file, directory or glob; got an empty string (omit it for the Hugging Face dataset)"
+            )
 
 
 def project_version() -> str:
@@ -62,8 +65,9 @@ def project_version() -> str:
     except PackageNotFoundError:
         pass
     try:
-        import tomllib
         from pathlib import Path
+
+        import tomllib
 
         with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
             return str(tomllib.load(f)["project"]["version"])

@@ -1,4 +1,5 @@
 """The prepared directory's manifest.json and shard files: names, atomic writes, loading and verifying."""
+
 from __future__ import annotations
 
 import hashlib
@@ -92,7 +93,9 @@ def read_token_shard(path: str | os.PathLike) -> np.ndarray:
 
 
 def _invalid(data_dir, why: str) -> ValueError:
-    return ValueError(f"{data_dir} has no valid {MANIFEST_NAME} ({why}); run `python cli.py prepare --out {data_dir}` first")
+    return ValueError(
+        f"{data_dir} has no valid {MANIFEST_NAME} ({why}); run `python cli.py prepare --out {data_dir}` first"
+    )
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:
@@ -132,8 +135,11 @@ def _shard_matches(file: Path, shard: dict) -> bool:
 def verify_shards(data_dir: str | os.PathLike, manifest: dict) -> bool:
     """True if every shard the manifest lists is present with its recorded size and checksum."""
     data_dir = Path(data_dir)
-    return all(_shard_matches(data_dir / shard["file"], shard)
-               for info in manifest["splits"].values() for shard in info["shards"])
+    return all(
+        _shard_matches(data_dir / shard["file"], shard)
+        for info in manifest["splits"].values()
+        for shard in info["shards"]
+    )
 
 
 def check_shards(data_dir: str | os.PathLike, manifest: dict, splits=None) -> int:
@@ -160,10 +166,14 @@ def check_shards(data_dir: str | os.PathLike, manifest: dict, splits=None) -> in
 def token_byte_lengths(manifest: dict) -> np.ndarray:
     """UTF-8 bytes of each model id's token (0 for special tokens), as recorded by prepare: for bits per byte."""
     if "token_bytes" not in manifest:
-        raise ValueError("this prepared directory predates per-token byte counts; rebuild it with `python cli.py prepare --force`")
+        raise ValueError(
+            "this prepared directory predates per-token byte counts; rebuild it with `python cli.py prepare --force`"
+        )
     lengths = np.asarray(manifest["token_bytes"], dtype=np.int64)
     if len(lengths) != manifest["vocab_size"]:
-        raise ValueError(f"manifest token_bytes has {len(lengths)} entries for vocab {manifest['vocab_size']}; rebuild with --force")
+        raise ValueError(
+            f"manifest token_bytes has {len(lengths)} entries for vocab {manifest['vocab_size']}; rebuild with --force"
+        )
     return lengths
 
 
@@ -175,9 +185,15 @@ def data_identity(manifest: dict, content: bool = False) -> str:
     (evaluate, resume, decoding) must compare this, never the size alone. Paths and build times are left out, so a
     copied or moved directory keeps its identity.
     """
-    payload: dict = dict(tokenizer=manifest.get("tokenizer"), vocab_size=manifest.get("vocab_size"),
-                         compacted=bool(manifest.get("compacted")), compact_to_original=manifest.get("compact_to_original"))
+    payload: dict = dict(
+        tokenizer=manifest.get("tokenizer"),
+        vocab_size=manifest.get("vocab_size"),
+        compacted=bool(manifest.get("compacted")),
+        compact_to_original=manifest.get("compact_to_original"),
+    )
     if content:
-        payload["shards"] = {split: [s.get("sha256") for s in info.get("shards", [])]
-                             for split, info in sorted(manifest.get("splits", {}).items())}
+        payload["shards"] = {
+            split: [s.get("sha256") for s in info.get("shards", [])]
+            for split, info in sorted(manifest.get("splits", {}).items())
+        }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

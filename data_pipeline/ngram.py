@@ -1,5 +1,6 @@
 """Count-based reference language models (unigram, interpolated Kneser-Ney bigram and trigram) fitted on prepared
 training tokens and scored on the validation split, in vectorised numpy: the `baseline` command's numbers."""
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,13 @@ class KneserNeyBigram:
         return cls(vocab_size, discount, keys, counts, context_total, followers, continuation)
 
     def prob(self, prev: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return interpolate(_lookup(self.keys, self.counts, prev.astype(np.int64) * self.vocab_size + w),
-                           self.context_total[prev], self.followers[prev], self.discount, self.continuation[w])
+        return interpolate(
+            _lookup(self.keys, self.counts, prev.astype(np.int64) * self.vocab_size + w),
+            self.context_total[prev],
+            self.followers[prev],
+            self.discount,
+            self.continuation[w],
+        )
 
 
 def continuation_unigram(predecessors: np.ndarray, discount: float) -> np.ndarray:
@@ -123,32 +129,65 @@ class KneserNeyTrigram:
         middle_followers = np.bincount(middle_keys // v, minlength=vocab_size).astype(np.float64)
         bigram_types = np.unique(t[:-1] * v + t[1:])
         continuation = continuation_unigram(np.bincount(bigram_types % v, minlength=vocab_size), discount)
-        return cls(vocab_size, discount, keys, counts, context_keys, context_total, followers.astype(np.float64),
-                   middle_keys, middle_counts, middle_total, middle_followers, continuation)
+        return cls(
+            vocab_size,
+            discount,
+            keys,
+            counts,
+            context_keys,
+            context_total,
+            followers.astype(np.float64),
+            middle_keys,
+            middle_counts,
+            middle_total,
+            middle_followers,
+            continuation,
+        )
 
     def prob(self, prev2: np.ndarray, prev: np.ndarray, w: np.ndarray) -> np.ndarray:
         v = self.vocab_size
         prev2, prev, w = prev2.astype(np.int64), prev.astype(np.int64), w.astype(np.int64)
-        middle = interpolate(_lookup(self.middle_keys, self.middle_counts, prev * v + w), self.middle_total[prev],
-                             self.middle_followers[prev], self.discount, self.continuation[w])
+        middle = interpolate(
+            _lookup(self.middle_keys, self.middle_counts, prev * v + w),
+            self.middle_total[prev],
+            self.middle_followers[prev],
+            self.discount,
+            self.continuation[w],
+        )
         ctx = prev2 * v + prev
-        return interpolate(_lookup(self.keys, self.counts, ctx * v + w), _lookup(self.context_keys, self.context_total, ctx),
-                           _lookup(self.context_keys, self.context_followers, ctx), self.discount, middle)
+        return interpolate(
+            _lookup(self.keys, self.counts, ctx * v + w),
+            _lookup(self.context_keys, self.context_total, ctx),
+            _lookup(self.context_keys, self.context_followers, ctx),
+            self.discount,
+            middle,
+        )
 
 
-def score(train: np.ndarray, val: np.ndarray, vocab_size: int, byte_lengths: np.ndarray,
-          bigram_discount: float = BIGRAM_DISCOUNT, trigram_discount: float = TRIGRAM_DISCOUNT) -> dict:
+def score(
+    train: np.ndarray,
+    val: np.ndarray,
+    vocab_size: int,
+    byte_lengths: np.ndarray,
+    bigram_discount: float = BIGRAM_DISCOUNT,
+    trigram_discount: float = TRIGRAM_DISCOUNT,
+) -> dict:
     """Fit the three models on `train` and score every validation token from the third on (each has two tokens of
     context, so the three models are scored on the same tokens): nats/token and bits/byte (bytes of the targets)."""
     if len(train) < 3 or len(val) < 3:
-        raise ValueError(f"n-gram baselines need at least 3 training and 3 validation tokens, got {len(train)} and {len(val)}")
+        raise ValueError(
+            f"n-gram baselines need at least 3 training and 3 validation tokens, got {len(train)} and {len(val)}"
+        )
     train, val = np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
     prev2, prev, w = val[:-2], val[1:-1], val[2:]
     nbytes = float(byte_lengths[w].sum())
     probs = {
         "unigram": (Unigram.fit(train, vocab_size).prob(w), None),
         "kn_bigram": (KneserNeyBigram.fit(train, vocab_size, bigram_discount).prob(prev, w), bigram_discount),
-        "kn_trigram": (KneserNeyTrigram.fit(train, vocab_size, trigram_discount).prob(prev2, prev, w), trigram_discount),
+        "kn_trigram": (
+            KneserNeyTrigram.fit(train, vocab_size, trigram_discount).prob(prev2, prev, w),
+            trigram_discount,
+        ),
     }
     models = {}
     for name, (p, discount) in probs.items():
@@ -156,7 +195,9 @@ def score(train: np.ndarray, val: np.ndarray, vocab_size: int, byte_lengths: np.
         models[name] = dict(nats_per_token=nats / len(w), bits_per_byte=nats / max(nbytes, 1) / math.log(2))
         if discount is not None:
             models[name]["discount"] = discount
-    return dict(train_tokens=int(len(train)), validation_tokens=int(len(w)), validation_bytes=int(nbytes), models=models)
+    return dict(
+        train_tokens=int(len(train)), validation_tokens=int(len(w)), validation_bytes=int(nbytes), models=models
+    )
 
 
 def split_tokens(data_dir, split: str, limit: Optional[int] = None) -> np.ndarray:
@@ -192,8 +233,12 @@ def fit_baselines(data_dir, train_tokens: Optional[int] = None) -> dict:
     fits = load_baselines(data_dir)
     fits = [f for f in fits if f["train_tokens"] != result["train_tokens"]] + [result]
     fits.sort(key=lambda f: f["train_tokens"])
-    write_atomic(path, json.dumps(dict(tokenizer=manifest.get("tokenizer"), vocab_size=manifest["vocab_size"],
-                                       fits=fits), indent=1).encode())
+    write_atomic(
+        path,
+        json.dumps(
+            dict(tokenizer=manifest.get("tokenizer"), vocab_size=manifest["vocab_size"], fits=fits), indent=1
+        ).encode(),
+    )
     return result
 
 

@@ -1,4 +1,5 @@
 """The prepare pipeline: Ray Data tasks read runs of stories, tokenize them with tiktoken and write them as Arrow parts; the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,15 +17,43 @@ from pathlib import Path
 import numpy as np
 
 from .config import SPLITS, DataError, PrepareConfig, PrepareInterrupted, project_version
-from .manifest import (CHECKSUM, FORMAT, MANIFEST_NAME, SHARD_RE, STAGING_NAME, load_manifest, read_token_shard,
-                       shard_name, verify_shards, write_atomic, write_token_shard, xxh3_of)
+from .manifest import (
+    CHECKSUM,
+    FORMAT,
+    MANIFEST_NAME,
+    SHARD_RE,
+    STAGING_NAME,
+    load_manifest,
+    read_token_shard,
+    shard_name,
+    verify_shards,
+    write_atomic,
+    write_token_shard,
+    xxh3_of,
+)
 from .sources import SourcePlan, StoryChunk, plan_sources, read_chunk
-from .tokenizers import ModelTokenizer, build_encoding, load_rank_files, portable_vocab, resolve_tokenizer_dir, token_dtype
+from .tokenizers import (
+    ModelTokenizer,
+    build_encoding,
+    load_rank_files,
+    portable_vocab,
+    resolve_tokenizer_dir,
+    token_dtype,
+)
 
 SPLIT_CODES = {"train": 0, "validation": 1}
 _PART_RE = re.compile(r"^part-(\d{20})-s(\d+)-t(\d+)\.arrow$")
 # The settings that change what prepare writes (address, verbose and force do not).
-_OUTPUT_SETTINGS = ("tokenizer", "compact_vocab", "limit", "val_fraction", "text_field", "shard_tokens", "errors", "hf_dataset")
+_OUTPUT_SETTINGS = (
+    "tokenizer",
+    "compact_vocab",
+    "limit",
+    "val_fraction",
+    "text_field",
+    "shard_tokens",
+    "errors",
+    "hf_dataset",
+)
 
 
 # ---------------------------------------------------------------- Ray Data stages
@@ -35,7 +64,18 @@ def _seq(chunk_number: int, position) -> np.ndarray:
     return (np.int64(chunk_number) << np.int64(32)) + np.asarray(position, dtype=np.int64)
 
 
-_DESCRIPTOR_FIELDS = ("path", "fmt", "start", "end", "n_stories", "split", "first_index", "text_field", "errors", "first_line")
+_DESCRIPTOR_FIELDS = (
+    "path",
+    "fmt",
+    "start",
+    "end",
+    "n_stories",
+    "split",
+    "first_index",
+    "text_field",
+    "errors",
+    "first_line",
+)
 
 
 def _task_groups(n_chunks: int, cpus: int) -> list[range]:
@@ -65,8 +105,14 @@ def _make_datasource(chunks: list[StoryChunk], val_indices: np.ndarray | None, g
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
             tasks = []
             for numbers in groups:
-                meta = BlockMetadata(num_rows=len(numbers), size_bytes=256 * len(numbers), input_files=None, exec_stats=None)
-                tasks.append(ReadTask(lambda numbers=numbers: (_descriptor_table(n, chunks[n], val_indices) for n in numbers), meta))
+                meta = BlockMetadata(
+                    num_rows=len(numbers), size_bytes=256 * len(numbers), input_files=None, exec_stats=None
+                )
+                tasks.append(
+                    ReadTask(
+                        lambda numbers=numbers: (_descriptor_table(n, chunks[n], val_indices) for n in numbers), meta
+                    )
+                )
             return tasks
 
     return ChunkDescriptors()
@@ -138,16 +184,18 @@ def _tokenize_chunks(batch, name: str, tokenizer_dir: str | None, staging: str):
             cols["tokens"].append(len(tokens))
             cols["file"].append(str(path))
             cols["distinct"].append(np.flatnonzero(seen).astype(np.uint32).tobytes())
-    return pa.table({
-        "seq": pa.array(cols["seq"], pa.int64()),
-        "last_seq": pa.array(cols["last_seq"], pa.int64()),
-        "split": pa.array(cols["split"], pa.int8()),
-        "stories": pa.array(cols["stories"], pa.int64()),
-        "utf8_bytes": pa.array(cols["utf8_bytes"], pa.int64()),
-        "tokens": pa.array(cols["tokens"], pa.int64()),
-        "file": pa.array(cols["file"], pa.string()),
-        "distinct": pa.array(cols["distinct"], pa.large_binary()),
-    })
+    return pa.table(
+        {
+            "seq": pa.array(cols["seq"], pa.int64()),
+            "last_seq": pa.array(cols["last_seq"], pa.int64()),
+            "split": pa.array(cols["split"], pa.int8()),
+            "stories": pa.array(cols["stories"], pa.int64()),
+            "utf8_bytes": pa.array(cols["utf8_bytes"], pa.int64()),
+            "tokens": pa.array(cols["tokens"], pa.int64()),
+            "file": pa.array(cols["file"], pa.string()),
+            "distinct": pa.array(cols["distinct"], pa.large_binary()),
+        }
+    )
 
 
 def _chunk_results(rows: list[dict]) -> list[dict]:
@@ -156,8 +204,9 @@ def _chunk_results(rows: list[dict]) -> list[dict]:
     chunks: dict[int, dict] = {}
     for row in rows:
         r = chunks.setdefault(row["seq"], dict(first_seq=row["seq"], last_seq=row["last_seq"], parts={}, distinct=[]))
-        r["parts"][SPLITS[row["split"]]] = dict(file=row["file"], stories=row["stories"], tokens=row["tokens"],
-                                                utf8_bytes=row["utf8_bytes"])
+        r["parts"][SPLITS[row["split"]]] = dict(
+            file=row["file"], stories=row["stories"], tokens=row["tokens"], utf8_bytes=row["utf8_bytes"]
+        )
         r["distinct"].append(np.frombuffer(row["distinct"], dtype=np.uint32))
     for r in chunks.values():
         r["distinct"] = np.unique(np.concatenate(r["distinct"])).astype(np.int64)
@@ -198,7 +247,16 @@ def _remove_stale(out: Path) -> None:
 def _progress(total: int, desc: str, unit: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, disable=not enabled, file=sys.stderr, leave=False)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=not enabled,
+        file=sys.stderr,
+        leave=False,
+    )
 
 
 def _worker_runtime_env() -> dict:
@@ -229,7 +287,9 @@ def _start_helpers(cfg: PrepareConfig) -> None:
         warm = ray.remote(num_cpus=1, max_retries=0, **_worker_runtime_env())(_warm_worker)
         for _ in range(int(ray.cluster_resources().get("CPU", 0))):
             warm.remote(cfg.tokenizer, _tokenizer_dir_arg(cfg))
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import get_or_create_autoscaling_coordinator
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
         from ray.data._internal.stats import get_or_create_stats_actor
 
         get_or_create_stats_actor()
@@ -289,11 +349,18 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, staging: Path, show: boo
     # 0.1 s, then leases a worker again), which with one 4 MB chunk per task was a fifth of the run.
     task_args = dict(num_cpus=1, **remote_env)
     groups = _task_groups(len(plan.chunks), int(cluster.cpus))
-    ds = ray.data.read_datasource(_make_datasource(plan.chunks, plan.val_indices, groups), override_num_blocks=len(groups),
-                                  **task_args)
+    ds = ray.data.read_datasource(
+        _make_datasource(plan.chunks, plan.val_indices, groups), override_num_blocks=len(groups), **task_args
+    )
     fn_kwargs = dict(name=cfg.tokenizer, tokenizer_dir=_tokenizer_dir_arg(cfg), staging=str(staging.resolve()))
-    ds = ds.map_batches(_tokenize_chunks, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-                        **task_args)
+    ds = ds.map_batches(
+        _tokenize_chunks,
+        fn_kwargs=fn_kwargs,
+        batch_size=None,
+        batch_format="pyarrow",
+        zero_copy_batch=True,
+        **task_args,
+    )
     rows: list[dict] = []
     error: list[BaseException] = []
 
@@ -328,7 +395,10 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, staging: Path, show: boo
             if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
                 raise candidate
         text = " ".join(str(exc).split())
-        m = re.search(r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)", str(exc).replace("\n", " "))
+        m = re.search(
+            r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)",
+            str(exc).replace("\n", " "),
+        )
         if m:
             raise DataError(m.group(2).strip())
         raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
@@ -369,8 +439,16 @@ def _check_order(results: list[dict], plan: SourcePlan) -> None:
             raise DataError(f"internal: {split} has {got} tokenized stories, the plan had {plan.stories[split]}")
 
 
-def _write_final_shards(results: list[dict], split: str, lut: np.ndarray | None, dtype: np.dtype, eot_orig: int,
-                        shard_tokens: int, final_dir: Path, bar) -> list[dict]:
+def _write_final_shards(
+    results: list[dict],
+    split: str,
+    lut: np.ndarray | None,
+    dtype: np.dtype,
+    eot_orig: int,
+    shard_tokens: int,
+    final_dir: Path,
+    bar,
+) -> list[dict]:
     """Concatenate the split's parts in order, remap ids, and cut shards of <= shard_tokens at story ends."""
     shards: list[dict] = []
     pending: list[np.ndarray] = []
@@ -380,8 +458,16 @@ def _write_final_shards(results: list[dict], split: str, lut: np.ndarray | None,
         name = shard_name(split, len(shards))
         digest = write_token_shard(final_dir / name, tokens)
         stories = int(np.count_nonzero(tokens == eot_model))
-        shards.append(dict(file=name, tokens=int(len(tokens)), stories=stories, sha256=digest,
-                           **{CHECKSUM: xxh3_of(final_dir / name)}, bytes=(final_dir / name).stat().st_size))
+        shards.append(
+            dict(
+                file=name,
+                tokens=int(len(tokens)),
+                stories=stories,
+                sha256=digest,
+                **{CHECKSUM: xxh3_of(final_dir / name)},
+                bytes=(final_dir / name).stat().st_size,
+            )
+        )
 
     eot_model = int(lut[eot_orig]) if lut is not None else eot_orig
     for r in results:
@@ -437,8 +523,10 @@ def _param_savings(full: int, compact: int) -> list[str]:
     lines = []
     for (arch, preset), (d_model, tied) in CPU_PRESET_EMBEDDINGS.items():
         tables = 1 if tied else 2
-        lines.append(f"{arch}/{preset} (d_model {d_model}, {'tied' if tied else 'untied'}): "
-                     f"{(full - compact) * d_model * tables / 1e6:.1f}M fewer embedding parameters than the full vocabulary")
+        lines.append(
+            f"{arch}/{preset} (d_model {d_model}, {'tied' if tied else 'untied'}): "
+            f"{(full - compact) * d_model * tables / 1e6:.1f}M fewer embedding parameters than the full vocabulary"
+        )
     return lines
 
 
@@ -448,11 +536,19 @@ def _summary_from_manifest(manifest: dict, out: Path, noop: bool, seconds: float
     total_bytes = sum(s["utf8_bytes"] for s in splits.values())
     output_bytes = sum(sh["bytes"] for s in splits.values() for sh in s["shards"])
     summary = dict(
-        out=str(out), noop=noop, tokenizer=manifest["tokenizer"], vocab_size=manifest["vocab_size"],
-        tokenizer_vocab_size=manifest["tokenizer_vocab_size"], compacted=manifest["compacted"], dtype=manifest["dtype"],
+        out=str(out),
+        noop=noop,
+        tokenizer=manifest["tokenizer"],
+        vocab_size=manifest["vocab_size"],
+        tokenizer_vocab_size=manifest["tokenizer_vocab_size"],
+        compacted=manifest["compacted"],
+        dtype=manifest["dtype"],
         distinct_tokens=manifest["distinct_tokens"],
-        stories={k: v["stories"] for k, v in splits.items()}, tokens={k: v["tokens"] for k, v in splits.items()},
-        shards={k: len(v["shards"]) for k, v in splits.items()}, utf8_bytes=total_bytes, output_bytes=output_bytes,
+        stories={k: v["stories"] for k, v in splits.items()},
+        tokens={k: v["tokens"] for k, v in splits.items()},
+        shards={k: len(v["shards"]) for k, v in splits.items()},
+        utf8_bytes=total_bytes,
+        output_bytes=output_bytes,
     )
     if seconds is not None:
         summary.update(seconds=seconds, tokens_per_s=total_tokens / seconds, mb_per_s=total_bytes / 1e6 / seconds)
@@ -461,18 +557,29 @@ def _summary_from_manifest(manifest: dict, out: Path, noop: bool, seconds: float
 
 def print_summary(summary: dict, echo=print) -> None:
     if summary["noop"]:
-        echo(f"up to date: {summary['out']} already holds this data (same sources and settings); pass --force to rebuild")
+        echo(
+            f"up to date: {summary['out']} already holds this data (same sources and settings); pass --force to rebuild"
+        )
     for split in SPLITS:
-        echo(f"{split:>10}: {summary['stories'][split]:,} stories, {summary['tokens'][split]:,} tokens in {summary['shards'][split]} shard(s)")
-    vocab = (f"compact vocab {summary['vocab_size']:,} of {summary['tokenizer_vocab_size']:,}" if summary["compacted"]
-             else f"full vocab {summary['vocab_size']:,}")
-    echo(f" tokenizer: {summary['tokenizer']}, {summary['distinct_tokens']:,} distinct tokens, {vocab}, {summary['dtype']} shards")
+        echo(
+            f"{split:>10}: {summary['stories'][split]:,} stories, {summary['tokens'][split]:,} tokens in {summary['shards'][split]} shard(s)"
+        )
+    vocab = (
+        f"compact vocab {summary['vocab_size']:,} of {summary['tokenizer_vocab_size']:,}"
+        if summary["compacted"]
+        else f"full vocab {summary['vocab_size']:,}"
+    )
+    echo(
+        f" tokenizer: {summary['tokenizer']}, {summary['distinct_tokens']:,} distinct tokens, {vocab}, {summary['dtype']} shards"
+    )
     if summary["compacted"]:
         for line in _param_savings(summary["tokenizer_vocab_size"], summary["vocab_size"]):
             echo(f"            {line}")
     if "seconds" in summary:
-        echo(f"     speed: {summary['utf8_bytes'] / 1e6:,.1f} MB of text in {summary['seconds']:.1f} s: "
-             f"{summary['mb_per_s']:.2f} MB/s, {summary['tokens_per_s']:,.0f} tokens/s")
+        echo(
+            f"     speed: {summary['utf8_bytes'] / 1e6:,.1f} MB of text in {summary['seconds']:.1f} s: "
+            f"{summary['mb_per_s']:.2f} MB/s, {summary['tokens_per_s']:,.0f} tokens/s"
+        )
     echo(f"    output: {summary['out']} ({summary['output_bytes'] / 1e6:,.1f} MB)")
 
 
@@ -549,8 +656,10 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             shards = _write_final_shards(results, split, lut, dtype, eot_orig, cfg.shard_tokens, final_dir, bar)
             parts = [r["parts"][split] for r in results if split in r["parts"]]
             splits[split] = dict(
-                tokens=sum(p["tokens"] for p in parts), stories=sum(p["stories"] for p in parts),
-                utf8_bytes=sum(p["utf8_bytes"] for p in parts), shards=shards,
+                tokens=sum(p["tokens"] for p in parts),
+                stories=sum(p["stories"] for p in parts),
+                utf8_bytes=sum(p["utf8_bytes"] for p in parts),
+                shards=shards,
             )
         bar.close()
         phases.mark("final shards")
@@ -560,8 +669,12 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             project_version=project_version(),
             created_unix=time.time(),
             fingerprint=fingerprint,
-            source=dict(kind=plan.kind, description=plan.description, split_mode=plan.split_mode,
-                        files=[asdict(f) for f in plan.files]),
+            source=dict(
+                kind=plan.kind,
+                description=plan.description,
+                split_mode=plan.split_mode,
+                files=[asdict(f) for f in plan.files],
+            ),
             settings={k: getattr(cfg, k) for k in _OUTPUT_SETTINGS},
             tokenizer=cfg.tokenizer,
             tokenizer_vocab_size=int(encoding.n_vocab),
@@ -592,10 +705,15 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
         if isinstance(exc, KeyboardInterrupt):
-            kept = (f"{out} still holds the data prepared before" if (out / MANIFEST_NAME).is_file()
-                    else f"{out} holds no prepared data")
-            raise PrepareInterrupted(f"interrupted: prepare removed its unfinished work ({STAGING_NAME}); {kept}; "
-                                     f"run the same command again to prepare it") from None
+            kept = (
+                f"{out} still holds the data prepared before"
+                if (out / MANIFEST_NAME).is_file()
+                else f"{out} holds no prepared data"
+            )
+            raise PrepareInterrupted(
+                f"interrupted: prepare removed its unfinished work ({STAGING_NAME}); {kept}; "
+                f"run the same command again to prepare it"
+            ) from None
         raise
     shutil.rmtree(staging, ignore_errors=True)
     phases.mark("cleanup")

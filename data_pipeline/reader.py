@@ -1,4 +1,5 @@
 """Reading prepared shards for training: memory-mapped (input, target) windows sharded by rank, and a Ray Data dataset for streaming."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ class TokenWindows:
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         if world_size < 1 or not (0 <= rank < world_size):
-            raise ValueError(f"rank must be in [0, world_size) and world_size >= 1; got rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"rank must be in [0, world_size) and world_size >= 1; got rank={rank}, world_size={world_size}"
+            )
         self.manifest = load_manifest(data_dir)
         if split not in self.manifest["splits"]:
             raise ValueError(f"split must be one of {', '.join(self.manifest['splits'])}; got {split!r}")
@@ -45,10 +48,10 @@ class TokenWindows:
         local = start - int(self._starts[first])
         shard = self._shards[first]
         if local + (stop - start) <= len(shard):
-            return shard[local: local + (stop - start)]
+            return shard[local : local + (stop - start)]
         pieces, need, i = [], stop - start, first
         while need > 0:
-            piece = self._shards[i][local: local + need]
+            piece = self._shards[i][local : local + need]
             pieces.append(piece)
             need -= len(piece)
             i, local = i + 1, 0
@@ -105,10 +108,12 @@ class TokenWindows:
         n = self.num_windows if max_windows is None else min(self.num_windows, max_windows)
         n -= n % self.world_size
         if n == 0:
-            raise ValueError(f"{self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens: too few for {self.world_size} rank(s)")
+            raise ValueError(
+                f"{self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens: too few for {self.world_size} rank(s)"
+            )
         mine = np.arange(self.rank, n, self.world_size)
         for b in range(0, len(mine), batch_size):
-            yield self._xy(mine[b: b + batch_size])
+            yield self._xy(mine[b : b + batch_size])
 
 
 def _shard_datasource(paths: list[str]):
@@ -122,8 +127,15 @@ def _shard_datasource(paths: list[str]):
             return int(sum(Path(p).stat().st_size for p in paths))
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(lambda p=p: _read_shard_rows(p), BlockMetadata(num_rows=None, size_bytes=int(Path(p).stat().st_size), input_files=[p], exec_stats=None))
-                    for p in paths]
+            return [
+                ReadTask(
+                    lambda p=p: _read_shard_rows(p),
+                    BlockMetadata(
+                        num_rows=None, size_bytes=int(Path(p).stat().st_size), input_files=[p], exec_stats=None
+                    ),
+                )
+                for p in paths
+            ]
 
     return TokenShardDatasource()
 
@@ -136,7 +148,7 @@ def _read_shard_rows(path: str, tokens_per_row: int = 4096, rows_per_block: int 
     n = len(tokens)
     starts = np.arange(0, n, tokens_per_row, dtype=np.int64)
     for b in range(0, len(starts), rows_per_block):
-        block_starts = starts[b: b + rows_per_block]
+        block_starts = starts[b : b + rows_per_block]
         lo, hi = int(block_starts[0]), min(n, int(block_starts[-1]) + tokens_per_row)
         offsets = np.append(block_starts - lo, hi - lo).astype(np.int64)
         lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(tokens[lo:hi]))

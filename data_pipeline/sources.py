@@ -1,4 +1,5 @@
 """Finding, validating and splitting story sources (.txt, .jsonl/.json, .parquet, the Hugging Face dataset) into read chunks, all on the driver before Ray starts."""
+
 from __future__ import annotations
 
 import glob as globlib
@@ -59,7 +60,9 @@ class SourcePlan:
     extra: dict = field(default_factory=dict)
 
     def fingerprint_items(self) -> list:
-        return [self.kind, self.description, self.split_mode] + [[f.path, f.fmt, f.split, f.size, f.sha256] for f in self.files]
+        return [self.kind, self.description, self.split_mode] + [
+            [f.path, f.fmt, f.split, f.size, f.sha256] for f in self.files
+        ]
 
 
 # ---------------------------------------------------------------- reading one chunk (driver and Ray read tasks)
@@ -69,7 +72,9 @@ def _decode(data: bytes, path: str, errors: str, base_offset: int = 0) -> str:
     try:
         return data.decode("utf-8", errors="replace" if errors == "replace" else "strict")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: invalid UTF-8 at byte offset {base_offset + exc.start}; fix the file or pass --errors replace") from None
+        raise DataError(
+            f"{path}: invalid UTF-8 at byte offset {base_offset + exc.start}; fix the file or pass --errors replace"
+        ) from None
 
 
 def _read_range(path: str, start: int, end: int) -> bytes:
@@ -119,7 +124,9 @@ def _txt_stories(data: bytes, path: str, errors: str, base_offset: int = 0) -> l
     return stories
 
 
-def _jsonl_stories(data: bytes, path: str, errors: str, text_field: str, first_line: int, base_offset: int = 0) -> list[str]:
+def _jsonl_stories(
+    data: bytes, path: str, errors: str, text_field: str, first_line: int, base_offset: int = 0
+) -> list[str]:
     stories = []
     offset = base_offset
     for lineno, line in enumerate(data.split(b"\n"), start=first_line):
@@ -166,7 +173,14 @@ def read_chunk(chunk: StoryChunk) -> list[str]:
     if chunk.fmt == "txt":
         stories = _txt_stories(_read_range(chunk.path, chunk.start, chunk.end), chunk.path, chunk.errors, chunk.start)
     elif chunk.fmt == "jsonl":
-        stories = _jsonl_stories(_read_range(chunk.path, chunk.start, chunk.end), chunk.path, chunk.errors, chunk.text_field, chunk.first_line, chunk.start)
+        stories = _jsonl_stories(
+            _read_range(chunk.path, chunk.start, chunk.end),
+            chunk.path,
+            chunk.errors,
+            chunk.text_field,
+            chunk.first_line,
+            chunk.start,
+        )
     elif chunk.fmt == "json":
         items = _json_items(Path(chunk.path).read_bytes(), chunk.path, chunk.errors, chunk.text_field)
         stories = [s.strip() for s in items[chunk.start : chunk.end] if s and s.strip()]
@@ -180,7 +194,9 @@ def read_chunk(chunk: StoryChunk) -> list[str]:
     else:
         raise DataError(f"{chunk.path}: unsupported format {chunk.fmt}")
     if len(stories) < chunk.n_stories:
-        raise DataError(f"{chunk.path} changed while being prepared (expected {chunk.n_stories} stories in a chunk, found {len(stories)}); re-run")
+        raise DataError(
+            f"{chunk.path} changed while being prepared (expected {chunk.n_stories} stories in a chunk, found {len(stories)}); re-run"
+        )
     return stories[: chunk.n_stories]
 
 
@@ -217,8 +233,12 @@ def find_source_files(source: str) -> tuple[list[Path], str]:
         raise FileNotFoundError(f"--source {source} does not exist")
     if path.is_dir():
         paths = sorted(
-            p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            and p.suffix.lower() in FORMATS and p.suffix.lower() != ".arrow"
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.suffix.lower() in FORMATS
+            and p.suffix.lower() != ".arrow"
         )
         if not paths:
             raise FileNotFoundError(f"--source directory {path} holds no .txt, .jsonl, .json or .parquet file")
@@ -334,13 +354,21 @@ def _scan_file(path: Path, split: str | None, cfg: PrepareConfig) -> _Scanned:
         except Exception as exc:
             raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
         if cfg.text_field not in pf.schema_arrow.names:
-            raise DataError(f"{path}: no column {cfg.text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); pass --text-field NAME")
-        counts = np.asarray([len(_column_stories(_parquet_column(str(path), [g], cfg.text_field))) for g in range(pf.num_row_groups)], np.int64)
+            raise DataError(
+                f"{path}: no column {cfg.text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); pass --text-field NAME"
+            )
+        counts = np.asarray(
+            [len(_column_stories(_parquet_column(str(path), [g], cfg.text_field))) for g in range(pf.num_row_groups)],
+            np.int64,
+        )
         groups = np.arange(pf.num_row_groups, dtype=np.int64)
         scanned = _Scanned(sf, groups, groups + 1, per_unit=False, unit_counts=counts)
     n = int(scanned.unit_counts.sum()) if scanned.unit_counts is not None else len(scanned.starts)
     if n == 0:
-        what = {"txt": f"expected stories separated by lines {STORY_SEPARATOR!r}", "parquet": f"column {cfg.text_field!r} is empty"}.get(fmt, f"no non-empty {cfg.text_field!r} values")
+        what = {
+            "txt": f"expected stories separated by lines {STORY_SEPARATOR!r}",
+            "parquet": f"column {cfg.text_field!r} is empty",
+        }.get(fmt, f"no non-empty {cfg.text_field!r} values")
         raise DataError(f"{path} holds no stories ({what})")
     return scanned
 
@@ -351,14 +379,18 @@ def _take(scanned: _Scanned, budget: int | None) -> _Scanned:
         return scanned
     if scanned.per_unit:
         k = min(budget, len(scanned.starts))
-        return _Scanned(scanned.file, scanned.starts[:k], scanned.ends[:k], None if scanned.lines is None else scanned.lines[:k])
+        return _Scanned(
+            scanned.file, scanned.starts[:k], scanned.ends[:k], None if scanned.lines is None else scanned.lines[:k]
+        )
     counts = scanned.unit_counts.copy()
     cum = np.cumsum(counts)
     keep_units = int(np.searchsorted(cum, budget, side="left")) + 1
     counts = counts[:keep_units]
     if counts.sum() > budget:
         counts[-1] -= counts.sum() - budget
-    return _Scanned(scanned.file, scanned.starts[:keep_units], scanned.ends[:keep_units], per_unit=False, unit_counts=counts)
+    return _Scanned(
+        scanned.file, scanned.starts[:keep_units], scanned.ends[:keep_units], per_unit=False, unit_counts=counts
+    )
 
 
 def _count(scanned: _Scanned) -> int:
@@ -371,7 +403,9 @@ def _chunks(scanned: _Scanned, split: str | None, first_index: int, cfg: Prepare
     if not scanned.per_unit:  # one chunk per row group / record batch
         for unit, count in zip(scanned.starts.tolist(), scanned.unit_counts.tolist()):
             if count:
-                out.append(StoryChunk(f.path, f.fmt, unit, unit + 1, count, split, first_index, cfg.text_field, cfg.errors))
+                out.append(
+                    StoryChunk(f.path, f.fmt, unit, unit + 1, count, split, first_index, cfg.text_field, cfg.errors)
+                )
                 first_index += count
         return out
     if f.fmt == "json":  # re-parsed whole by its read task, so one chunk
@@ -385,7 +419,20 @@ def _chunks(scanned: _Scanned, split: str | None, first_index: int, cfg: Prepare
         j = int(np.searchsorted(ends, starts[i] + CHUNK_BYTES, side="right"))
         j = max(j, i + 1)
         line = int(scanned.lines[i]) if scanned.lines is not None else 1
-        out.append(StoryChunk(f.path, f.fmt, int(starts[i]), int(ends[j - 1]), j - i, split, first_index, cfg.text_field, cfg.errors, line))
+        out.append(
+            StoryChunk(
+                f.path,
+                f.fmt,
+                int(starts[i]),
+                int(ends[j - 1]),
+                j - i,
+                split,
+                first_index,
+                cfg.text_field,
+                cfg.errors,
+                line,
+            )
+        )
         first_index += j - i
         i = j
     return out
@@ -411,8 +458,10 @@ def _take_stories(scanned: list, budget: int | None, split: str | None, cfg, pla
 
 def _check_limit_covers_both_splits(limit: int | None) -> None:
     if limit is not None and limit < 2:
-        raise DataError(f"--limit {limit} cannot cover both splits: train and validation need at least one story each; "
-                        f"use --limit 2 or more")
+        raise DataError(
+            f"--limit {limit} cannot cover both splits: train and validation need at least one story each; "
+            f"use --limit 2 or more"
+        )
 
 
 def plan_files(cfg: PrepareConfig) -> SourcePlan:
@@ -422,14 +471,18 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
     split_mode = "files" if {"train", "validation"} <= named else "fraction"
     if "validation" in named and "train" not in named:
         val = next(p for p, sp in splits.items() if sp == "validation")
-        raise DataError(f"--source {description} has validation data ({val.name}) but no train.* file; training on it "
-                        f"would score the model on text it learned. Add a train.* file beside it, or rename the file if "
-                        f"it is meant to be split into both")
+        raise DataError(
+            f"--source {description} has validation data ({val.name}) but no train.* file; training on it "
+            f"would score the model on text it learned. Add a train.* file beside it, or rename the file if "
+            f"it is meant to be split into both"
+        )
     if split_mode == "files":
         _check_limit_covers_both_splits(cfg.limit)
         strays = [p for p, s in splits.items() if s is None]
         if strays:
-            raise DataError(f"{strays[0]} is neither train.* nor validation.* beside files that are; move it or name it")
+            raise DataError(
+                f"{strays[0]} is neither train.* nor validation.* beside files that are; move it or name it"
+            )
     seen: dict[str, Path] = {}
     scanned = []
     for p in paths:
@@ -443,7 +496,9 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
         for s in scanned:
             other = by_hash.get(s.file.sha256)
             if other is not None and other.file.split != s.file.split:
-                raise DataError(f"{s.file.path} and {other.file.path} have the same content; a source cannot be both train and validation")
+                raise DataError(
+                    f"{s.file.path} and {other.file.path} have the same content; a source cannot be both train and validation"
+                )
             by_hash[s.file.sha256] = s
 
     plan_chunks: list[StoryChunk] = []
@@ -454,7 +509,10 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
         budgets: dict[str, int | None] = {"train": None, "validation": None}
         if cfg.limit is not None and cfg.limit < totals["train"] + totals["validation"]:
             # --limit shares the story budget between the splits in proportion, at least one each.
-            val_budget = min(totals["validation"], max(1, round(cfg.limit * totals["validation"] / (totals["train"] + totals["validation"]))))
+            val_budget = min(
+                totals["validation"],
+                max(1, round(cfg.limit * totals["validation"] / (totals["train"] + totals["validation"]))),
+            )
             budgets = {"validation": val_budget, "train": max(1, cfg.limit - val_budget)}
         for sp in ("train", "validation"):
             stories[sp] = _take_stories([s for s in scanned if s.file.split == sp], budgets[sp], sp, cfg, plan_chunks)
@@ -464,7 +522,9 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
         if cfg.val_fraction > 0:
             n_val = max(1, n_val)
             if n_val >= index:
-                raise DataError(f"only {index} stories: too few to hold out a validation fraction of {cfg.val_fraction}; pass more data or --val-fraction 0")
+                raise DataError(
+                    f"only {index} stories: too few to hold out a validation fraction of {cfg.val_fraction}; pass more data or --val-fraction 0"
+                )
         val_indices = _spread_indices(index, n_val)
         stories = {"train": index - n_val, "validation": n_val}
     return SourcePlan("files", description, split_mode, [s.file for s in scanned], plan_chunks, stories, val_indices)
@@ -496,11 +556,14 @@ def _offline_tokenizer_hint(cfg: PrepareConfig) -> str:
 def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
     """The default source: load (download or reuse the cache of) the Hub dataset, then plan over its Arrow cache files."""
     _check_limit_covers_both_splits(cfg.limit)
-    offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    offline = any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
     if not offline and not _hub_reachable():
         raise DataError(
             f"cannot reach {_HF_HOST} to download {cfg.hf_dataset}; pass local files with --source PATH "
-            f"(a .txt/.jsonl/.parquet file, a directory holding train.* and validation.*, or a glob)" + _offline_tokenizer_hint(cfg)
+            f"(a .txt/.jsonl/.parquet file, a directory holding train.* and validation.*, or a glob)"
+            + _offline_tokenizer_hint(cfg)
         )
     try:
         import datasets
@@ -508,8 +571,13 @@ def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
         datasets.logging.set_verbosity_error()
         dsd = datasets.load_dataset(cfg.hf_dataset)
     except Exception as exc:
-        raise DataError(f"loading {cfg.hf_dataset} from the Hugging Face Hub failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); pass local files with --source PATH") from None
-    split_names = {"train": "train", "validation": "validation" if "validation" in dsd else "test" if "test" in dsd else None}
+        raise DataError(
+            f"loading {cfg.hf_dataset} from the Hugging Face Hub failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); pass local files with --source PATH"
+        ) from None
+    split_names = {
+        "train": "train",
+        "validation": "validation" if "validation" in dsd else "test" if "test" in dsd else None,
+    }
     if split_names["validation"] is None or "train" not in dsd:
         raise DataError(f"{cfg.hf_dataset} has splits {list(dsd)}, not train and validation")
     files: list[SourceFile] = []
@@ -518,17 +586,30 @@ def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
     for sp, hf_split in split_names.items():
         ds = dsd[hf_split]
         if cfg.text_field not in ds.column_names:
-            raise DataError(f"{cfg.hf_dataset}[{hf_split}] has no field {cfg.text_field!r} (fields: {', '.join(ds.column_names)})")
+            raise DataError(
+                f"{cfg.hf_dataset}[{hf_split}] has no field {cfg.text_field!r} (fields: {', '.join(ds.column_names)})"
+            )
         budget = None
         if cfg.limit is not None:
-            budget = max(1, round(cfg.limit * 0.05)) if sp == "validation" else max(1, cfg.limit - max(1, round(cfg.limit * 0.05)))
+            budget = (
+                max(1, round(cfg.limit * 0.05))
+                if sp == "validation"
+                else max(1, cfg.limit - max(1, round(cfg.limit * 0.05)))
+            )
         index = 0
         for cache in ds.cache_files:
             path = cache["filename"]
-            counts = np.asarray([len(_column_stories(b.column(cfg.text_field))) for b in _arrow_stream_batches(path)], np.int64)
-            sf = SourceFile(path, "arrow", sp, os.path.getsize(path), getattr(ds, "_fingerprint", "") or _sha256_file(Path(path)))
+            counts = np.asarray(
+                [len(_column_stories(b.column(cfg.text_field))) for b in _arrow_stream_batches(path)], np.int64
+            )
+            sf = SourceFile(
+                path, "arrow", sp, os.path.getsize(path), getattr(ds, "_fingerprint", "") or _sha256_file(Path(path))
+            )
             units = np.arange(len(counts), dtype=np.int64)
-            taken = _take(_Scanned(sf, units, units + 1, per_unit=False, unit_counts=counts), None if budget is None else budget - index)
+            taken = _take(
+                _Scanned(sf, units, units + 1, per_unit=False, unit_counts=counts),
+                None if budget is None else budget - index,
+            )
             sf.stories = _count(taken)
             files.append(sf)
             chunks += _chunks(taken, sp, index, cfg)

@@ -1,5 +1,6 @@
 """tiktoken encodings that work offline (rank files from a local folder, verified by tiktoken's own sha256), the
 portable vocabulary prepare stores in the manifest, and the model-side tokenizer that applies a compact vocabulary."""
+
 from __future__ import annotations
 
 import base64
@@ -32,11 +33,31 @@ class RankFile:
     sha256: str  # the hash tiktoken requires (tiktoken_ext/openai_public.py)
 
 
-_O200K = RankFile("o200k_base.tiktoken", _BLOB + "encodings/o200k_base.tiktoken", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d")
-_CL100K = RankFile("cl100k_base.tiktoken", _BLOB + "encodings/cl100k_base.tiktoken", "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7")
-_GPT2_BPE = RankFile("gpt2_vocab.bpe", _BLOB + "gpt-2/encodings/main/vocab.bpe", "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5")
-_GPT2_JSON = RankFile("gpt2_encoder.json", _BLOB + "gpt-2/encodings/main/encoder.json", "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783")
-_R50K = RankFile("r50k_base.tiktoken", _BLOB + "encodings/r50k_base.tiktoken", "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930")
+_O200K = RankFile(
+    "o200k_base.tiktoken",
+    _BLOB + "encodings/o200k_base.tiktoken",
+    "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+)
+_CL100K = RankFile(
+    "cl100k_base.tiktoken",
+    _BLOB + "encodings/cl100k_base.tiktoken",
+    "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+)
+_GPT2_BPE = RankFile(
+    "gpt2_vocab.bpe",
+    _BLOB + "gpt-2/encodings/main/vocab.bpe",
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+)
+_GPT2_JSON = RankFile(
+    "gpt2_encoder.json",
+    _BLOB + "gpt-2/encodings/main/encoder.json",
+    "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+)
+_R50K = RankFile(
+    "r50k_base.tiktoken",
+    _BLOB + "encodings/r50k_base.tiktoken",
+    "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+)
 
 RANK_FILES: dict[str, tuple[RankFile, ...]] = {
     "o200k_harmony": (_O200K,),
@@ -54,7 +75,9 @@ def resolve_tokenizer_dir(tokenizer_dir: str | os.PathLike | None) -> Path | Non
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"tokenizer directory {path} does not exist or is not a directory (--tokenizer-dir / ${TOKENIZER_DIR_ENV})")
+        raise FileNotFoundError(
+            f"tokenizer directory {path} does not exist or is not a directory (--tokenizer-dir / ${TOKENIZER_DIR_ENV})"
+        )
     return path
 
 
@@ -62,7 +85,9 @@ def _read_verified(path: Path, rank: RankFile) -> bytes:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != rank.sha256:
-        raise TokenizerError(f"{path} has sha256 {digest[:16]}…, not the {rank.sha256[:16]}… tiktoken requires for {rank.filename}; replace it with the official file")
+        raise TokenizerError(
+            f"{path} has sha256 {digest[:16]}…, not the {rank.sha256[:16]}… tiktoken requires for {rank.filename}; replace it with the official file"
+        )
     return data
 
 
@@ -89,7 +114,9 @@ def _host_reachable(host: str, port: int = 443, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None, allow_download: bool = True) -> dict[str, bytes]:
+def load_rank_files(
+    name: str, tokenizer_dir: str | os.PathLike | None = None, allow_download: bool = True
+) -> dict[str, bytes]:
     """The verified bytes of every rank file `name` needs, keyed by tiktoken's download URL.
 
     Looks in tokenizer_dir (or $GPTOSS_TOKENIZER_DIR), then tiktoken's cache, then downloads (unless allow_download is
@@ -100,11 +127,17 @@ def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None, a
     needed = RANK_FILES[name]
     folder = resolve_tokenizer_dir(tokenizer_dir)
     if folder is not None:
-        if name == "gpt2" and not all((folder / r.filename).is_file() for r in needed) and (folder / _GPT2_ALTERNATIVE.filename).is_file():
+        if (
+            name == "gpt2"
+            and not all((folder / r.filename).is_file() for r in needed)
+            and (folder / _GPT2_ALTERNATIVE.filename).is_file()
+        ):
             return {_GPT2_ALTERNATIVE.url: _read_verified(folder / _GPT2_ALTERNATIVE.filename, _GPT2_ALTERNATIVE)}
         missing = [r.filename for r in needed if not (folder / r.filename).is_file()]
         if missing:
-            raise TokenizerError(f"tokenizer {name!r} needs {' and '.join(missing)} in {folder} (--tokenizer-dir / ${TOKENIZER_DIR_ENV}); it is not there")
+            raise TokenizerError(
+                f"tokenizer {name!r} needs {' and '.join(missing)} in {folder} (--tokenizer-dir / ${TOKENIZER_DIR_ENV}); it is not there"
+            )
         return {r.url: _read_verified(folder / r.filename, r) for r in needed}
 
     out: dict[str, bytes] = {}
@@ -126,7 +159,9 @@ def load_rank_files(name: str, tokenizer_dir: str | os.PathLike | None = None, a
         try:
             out[rank.url] = tiktoken.load.read_file_cached(rank.url, rank.sha256)
         except Exception as exc:  # network errors of every kind: one line
-            raise TokenizerError(f"downloading {rank.filename} for tokenizer {name!r} failed ({type(exc).__name__}: {exc}); pass --tokenizer-dir DIR") from None
+            raise TokenizerError(
+                f"downloading {rank.filename} for tokenizer {name!r} failed ({type(exc).__name__}: {exc}); pass --tokenizer-dir DIR"
+            ) from None
     return out
 
 
@@ -169,7 +204,9 @@ def get_encoding(name: str, tokenizer_dir: str | os.PathLike | None = None):
     """tiktoken.Encoding `name`, offline-capable: rank files from tokenizer_dir / $GPTOSS_TOKENIZER_DIR when given."""
     if name not in SUPPORTED_TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(SUPPORTED_TOKENIZERS)}")
-    return _cached_encoding(name, None if tokenizer_dir is None else str(tokenizer_dir), os.environ.get(TOKENIZER_DIR_ENV))
+    return _cached_encoding(
+        name, None if tokenizer_dir is None else str(tokenizer_dir), os.environ.get(TOKENIZER_DIR_ENV)
+    )
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -218,7 +255,10 @@ class ModelTokenizer:
         if unknown.any():
             if on_unknown == "skip":
                 return mapped[~unknown].tolist()
-            pieces = [self.encoding.decode_single_token_bytes(int(t)).decode("utf-8", "replace") for t in np.asarray(ids)[unknown][:5]]
+            pieces = [
+                self.encoding.decode_single_token_bytes(int(t)).decode("utf-8", "replace")
+                for t in np.asarray(ids)[unknown][:5]
+            ]
             raise UnknownTokenError(
                 f"{int(unknown.sum())} token(s) of this text never occur in the training data, so the compact vocabulary has no id for them: "
                 f"{', '.join(repr(p) for p in pieces)}{' …' if unknown.sum() > 5 else ''}; rephrase, or prepare with --full-vocab"
@@ -258,7 +298,7 @@ VOCAB_FORMAT = "tiktoken-subset/v1"
 
 def _merge_pieces(token: bytes, ranks: dict[bytes, int]) -> list[bytes]:
     """Every piece byte-pair encoding passes through while it builds `token` from its bytes (token included)."""
-    parts = [token[i:i + 1] for i in range(len(token))]
+    parts = [token[i : i + 1] for i in range(len(token))]
     pieces = list(parts)
     while len(parts) > 1:
         best, at = None, -1
@@ -268,7 +308,7 @@ def _merge_pieces(token: bytes, ranks: dict[bytes, int]) -> list[bytes]:
                 best, at = rank, i
         if best is None:
             break
-        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+        parts[at : at + 2] = [parts[at] + parts[at + 1]]
         pieces.append(parts[at])
     return pieces
 
@@ -302,8 +342,12 @@ def portable_vocab(encoding, compact_to_original: Iterable[int] | None) -> dict:
     order = sorted(kept.items(), key=lambda kv: kv[1])
     blob = b"".join(b for b, _ in order)
     return dict(
-        format=VOCAB_FORMAT, name=encoding.name, pat_str=encoding._pat_str, special_tokens=specials,
-        n_vocab=int(encoding.n_vocab), count=len(order),
+        format=VOCAB_FORMAT,
+        name=encoding.name,
+        pat_str=encoding._pat_str,
+        special_tokens=specials,
+        n_vocab=int(encoding.n_vocab),
+        count=len(order),
         ranks=base64.b64encode(np.asarray([r for _, r in order], dtype="<u4").tobytes()).decode("ascii"),
         lengths=base64.b64encode(np.asarray([len(b) for b, _ in order], dtype="<u2").tobytes()).decode("ascii"),
         bytes=base64.b64encode(blob).decode("ascii"),
@@ -315,7 +359,9 @@ def encoding_from_vocab(vocab: dict):
     import tiktoken
 
     if not isinstance(vocab, dict) or vocab.get("format") != VOCAB_FORMAT:
-        raise TokenizerError(f"the manifest's vocabulary is not in the {VOCAB_FORMAT} format; re-run `python cli.py prepare --force`")
+        raise TokenizerError(
+            f"the manifest's vocabulary is not in the {VOCAB_FORMAT} format; re-run `python cli.py prepare --force`"
+        )
     try:
         ranks = np.frombuffer(base64.b64decode(vocab["ranks"]), dtype="<u4")
         lengths = np.frombuffer(base64.b64decode(vocab["lengths"]), dtype="<u2")
@@ -323,12 +369,18 @@ def encoding_from_vocab(vocab: dict):
         if not (len(ranks) == len(lengths) == vocab["count"]) or int(lengths.sum()) != len(blob):
             raise ValueError("sizes disagree")
     except (KeyError, ValueError, TypeError) as exc:
-        raise TokenizerError(f"the manifest's vocabulary is damaged ({exc}); re-run `python cli.py prepare --force`") from None
+        raise TokenizerError(
+            f"the manifest's vocabulary is damaged ({exc}); re-run `python cli.py prepare --force`"
+        ) from None
     ends = np.cumsum(lengths, dtype=np.int64)
     starts = ends - lengths
     mergeable = {blob[a:b]: int(r) for a, b, r in zip(starts.tolist(), ends.tolist(), ranks.tolist())}
-    return tiktoken.Encoding(vocab["name"], pat_str=vocab["pat_str"], mergeable_ranks=mergeable,
-                             special_tokens={k: int(v) for k, v in vocab["special_tokens"].items()})
+    return tiktoken.Encoding(
+        vocab["name"],
+        pat_str=vocab["pat_str"],
+        mergeable_ranks=mergeable,
+        special_tokens={k: int(v) for k, v in vocab["special_tokens"].items()},
+    )
 
 
 def load_tokenizer(manifest_or_data_dir, tokenizer_dir: str | os.PathLike | None = None) -> ModelTokenizer:

@@ -1,4 +1,5 @@
 """Parameter counts (total, active, embedding) and the training-FLOPs-per-token estimate."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -2,6 +2,7 @@
 
 For the component ladder the sinks and the rotary embedding are optional (GPT-2's plain attention is this module
 with n_kv_heads = n_heads, no sinks, no window and no rope)."""
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,9 @@ class KVCache:
         return k, v, positions
 
 
-def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
-                   allowed: torch.Tensor, scale: float) -> torch.Tensor:
+def sink_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None, allowed: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Softmax attention whose denominator also holds exp(sink_h), one learned logit per query head, with no value.
 
     q: (B, H, Tq, D); k, v: (B, KV, Tk, D) with query head h reading kv head h // (H // KV); sinks: (H,), or None
@@ -95,7 +97,8 @@ class _CpuFlashSinkAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, sinks, mask, causal: bool, scale: float):
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, causal, attn_mask=mask, scale=scale)
+            q, k, v, 0.0, causal, attn_mask=mask, scale=scale
+        )
         w = None if sinks is None else torch.sigmoid(lse - sinks.to(lse.dtype).view(1, -1, 1)).unsqueeze(-1)
         y = out if w is None else out * w.to(out.dtype)
         ctx.save_for_backward(q, k, v, out, y, lse, w, mask)
@@ -108,7 +111,8 @@ class _CpuFlashSinkAttention(torch.autograd.Function):
         grad_y = grad_y.contiguous()
         grad_in = grad_y if w is None else grad_y * w.to(grad_y.dtype)
         grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_in, q, k, v, y, lse, 0.0, ctx.causal, attn_mask=mask, scale=ctx.scale)
+            grad_in, q, k, v, y, lse, 0.0, ctx.causal, attn_mask=mask, scale=ctx.scale
+        )
         grad_sinks = None
         if w is not None and ctx.needs_input_grad[3]:
             row = (grad_y.to(w.dtype) * out.to(w.dtype)).sum(-1, keepdim=True)  # w: lse's dtype, fp32 or wider
@@ -124,8 +128,15 @@ def cpu_flash_applies(x: torch.Tensor) -> bool:
 QUERY_BLOCK = 128  # rows per flash call on the CPU path; its kernel does not skip masked blocks at these lengths
 
 
-def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
-                              window: int | None, scale: float, block: int | None = None) -> torch.Tensor:
+def cpu_causal_sink_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    sinks: torch.Tensor | None,
+    window: int | None,
+    scale: float,
+    block: int | None = None,
+) -> torch.Tensor:
     """sink_attention for a whole sequence (queries and keys at consecutive positions) on the CPU in fp32/fp64.
 
     The queries go in blocks of `block` rows, each reading only the keys it may see: the first block is plainly
@@ -150,7 +161,8 @@ def cpu_causal_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         else:
             q_pos, k_pos = torch.arange(start, stop, device=q.device), torch.arange(lo, stop, device=q.device)
             mask = torch.zeros(len(q_pos), len(k_pos), dtype=q.dtype, device=q.device).masked_fill_(
-                ~causal_mask(q_pos, k_pos, window), float("-inf"))
+                ~causal_mask(q_pos, k_pos, window), float("-inf")
+            )
             causal = False
         k_block, v_block = (k, v) if (lo, stop) == (0, T) else (k[:, :, lo:stop], v[:, :, lo:stop])
         parts.append(_CpuFlashSinkAttention.apply(q_block, k_block, v_block, sinks, mask, causal, scale))
@@ -162,8 +174,17 @@ class SinkAttention(nn.Module):
 
     rope None: no rotation (positions come from a learned table added to the input); sinks False: no sink logits."""
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, window: int | None,
-                 rope: YarnRotaryEmbedding | None, sinks: bool = True, attn_impl: str = "sdpa"):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        window: int | None,
+        rope: YarnRotaryEmbedding | None,
+        sinks: bool = True,
+        attn_impl: str = "sdpa",
+    ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, n_kv_heads, head_dim, window
         self.attn_impl = attn_impl  # "sdpa" or "flex" (then `allowed` is a BlockMask when there is no cache)
@@ -171,10 +192,16 @@ class SinkAttention(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=True)
         self.rope = rope  # shared by all layers; holds only buffers
-        self.scale = head_dim ** -0.5
+        self.scale = head_dim**-0.5
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor | None,
-                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        allowed: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer_idx: int = 0,
+    ) -> torch.Tensor:
         """allowed: the (T, T) bool mask (or flex BlockMask); None = causal over these consecutive positions with
         this layer's window, which lets the CPU take its causal flash path. Ignored with a cache."""
         B, T, _ = x.shape

@@ -1,4 +1,5 @@
 """Checkpoints: model.safetensors + config.json (config fields and "arch"), written atomically; loading rebuilds the model."""
+
 from __future__ import annotations
 
 import json
@@ -70,18 +71,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         config = config_from_dict(json.loads((path / CONFIG_NAME).read_text()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise ValueError(f"checkpoint {path} has no readable {CONFIG_NAME} ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())}); it is damaged, use another checkpoint") from None
+        raise ValueError(
+            f"checkpoint {path} has no readable {CONFIG_NAME} ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); it is damaged, use another checkpoint"
+        ) from None
     model = model_from_config(config)
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except (OSError, SafetensorError) as exc:
-        raise ValueError(f"checkpoint {path / WEIGHTS_NAME} is damaged or truncated ({' '.join(str(exc).split())}); "
-                         f"use another checkpoint") from None
+        raise ValueError(
+            f"checkpoint {path / WEIGHTS_NAME} is damaged or truncated ({' '.join(str(exc).split())}); "
+            f"use another checkpoint"
+        ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Only aliases of a saved tensor (dropped on save) may be missing.
     aliases = set(model.state_dict()) - set(unique_state_dict(model))
     if unexpected or set(missing) - aliases:
-        raise ValueError(f"checkpoint {path} does not match its config: missing {sorted(set(missing) - aliases)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"checkpoint {path} does not match its config: missing {sorted(set(missing) - aliases)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     return model.to(map_location)

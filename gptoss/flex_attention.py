@@ -4,6 +4,7 @@ Optional (GptOssConfig.attn_impl = "flex"); meant for CUDA, where torch.compile 
 kernel that skips the key blocks the mask rules out. On the CPU it runs eagerly (it materialises the scores) and has
 no backward in torch 2.13, so CPU training keeps the SDPA path (attention.sink_attention).
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,11 +33,14 @@ def sliding_block_mask(seq_len: int, window: int | None, device: torch.device | 
 def _cached_block_mask(seq_len: int, window: int | None, device: str):
     flex = _flex_module()
     if window is None:
+
         def mask_mod(b, h, q_idx, kv_idx):
             return kv_idx <= q_idx
     else:
+
         def mask_mod(b, h, q_idx, kv_idx):
             return (kv_idx <= q_idx) & (kv_idx > q_idx - window)
+
     return flex.create_block_mask(mask_mod, None, None, seq_len, seq_len, device=device, BLOCK_SIZE=BLOCK_SIZE)
 
 
@@ -47,8 +51,9 @@ def _compiled_flex_attention():
     return torch.compile(_flex_module().flex_attention, dynamic=False)
 
 
-def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None, block_mask,
-                        scale: float) -> torch.Tensor:
+def flex_sink_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None, block_mask, scale: float
+) -> torch.Tensor:
     """Same contract as attention.sink_attention, with a BlockMask instead of the bool mask.
 
     A sink is an extra logit s_h with a zero value. With Z = sum_j exp(score_j) over the allowed keys and
@@ -57,10 +62,15 @@ def flex_sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks
     so plain FlexAttention plus its log-sum-exp is exact, and the gradient reaches s_h (and q, k) through the LSE.
     GQA: query head h reads kv head h // (H // KV), as enable_gqa does. sinks None: plain attention.
     """
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (q, k, v, sinks)):
-        raise ValueError("attn_impl='flex' cannot train on the CPU (FlexAttention has no CPU backward in torch); "
-                         "use attn_impl='sdpa' there")
+    if (
+        q.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (q, k, v, sinks))
+    ):
+        raise ValueError(
+            "attn_impl='flex' cannot train on the CPU (FlexAttention has no CPU backward in torch); "
+            "use attn_impl='sdpa' there"
+        )
     flex = _flex_module()
     # Inside a compiled model dynamo compiles flex_attention itself; eagerly on CUDA, use the compiled kernel.
     fused = q.device.type == "cuda" and not torch.compiler.is_compiling()

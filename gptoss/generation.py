@@ -1,4 +1,5 @@
 """Autoregressive sampling (greedy, temperature, top-k, top-p) with an optional KV cache."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,9 @@ from .attention import KVCache
 from .presets import unwrap_model
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-                generator: torch.Generator | None) -> int:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> int:
     """One token id from a (V,) logit vector."""
     if temperature == 0:
         return int(logits.argmax())
@@ -28,9 +30,17 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
 
 
 @torch.no_grad()
-def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
-             seed: int | None = None, use_cache: bool = True) -> list[int]:
+def generate(
+    model: nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+) -> list[int]:
     """The new token ids (not the prompt); stops after eos_token_id. temperature 0 is greedy.
 
     With use_cache the prompt is run once and each step feeds one token; sliding layers keep only their window.
@@ -46,8 +56,10 @@ def generate(model: nn.Module, prompt_ids: list[int], max_new_tokens: int, tempe
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
     if len(prompt_ids) + max_new_tokens > model.config.max_seq_len:
-        raise ValueError(f"prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceeds "
-                         f"max_seq_len={model.config.max_seq_len}")
+        raise ValueError(
+            f"prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceeds "
+            f"max_seq_len={model.config.max_seq_len}"
+        )
     device = next(model.parameters()).device
     generator = None
     if seed is not None:

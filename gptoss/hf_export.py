@@ -1,4 +1,5 @@
 """Export to a Hugging Face transformers directory (GptOssForCausalLM / GPT2LMHeadModel) without importing transformers."""
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,10 @@ def _check_exportable(config) -> None:
     off = [f"{k}={getattr(config, k)!r}" for k, v in _HF_GPTOSS_SWITCHES.items() if getattr(config, k) != v]
     if off:
         wanted = ", ".join(f"{k}={v!r}" for k, v in _HF_GPTOSS_SWITCHES.items())
-        raise ValueError(f"this gptoss variant ({', '.join(off)}) has no Hugging Face GptOssForCausalLM equivalent; "
-                         f"only models with {wanted} export")
+        raise ValueError(
+            f"this gptoss variant ({', '.join(off)}) has no Hugging Face GptOssForCausalLM equivalent; "
+            f"only models with {wanted} export"
+        )
 
 
 def _gptoss_config(model: nn.Module) -> dict:
@@ -99,13 +102,20 @@ def _gptoss_config(model: nn.Module) -> dict:
 
 def _gpt2_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     # HF GPT-2 uses Conv1D, whose weight is (in, out): the transpose of our nn.Linear weights.
-    t = {"transformer.wte.weight": model.token_embedding.weight, "transformer.wpe.weight": model.position_embedding.weight}
+    t = {
+        "transformer.wte.weight": model.token_embedding.weight,
+        "transformer.wpe.weight": model.position_embedding.weight,
+    }
     for i, block in enumerate(model.blocks):
         p = f"transformer.h.{i}."
         for ours, theirs in ((block.ln_1, "ln_1"), (block.ln_2, "ln_2")):
             t[p + theirs + ".weight"], t[p + theirs + ".bias"] = ours.weight, ours.bias
-        for ours, theirs in ((block.attn.qkv, "attn.c_attn"), (block.attn.out, "attn.c_proj"),
-                             (block.mlp.fc, "mlp.c_fc"), (block.mlp.proj, "mlp.c_proj")):
+        for ours, theirs in (
+            (block.attn.qkv, "attn.c_attn"),
+            (block.attn.out, "attn.c_proj"),
+            (block.mlp.fc, "mlp.c_fc"),
+            (block.mlp.proj, "mlp.c_proj"),
+        ):
             t[p + theirs + ".weight"], t[p + theirs + ".bias"] = ours.weight.t(), ours.bias
     t["transformer.ln_f.weight"], t["transformer.ln_f.bias"] = model.ln_f.weight, model.ln_f.bias
     if not model.config.tie_embeddings:
@@ -153,6 +163,8 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | 
     generation = {"max_length": model.config.max_seq_len}
     if eos_token_id is not None:
         config["eos_token_id"] = generation["eos_token_id"] = eos_token_id
-    _write_atomically(out_dir / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    _write_atomically(
+        out_dir / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"})
+    )
     write_json(out_dir / "config.json", config)
     write_json(out_dir / "generation_config.json", generation)

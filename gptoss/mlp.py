@@ -1,4 +1,5 @@
 """Dense MLPs for the component ladder: GPT-2's GELU MLP and one dense GPT-OSS clamped-SwiGLU expert."""
+
 from __future__ import annotations
 
 import torch

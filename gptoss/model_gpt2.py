@@ -1,4 +1,5 @@
 """GPT-2 baseline: config, attention, MLP, block and language model, numerically matching HF GPT2LMHeadModel."""
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,9 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
             k, v, k_pos = cache.update(layer_idx, k, v, positions, None)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(positions, k_pos, None), dropout_p=dropout)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=causal_mask(positions, k_pos, None), dropout_p=dropout
+            )
         return self.resid_dropout(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
 

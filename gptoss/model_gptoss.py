@@ -2,6 +2,7 @@
 
 Every GPT-OSS component is a config switch with its GPT-2 counterpart (the component ladder, gptoss/variants.py):
 with every switch at its GPT-2 setting this model computes GPT-2's logits (model_gpt2.py) given the same weights."""
+
 from __future__ import annotations
 
 import math
@@ -81,17 +82,34 @@ class GptOssConfig:
             self.n_kv_heads = self.n_heads
         if self.intermediate_size is None:
             self.intermediate_size = mlp_intermediate_size(self.mlp, self.d_model, self.experts_per_token)
-        require_positive(self, "vocab_size", "n_layers", "d_model", "n_heads", "n_kv_heads", "num_experts",
-                          "experts_per_token", "intermediate_size", "max_seq_len", "rope_theta",
-                          "rope_scaling_factor", "initial_context_length", "norm_eps", "swiglu_alpha", "swiglu_limit")
+        require_positive(
+            self,
+            "vocab_size",
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "n_kv_heads",
+            "num_experts",
+            "experts_per_token",
+            "intermediate_size",
+            "max_seq_len",
+            "rope_theta",
+            "rope_scaling_factor",
+            "initial_context_length",
+            "norm_eps",
+            "swiglu_alpha",
+            "swiglu_limit",
+        )
         if self.sliding_window == 0 and not isinstance(self.sliding_window, bool):
             self.sliding_window = None  # 0 spells "no window" where None cannot be given (a flag, a grid axis)
         if self.sliding_window is not None:
             require_positive(self, "sliding_window")
         if self.head_dim is None:
             if self.d_model % self.n_heads:
-                raise ValueError(f"n_heads must divide d_model={self.d_model} when head_dim is derived; "
-                                 f"got n_heads={self.n_heads} (or set head_dim explicitly)")
+                raise ValueError(
+                    f"n_heads must divide d_model={self.d_model} when head_dim is derived; "
+                    f"got n_heads={self.n_heads} (or set head_dim explicitly)"
+                )
             self.head_dim = self.d_model // self.n_heads
         require_positive(self, "head_dim")
         if self.head_dim % 2:
@@ -99,8 +117,9 @@ class GptOssConfig:
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_kv_heads must divide n_heads={self.n_heads}, got n_kv_heads={self.n_kv_heads}")
         if self.experts_per_token > self.num_experts:
-            raise ValueError(f"experts_per_token must be in 1..num_experts={self.num_experts}, "
-                             f"got {self.experts_per_token}")
+            raise ValueError(
+                f"experts_per_token must be in 1..num_experts={self.num_experts}, got {self.experts_per_token}"
+            )
         if self.aux_loss_coef < 0:
             raise ValueError(f"aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
         if self.layer_types is None:
@@ -108,19 +127,24 @@ class GptOssConfig:
             self.layer_types = [LAYER_TYPES[1 if i % 2 or not sliding else 0] for i in range(self.n_layers)]
         self.layer_types = list(self.layer_types)
         if len(self.layer_types) != self.n_layers or any(t not in LAYER_TYPES for t in self.layer_types):
-            raise ValueError(f"layer_types must list n_layers={self.n_layers} entries from {LAYER_TYPES}, "
-                             f"got {self.layer_types}")
+            raise ValueError(
+                f"layer_types must list n_layers={self.n_layers} entries from {LAYER_TYPES}, got {self.layer_types}"
+            )
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {', '.join(ATTN_IMPLS)}, got {self.attn_impl!r}")
         if self.expert_impl not in EXPERT_IMPLS:
             raise ValueError(f"expert_impl must be one of {', '.join(EXPERT_IMPLS)}, got {self.expert_impl!r}")
         if self.expert_impl == "grouped" and (self.d_model % 8 or self.intermediate_size % 8):
             # torch._grouped_mm needs 16-byte aligned rows of bf16 operands
-            raise ValueError(f"expert_impl='grouped' needs d_model and intermediate_size multiples of 8, "
-                             f"got {self.d_model} and {self.intermediate_size}")
+            raise ValueError(
+                f"expert_impl='grouped' needs d_model and intermediate_size multiples of 8, "
+                f"got {self.d_model} and {self.intermediate_size}"
+            )
         if self.sliding_window is None and LAYER_TYPES[0] in self.layer_types:
-            raise ValueError("layer_types has sliding_attention layers but sliding_window is None; give a window "
-                             "length or make every layer full_attention")
+            raise ValueError(
+                "layer_types has sliding_attention layers but sliding_window is None; give a window "
+                "length or make every layer full_attention"
+            )
 
 
 def mlp_intermediate_size(mlp: str, d_model: int, experts_per_token: int) -> int:
@@ -134,13 +158,24 @@ def mlp_intermediate_size(mlp: str, d_model: int, experts_per_token: int) -> int
 
 def make_norm(config: GptOssConfig) -> nn.Module:
     # LayerNorm (GPT-2) has a bias; RMSNorm has none.
-    return RMSNorm(config.d_model, config.norm_eps) if config.norm == "rmsnorm" else nn.LayerNorm(config.d_model, config.norm_eps)
+    return (
+        RMSNorm(config.d_model, config.norm_eps)
+        if config.norm == "rmsnorm"
+        else nn.LayerNorm(config.d_model, config.norm_eps)
+    )
 
 
 def make_mlp(config: GptOssConfig) -> nn.Module:
     if config.mlp == "moe":
-        return MoEMLP(config.d_model, config.intermediate_size, config.num_experts, config.experts_per_token,
-                      config.swiglu_alpha, config.swiglu_limit, config.expert_impl)
+        return MoEMLP(
+            config.d_model,
+            config.intermediate_size,
+            config.num_experts,
+            config.experts_per_token,
+            config.swiglu_alpha,
+            config.swiglu_limit,
+            config.expert_impl,
+        )
     if config.mlp == "swiglu":
         return SwiGLUMLP(config.d_model, config.intermediate_size, config.swiglu_alpha, config.swiglu_limit)
     return GeluMLP(config.d_model, config.intermediate_size)
@@ -154,8 +189,16 @@ class Block(nn.Module):
         sliding = config.layer_types[layer_idx] == "sliding_attention"
         self.window = config.sliding_window if sliding else None
         self.attn_norm = make_norm(config)
-        self.attn = SinkAttention(config.d_model, config.n_heads, config.n_kv_heads, config.head_dim,
-                                  self.window, rope, config.sinks, config.attn_impl)
+        self.attn = SinkAttention(
+            config.d_model,
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim,
+            self.window,
+            rope,
+            config.sinks,
+            config.attn_impl,
+        )
         self.mlp_norm = make_norm(config)
         self.mlp = make_mlp(config)
         self.moe = config.mlp == "moe"
@@ -184,8 +227,15 @@ class GptOss(nn.Module):
             self.position_embedding = nn.Embedding(config.max_seq_len, config.d_model)
         else:  # built once, shared by every layer (non-persistent buffers); plain RoPE is YaRN with factor 1
             factor = config.rope_scaling_factor if config.positions == "yarn" else 1.0
-            rope = YarnRotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_theta, factor,
-                                       config.rope_ntk_alpha, config.rope_ntk_beta, config.initial_context_length)
+            rope = YarnRotaryEmbedding(
+                config.head_dim,
+                config.max_seq_len,
+                config.rope_theta,
+                factor,
+                config.rope_ntk_alpha,
+                config.rope_ntk_beta,
+                config.initial_context_length,
+            )
         self.blocks = nn.ModuleList(Block(config, i, rope) for i in range(config.n_layers))
         self.norm = make_norm(config)
         self.unembedding = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -253,8 +303,9 @@ class GptOss(nn.Module):
         elif cache is None and cpu_flash_applies(self.embedding.weight):
             masks = {window: None for window in windows}  # each layer runs causal flash attention, no mask
         else:
-            masks = {window: None if cache is not None else causal_mask(positions, positions, window)
-                     for window in windows}
+            masks = {
+                window: None if cache is not None else causal_mask(positions, positions, window) for window in windows
+            }
         x = self.embedding(idx)
         if self.config.positions == "learned":
             x = x + self.position_embedding(positions)

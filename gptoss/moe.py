@@ -1,4 +1,5 @@
 """GPT-OSS mixture-of-experts MLP: top-k router, stacked SwiGLU experts run on sorted token groups, Switch aux loss."""
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ class _SwiGLU(torch.autograd.Function):
         grad_glu, grad_linear = _halves(grad, ctx.interleaved)
         torch.ops.aten.hardtanh_backward.grad_input(grad_out * gated, linear, -beyond, beyond, grad_input=grad_linear)
         # d/dg [silu(alpha g) / alpha] = silu'(alpha g)
-        torch.ops.aten.hardtanh_backward.grad_input(torch.ops.aten.silu_backward(grad_out * linear_1, z), glu,
-                                                    -math.inf, beyond, grad_input=grad_glu)
+        torch.ops.aten.hardtanh_backward.grad_input(
+            torch.ops.aten.silu_backward(grad_out * linear_1, z), glu, -math.inf, beyond, grad_input=grad_glu
+        )
         return grad, None, None, None
 
 
@@ -60,8 +62,9 @@ def _next_beyond(limit: float, dtype: torch.dtype) -> float:
     return limit + 2.0 ** math.floor(math.log2(limit)) * torch.finfo(dtype).eps
 
 
-def load_balancing_loss(router_logits: torch.Tensor, expert_idx: torch.Tensor, num_experts: int,
-                        counts: torch.Tensor | None = None):
+def load_balancing_loss(
+    router_logits: torch.Tensor, expert_idx: torch.Tensor, num_experts: int, counts: torch.Tensor | None = None
+):
     """Switch-style aux loss num_experts * sum_e(fraction_e * mean_prob_e), and the fractions (for logging).
 
     fraction_e counts top-k assignments (normalised by tokens * k, so uniform routing gives 1/num_experts and the
@@ -88,8 +91,16 @@ class MoEMLP(nn.Module):
     gate_up (E, d, 2I) with interleaved glu/linear columns, down (E, I, d), so x @ W[e] needs no transpose.
     """
 
-    def __init__(self, d_model: int, intermediate_size: int, num_experts: int, experts_per_token: int,
-                 swiglu_alpha: float = 1.702, swiglu_limit: float = 7.0, impl: str = "loop"):
+    def __init__(
+        self,
+        d_model: int,
+        intermediate_size: int,
+        num_experts: int,
+        experts_per_token: int,
+        swiglu_alpha: float = 1.702,
+        swiglu_limit: float = 7.0,
+        impl: str = "loop",
+    ):
         super().__init__()
         self.num_experts, self.experts_per_token = num_experts, experts_per_token
         self.impl = impl  # "loop": a matmul per expert; "grouped": torch._grouped_mm (forward_grouped)
@@ -175,7 +186,9 @@ class MoEMLP(nn.Module):
         out = torch.zeros_like(x).index_add_(0, token_of, y_sorted.to(x.dtype))
         return out.reshape(shape), aux, load
 
-    def grouped_experts(self, x_sorted: torch.Tensor, sorted_expert: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    def grouped_experts(
+        self, x_sorted: torch.Tensor, sorted_expert: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
         """SwiGLU experts on the rows of x_sorted (M, d), sorted by expert (sorted_expert (M,), counts (E,)) -> (M, d).
 
         The rows go into a zero buffer where every expert's group starts at a multiple of GROUP_ALIGN (the alignment
@@ -196,7 +209,9 @@ class MoEMLP(nn.Module):
 GROUP_ALIGN = 8  # rows: 16 bytes of bf16
 
 
-def padded_group_rows(sorted_expert: torch.Tensor, counts: torch.Tensor, align: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def padded_group_rows(
+    sorted_expert: torch.Tensor, counts: torch.Tensor, align: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Rows of a buffer where each expert's group of assignments starts at a multiple of align, without host sync.
 
     sorted_expert: (M,) expert of each assignment, non-decreasing; counts: (E,) assignments per expert.

@@ -1,4 +1,5 @@
 """RMSNorm as GPT-OSS uses it: statistics and scaling in fp32, result cast back to the input dtype."""
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ weight): odd sizes run slower in the BLAS (issue 12 measured the logits matmul 9
 rows on this CPU). The padded columns are excluded from the softmax and their gradient rows are dropped, so padding
 changes nothing a user can see: parameters, checkpoints, counts, sampling and exports keep the real vocabulary.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,15 @@ def _target_log_probs(logits: torch.Tensor, probs: torch.Tensor, t: torch.Tensor
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
-                chunk_rows: int, grad_enabled: bool) -> torch.Tensor:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        ignore_index: int,
+        chunk_rows: int,
+        grad_enabled: bool,
+    ) -> torch.Tensor:
         N, V = hidden.shape[0], weight.shape[0]
         dtype = _compute_dtype(hidden.device, hidden.dtype)
         with torch.autocast(hidden.device.type, enabled=False):
@@ -89,16 +97,33 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor):
         grad_h, grad_w = ctx.saved_tensors
         # Out of place, so that a retained graph can be run backward again.
-        return (None if grad_h is None else grad_h * grad_loss.to(grad_h.dtype),
-                None if grad_w is None else grad_w * grad_loss.to(grad_w.dtype), None, None, None, None)
+        return (
+            None if grad_h is None else grad_h * grad_loss.to(grad_h.dtype),
+            None if grad_w is None else grad_w * grad_loss.to(grad_w.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-                         chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    chunk_rows: int = CHUNK_ROWS,
+) -> torch.Tensor:
     """Mean cross-entropy of logits = hidden @ weight.T against targets (ignore_index not counted), without storing
     the logits. hidden: (..., d); weight: (V, d); targets: (...,). Equal to
     F.cross_entropy(F.linear(hidden, weight).float().view(-1, V), targets.view(-1), ignore_index=ignore_index)
     up to float rounding, gradients included (computed in the forward pass when grad mode is on)."""
     # Inside forward grad mode is always off, so whether gradients are wanted at all is decided here.
-    return _LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), ignore_index,
-                                     chunk_rows, torch.is_grad_enabled())
+    return _LinearCrossEntropy.apply(
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        targets.reshape(-1),
+        ignore_index,
+        chunk_rows,
+        torch.is_grad_enabled(),
+    )

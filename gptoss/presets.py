@@ -1,4 +1,5 @@
 """Named presets per architecture and the builders that turn (arch, preset, overrides) into configs and models."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,19 @@ _SEED_MOE = {"num_experts": 4, "experts_per_token": 1}  # the seed grid's top-1 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "gptoss": {
-        "debug": dict(vocab_size=512, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, head_dim=16, num_experts=4,
-                      experts_per_token=2, intermediate_size=64, max_seq_len=1024, sliding_window=128),
+        "debug": dict(
+            vocab_size=512,
+            n_layers=2,
+            d_model=64,
+            n_heads=4,
+            n_kv_heads=2,
+            head_dim=16,
+            num_experts=4,
+            experts_per_token=2,
+            intermediate_size=64,
+            max_seq_len=1024,
+            sliding_window=128,
+        ),
     },
     "gpt2": {
         "debug": dict(vocab_size=512, n_layers=2, d_model=64, n_heads=4, max_seq_len=256),
@@ -42,8 +54,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 for _name, (_layers, _d, _heads) in _SHAPES.items():
     _moe = _CPU_MOE if _name.startswith("cpu") else _SEED_MOE
     PRESETS["gptoss"][_name] = dict(
-        vocab_size=201088, n_layers=_layers, d_model=_d, n_heads=_heads, n_kv_heads=_heads // 2, **_moe,
-        intermediate_size=mlp_intermediate_size("moe", _d, _moe["experts_per_token"]), max_seq_len=4096, sliding_window=128)
+        vocab_size=201088,
+        n_layers=_layers,
+        d_model=_d,
+        n_heads=_heads,
+        n_kv_heads=_heads // 2,
+        **_moe,
+        intermediate_size=mlp_intermediate_size("moe", _d, _moe["experts_per_token"]),
+        max_seq_len=4096,
+        sliding_window=128,
+    )
     PRESETS["gpt2"][_name] = dict(vocab_size=201088, n_layers=_layers, d_model=_d, n_heads=_heads, max_seq_len=1024)
 
 

@@ -1,4 +1,5 @@
 """Rotary position embedding with GPT-OSS's YaRN scaling (NTK-by-parts frequencies, concentration on cos and sin)."""
+
 from __future__ import annotations
 
 import math
@@ -38,11 +39,20 @@ def yarn_inv_freq_and_concentration(
 class YarnRotaryEmbedding(nn.Module):
     """Precomputed cos/sin tables for positions [0, max_seq_len); applied to the two halves of each head."""
 
-    def __init__(self, head_dim: int, max_seq_len: int, theta: float, scaling_factor: float,
-                 ntk_alpha: float, ntk_beta: float, initial_context_length: int):
+    def __init__(
+        self,
+        head_dim: int,
+        max_seq_len: int,
+        theta: float,
+        scaling_factor: float,
+        ntk_alpha: float,
+        ntk_beta: float,
+        initial_context_length: int,
+    ):
         super().__init__()
         inv_freq, concentration = yarn_inv_freq_and_concentration(
-            head_dim, theta, scaling_factor, ntk_alpha, ntk_beta, initial_context_length)
+            head_dim, theta, scaling_factor, ntk_alpha, ntk_beta, initial_context_length
+        )
         angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
         # Non-persistent: derived from the config, so checkpoints stay weights only.
         self.register_buffer("cos", angles.cos() * concentration, persistent=False)

@@ -14,6 +14,7 @@ Learned-position rungs keep GPT-2's 1,024-row position table (max_seq_len 1024);
 
 Rung names start with '+', which trial and run names do not allow; variant_token() maps '+rope' to 'p-rope'.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,16 @@ from typing import Any
 # Every switch at its GPT-2 setting. intermediate_size None: the dense sizing rule of the MLP in use (gelu 4d,
 # swiglu 8d/3); n_kv_heads None: as many kv heads as heads.
 GPT2_SETTINGS: dict[str, Any] = dict(
-    tie_embeddings=True, positions="learned", max_seq_len=1024, norm="layernorm", mlp="gelu", intermediate_size=None,
-    n_kv_heads=None, sinks=False, sliding_window=None)
+    tie_embeddings=True,
+    positions="learned",
+    max_seq_len=1024,
+    norm="layernorm",
+    mlp="gelu",
+    intermediate_size=None,
+    n_kv_heads=None,
+    sinks=False,
+    sliding_window=None,
+)
 
 # (rung, switches that return to the preset's GPT-OSS value, switches set to an intermediate value).
 _RUNGS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
@@ -77,8 +86,10 @@ def canonical_variant(name: str) -> str:
     """The variant's own name (aliases resolved); ValueError naming the allowed ones if it is unknown."""
     name = ALIASES.get(name, name)
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; allowed: {', '.join(VARIANTS)} (+moe = gptoss; in a list also "
-                         f"the groups {', '.join(GROUPS)})")
+        raise ValueError(
+            f"unknown variant {name!r}; allowed: {', '.join(VARIANTS)} (+moe = gptoss; in a list also "
+            f"the groups {', '.join(GROUPS)})"
+        )
     return name
 
 

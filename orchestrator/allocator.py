@@ -7,6 +7,7 @@ box: 22-27k minor page faults per gptoss cpu-tiny step, about 100 MB, some 10% o
 memory stays mapped and is reused (about 500 faults per step). Peak memory is unchanged (each step needs it again);
 the process just does not shrink between steps, keeping at most TRIM_THRESHOLD of free heap.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,5 +1,6 @@
 """Checkpoint health on the driver: verify a training checkpoint before a run restores it, pick the newest valid one,
 keep Ray Train's checkpoint snapshot consistent with what is on disk, and refuse to resume on different data."""
+
 from __future__ import annotations
 
 import io
@@ -18,7 +19,12 @@ _STEP_RE = re.compile(r"checkpoint_(\d+)$")
 # Files of a training checkpoint (as orchestrator.train_loop.save_train_checkpoint writes them); named here, not
 # imported, so that the driver-side checks do not pull in the training loop.
 _WEIGHTS, _MODEL_CONFIG, _OPTIMIZER, _STATE, _MANIFEST = (
-    "model.safetensors", "config.json", "optimizer.pt", "train_state.json", "manifest.json")
+    "model.safetensors",
+    "config.json",
+    "optimizer.pt",
+    "train_state.json",
+    "manifest.json",
+)
 
 
 def checkpoint_step(path: str) -> int:
@@ -102,8 +108,10 @@ def check_same_data(storage: Storage, checkpoint: str, manifest: dict, data_dir:
         why = "the same token map but different tokens (it was prepared again from other text)"
     else:
         return
-    raise ValueError(f"cannot resume run {run_name!r}: {data_dir} now holds {why} than its checkpoints were trained on; "
-                     f"pass --no-resume to start the run over (the old run is kept aside) or another --name")
+    raise ValueError(
+        f"cannot resume run {run_name!r}: {data_dir} now holds {why} than its checkpoints were trained on; "
+        f"pass --no-resume to start the run over (the old run is kept aside) or another --name"
+    )
 
 
 def repair_ray_snapshot(storage: Storage, run_path: str, keep: list[str]) -> bool:
@@ -121,15 +129,21 @@ def repair_ray_snapshot(storage: Storage, run_path: str, keep: list[str]) -> boo
     results = snap.get("checkpoint_results", [])
     indices = snap.get("checkpoint_report_indices", [])
     pairs = [(r, i) for r, i in zip(results, indices) if kept(r)]
-    pending = [(r, v) for r, v in zip(snap.get("pending_training_results", []), snap.get("pending_validation_specs", []))
-               if kept(r)]
+    pending = [
+        (r, v)
+        for r, v in zip(snap.get("pending_training_results", []), snap.get("pending_validation_specs", []))
+        if kept(r)
+    ]
     new = dict(snap)
     new["checkpoint_results"] = [r for r, _ in pairs]
     new["checkpoint_report_indices"] = [i for _, i in pairs]
     new["pending_training_results"] = [r for r, _ in pending]
     new["pending_validation_specs"] = [v for _, v in pending]
-    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
-                "failed_validation_checkpoint_dir_names"):
+    for key in (
+        "validated_checkpoint_dir_names",
+        "timed_out_validation_checkpoint_dir_names",
+        "failed_validation_checkpoint_dir_names",
+    ):
         if key in new:
             new[key] = [n for n in new[key] if n in names]
     if not kept(snap.get("latest_checkpoint_result")):

@@ -1,4 +1,5 @@
 """What a Ray cluster offers, as the `cluster` command shows it (describe_cluster)."""
+
 from __future__ import annotations
 
 from raysetup import ClusterInfo
@@ -16,11 +17,16 @@ def describe_cluster(info: ClusterInfo, note: str = "") -> str:
     """A small table: the address, one row per alive node (short id, ip, CPUs, GPUs), and the totals."""
     lines = [f"Ray cluster at {info.address}{note}"]
     rows = [("node", "ip", "CPUs", "GPUs")]
-    rows += [(n["node_id"][:8], str(n.get("ip", "?")), _num(n.get("cpus", 0)), _num(n.get("gpus", 0))) for n in info.nodes]
+    rows += [
+        (n["node_id"][:8], str(n.get("ip", "?")), _num(n.get("cpus", 0)), _num(n.get("gpus", 0))) for n in info.nodes
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
-        lines.append("  " + "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
-        ).rstrip())
+        lines.append(
+            "  "
+            + "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
     lines.append(f"total: {_count(info.num_nodes, 'node')}, {_count(info.cpus, 'CPU')}, {_count(info.gpus, 'GPU')}")
     return "\n".join(lines)

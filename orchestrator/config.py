@@ -1,4 +1,5 @@
 """Training-run configuration: the TrainConfig dataclass, its validation, and per-preset defaults."""
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,24 @@ _DEFAULT_LR = {"debug": 3e-3, "cpu": 1e-3, "seed": 3e-4}
 # CLI override flag -> model config field.
 # Model-config fields a run may override (the CLI's flags for them are in cli.TRAIN_OPTIONS). The component switches
 # (positions, norm, mlp, sinks, tie_embeddings) are gptoss's, see gptoss/variants.py; sliding_window 0 is no window.
-MODEL_OVERRIDES = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "num_experts", "experts_per_token",
-                   "intermediate_size", "sliding_window", "dropout", "aux_loss_coef", "positions", "norm", "mlp", "sinks",
-                   "tie_embeddings")
+MODEL_OVERRIDES = (
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "n_kv_heads",
+    "head_dim",
+    "num_experts",
+    "experts_per_token",
+    "intermediate_size",
+    "sliding_window",
+    "dropout",
+    "aux_loss_coef",
+    "positions",
+    "norm",
+    "mlp",
+    "sinks",
+    "tie_embeddings",
+)
 
 SCHEDULES = ("cosine", "wsd", "constant")
 
@@ -94,10 +110,18 @@ class TrainConfig:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.variant is not None:
             if self.arch != "gptoss":
-                raise ValueError(f"--variant {self.variant} is a gptoss variant; use it with --arch gptoss, not {self.arch}")
+                raise ValueError(
+                    f"--variant {self.variant} is a gptoss variant; use it with --arch gptoss, not {self.arch}"
+                )
             self.variant = canonical_variant(self.variant)
-        positive = dict(seq_len=self.seq_len, batch_size=self.batch_size, grad_accum=self.grad_accum,
-                        eval_every=self.eval_every, log_every=self.log_every, keep=self.keep)
+        positive = dict(
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            eval_every=self.eval_every,
+            log_every=self.log_every,
+            keep=self.keep,
+        )
         for name, value in positive.items():
             if value is None or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -175,8 +199,10 @@ class TrainConfig:
         the end, a branch whose start_step is not its cooldown start."""
         warmup = self.resolved_warmup(steps)
         if self.schedule == "wsd" and warmup > self.cooldown_start(steps):
-            raise ValueError(f"--schedule wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
-                             f"inside the {warmup}-step warmup; lower --warmup-steps or --cooldown-frac")
+            raise ValueError(
+                f"--schedule wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
+                f"inside the {warmup}-step warmup; lower --warmup-steps or --cooldown-frac"
+            )
         late = [b for b in self.branch_points if b > steps]
         if late:
             raise ValueError(f"branch points {late} lie beyond the run's {steps} steps")
@@ -184,8 +210,10 @@ class TrainConfig:
             if self.schedule != "wsd":
                 raise ValueError("a run started from a branch point (init_from) needs --schedule wsd")
             if self.start_step != self.cooldown_start(steps):
-                raise ValueError(f"start_step {self.start_step} is not the cooldown start {self.cooldown_start(steps)} "
-                                 f"of this {steps}-step run")
+                raise ValueError(
+                    f"start_step {self.start_step} is not the cooldown start {self.cooldown_start(steps)} "
+                    f"of this {steps}-step run"
+                )
 
     def to_dict(self) -> dict:
         return asdict(self)

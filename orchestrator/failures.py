@@ -1,6 +1,7 @@
 """Failures in one line: a failed Ray Train run's root cause (the failing rank's own error, or that a worker died) with
 the full text for a log file, and a failed sweep trial's reason (our own error behind Ray's and Tune's wrappers).
 Ray's own messages are tracebacks cut in the middle, with the cause at their end."""
+
 from __future__ import annotations
 
 import re
@@ -9,8 +10,14 @@ from typing import Optional
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b")
 # Ray's names for "the worker process is gone" (its peers then fail with collective errors such as gloo's
 # "Connection reset by peer", which are consequences, not the cause).
-_DEATH_TYPES = ("WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError", "ActorDiedError", "RayActorError",
-                "ActorUnavailableError", "NodeDiedError")
+_DEATH_TYPES = (
+    "WorkerHealthCheckFailedError",
+    "WorkerHealthCheckTimeoutError",
+    "ActorDiedError",
+    "RayActorError",
+    "ActorUnavailableError",
+    "NodeDiedError",
+)
 _EXIT_DETAIL = re.compile(r"Worker exit detail: ([^.]*)")
 _LOG_PATH = re.compile(r"log_file_path='([^']+)'")
 
@@ -38,8 +45,12 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
     if died:
         text = str(failures[died[0]])
         detail = _EXIT_DETAIL.search(text)
-        line = (f"a worker died (rank {died[0]}" + (f": {detail.group(1).strip()}" if detail else "") + ")"
-                + "; its process was killed or crashed (out of memory, a lost node, a signal)")
+        line = (
+            f"a worker died (rank {died[0]}"
+            + (f": {detail.group(1).strip()}" if detail else "")
+            + ")"
+            + "; its process was killed or crashed (out of memory, a lost node, a signal)"
+        )
         log = _LOG_PATH.search(text)
         if log:
             full.append(f"\nlog of the worker that died: {log.group(1)}")
@@ -52,8 +63,16 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
     return line, "\n".join(full) + "\n"
 
 
-_OUR_ERRORS = ("DataError", "TokenizerError", "UnknownTokenError", "TrainingError", "ClusterError", "ValueError",
-               "FileNotFoundError", "PermissionError")
+_OUR_ERRORS = (
+    "DataError",
+    "TokenizerError",
+    "UnknownTokenError",
+    "TrainingError",
+    "ClusterError",
+    "ValueError",
+    "FileNotFoundError",
+    "PermissionError",
+)
 
 
 def failure_reason(error: BaseException) -> str:
@@ -71,7 +90,9 @@ def failure_reason(error: BaseException) -> str:
     # Ray Train appends each worker's repr (actor, metadata, context) after "Worker info:": no use to the user.
     text = text.split(" Worker info:")[0]
     # A RayTaskError's text embeds the remote traceback; keep the final "SomeError: message" of it.
-    matches = re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception)): (.+?)(?= Traceback \(most recent call last\)|$)", text)
+    matches = re.findall(
+        r"\b([A-Z][A-Za-z]*(?:Error|Exception)): (.+?)(?= Traceback \(most recent call last\)|$)", text
+    )
     if matches:
         name, message = matches[-1]
         return _squash(f"{name}: {message}")

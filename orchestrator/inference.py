@@ -1,4 +1,5 @@
 """Using a trained checkpoint: locate and open it, generate text through its tokenizer, evaluate it on a split."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def find_checkpoint(path: str) -> str:
     candidates = [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.startswith("checkpoint_")]
     candidates = [c for c in candidates if _is_checkpoint_dir(c)]
     if not candidates:
-        raise ValueError(f"{path} holds no checkpoint (model.safetensors + config.json); pass a checkpoint_* directory or a run directory")
+        raise ValueError(
+            f"{path} holds no checkpoint (model.safetensors + config.json); pass a checkpoint_* directory or a run directory"
+        )
 
     def val_loss(ckpt: str) -> float:
         try:
@@ -91,9 +94,16 @@ def _local_copy(path: str, storage=None) -> Iterator[str]:
         yield tmp
 
 
-def generate_text(bundle: CheckpointBundle, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-                  top_k: Optional[int] = 50, top_p: Optional[float] = None, seed: Optional[int] = 0,
-                  tokenizer_dir: Optional[str] = None) -> str:
+def generate_text(
+    bundle: CheckpointBundle,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: Optional[int] = 50,
+    top_p: Optional[float] = None,
+    seed: Optional[int] = 0,
+    tokenizer_dir: Optional[str] = None,
+) -> str:
     """Prompt plus the generated continuation, decoded through the checkpoint's tokenizer and compaction map."""
     from data_pipeline import load_tokenizer
     from gptoss import generate
@@ -102,10 +112,20 @@ def generate_text(bundle: CheckpointBundle, prompt: str, max_new_tokens: int = 2
     prompt_ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
     max_len = getattr(bundle.model.config, "max_seq_len", None)
     if max_len is not None and len(prompt_ids) + max_new_tokens > max_len:
-        raise ValueError(f"prompt ({len(prompt_ids)} tokens) + --max-tokens {max_new_tokens} exceeds the model's "
-                         f"max_seq_len {max_len}; ask for fewer tokens")
-    new_ids = generate(bundle.model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                       eos_token_id=tokenizer.eot_id, seed=seed)
+        raise ValueError(
+            f"prompt ({len(prompt_ids)} tokens) + --max-tokens {max_new_tokens} exceeds the model's "
+            f"max_seq_len {max_len}; ask for fewer tokens"
+        )
+    new_ids = generate(
+        bundle.model,
+        prompt_ids,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_token_id=tokenizer.eot_id,
+        seed=seed,
+    )
     new_ids = [t for t in new_ids if t != tokenizer.eot_id]
     return prompt + tokenizer.decode(new_ids)
 
@@ -118,11 +138,15 @@ def check_compatible(bundle: CheckpointBundle, data_manifest: dict, data_dir: st
     mine, theirs = bundle.manifest, data_manifest
     for key in ("tokenizer", "vocab_size", "compacted"):
         if mine.get(key) != theirs.get(key):
-            raise ValueError(f"checkpoint {bundle.path} was trained with {key}={mine.get(key)!r} but {data_dir} has "
-                             f"{key}={theirs.get(key)!r}; evaluate on data prepared with the same tokenizer settings")
+            raise ValueError(
+                f"checkpoint {bundle.path} was trained with {key}={mine.get(key)!r} but {data_dir} has "
+                f"{key}={theirs.get(key)!r}; evaluate on data prepared with the same tokenizer settings"
+            )
     if data_identity(mine) != data_identity(theirs):
-        raise ValueError(f"checkpoint {bundle.path} and {data_dir} map token ids to different tokens (different compact "
-                         f"vocabularies of the same size); evaluate on data prepared from the model's training text")
+        raise ValueError(
+            f"checkpoint {bundle.path} and {data_dir} map token ids to different tokens (different compact "
+            f"vocabularies of the same size); evaluate on data prepared from the model's training text"
+        )
     model_vocab = bundle.model.config.vocab_size
     if model_vocab != theirs.get("vocab_size"):
         raise ValueError(f"checkpoint vocab {model_vocab} does not match {data_dir} vocab {theirs.get('vocab_size')}")
@@ -132,14 +156,25 @@ def _check_manifest_fits_model(ckpt: str, manifest: dict, model) -> None:
     """The checkpoint's own data manifest decodes its ids: its map must cover exactly the model's vocabulary."""
     vocab = model.config.vocab_size
     mapping = manifest.get("compact_to_original")
-    if manifest.get("vocab_size") != vocab or (manifest.get("compacted") and (mapping is None or len(mapping) != vocab)):
-        raise ValueError(f"{ckpt}/{MANIFEST_FILE} does not describe this model's {vocab}-token vocabulary "
-                         f"(vocab_size {manifest.get('vocab_size')}, map of "
-                         f"{len(mapping) if mapping is not None else 'no'} entries); the checkpoint is damaged")
+    if manifest.get("vocab_size") != vocab or (
+        manifest.get("compacted") and (mapping is None or len(mapping) != vocab)
+    ):
+        raise ValueError(
+            f"{ckpt}/{MANIFEST_FILE} does not describe this model's {vocab}-token vocabulary "
+            f"(vocab_size {manifest.get('vocab_size')}, map of "
+            f"{len(mapping) if mapping is not None else 'no'} entries); the checkpoint is damaged"
+        )
 
 
-def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
-                        seq_len: Optional[int] = None, progress: bool = True, verify_data: bool = True) -> dict:
+def evaluate_checkpoint(
+    path: str,
+    data_dir: str,
+    split: str = "validation",
+    batch_size: int = 16,
+    seq_len: Optional[int] = None,
+    progress: bool = True,
+    verify_data: bool = True,
+) -> dict:
     """Loss, perplexity and bits/byte of a checkpoint over every window of a split (one process)."""
     from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
     from data_pipeline.manifest import check_shards
@@ -165,17 +200,34 @@ def evaluate_checkpoint(path: str, data_dir: str, split: str = "validation", bat
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, total=math.ceil(windows.num_windows / batch_size), desc=f"evaluate {split}", unit="batch")
+            batches = tqdm(
+                batches, total=math.ceil(windows.num_windows / batch_size), desc=f"evaluate {split}", unit="batch"
+            )
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = bundle.model.to(device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         result = evaluate_windows(model, batches, byte_lengths.to(device), device, autocast, 1)
-        return dict(checkpoint=bundle.path, split=split, loss=result["loss"], perplexity=math.exp(result["loss"]),
-                    bits_per_byte=result["bpb"], tokens=result["tokens"], seq_len=seq_len)
+        return dict(
+            checkpoint=bundle.path,
+            split=split,
+            loss=result["loss"],
+            perplexity=math.exp(result["loss"]),
+            bits_per_byte=result["bpb"],
+            tokens=result["tokens"],
+            seq_len=seq_len,
+        )
 
 
-def evaluate_on_cluster(address: str, path: str, data_dir: str, split: str = "validation", batch_size: int = 16,
-                        seq_len: Optional[int] = None, verbose: bool = False, verify_data: bool = True) -> dict:
+def evaluate_on_cluster(
+    address: str,
+    path: str,
+    data_dir: str,
+    split: str = "validation",
+    batch_size: int = 16,
+    seq_len: Optional[int] = None,
+    verbose: bool = False,
+    verify_data: bool = True,
+) -> dict:
     """evaluate_checkpoint as one Ray task on the cluster (a GPU node when it has one); paths must be shared."""
     from raysetup import init_ray
 
@@ -183,7 +235,9 @@ def evaluate_on_cluster(address: str, path: str, data_dir: str, split: str = "va
     import ray
 
     task = ray.remote(num_cpus=1, num_gpus=1 if info.gpus >= 1 else 0, max_retries=0)(evaluate_checkpoint)
-    return ray.get(task.remote(os.path.abspath(path), os.path.abspath(data_dir), split, batch_size, seq_len, False, verify_data))
+    return ray.get(
+        task.remote(os.path.abspath(path), os.path.abspath(data_dir), split, batch_size, seq_len, False, verify_data)
+    )
 
 
 def export_checkpoint(path: str, out_dir: str) -> str:

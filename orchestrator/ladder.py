@@ -7,6 +7,7 @@ and were scored on the same validation windows, so a step is measured on the per
 standard deviation and a 95% Student-t interval mean +- t(n-1) * std / sqrt(n). A step whose interval contains 0
 is "not resolved"; so is a step measured on one seed (no spread to judge it by).
 """
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,38 @@ from collections import defaultdict
 from typing import Optional
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom; beyond 30 the normal 1.96.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T95 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 # Rungs are compared within one model shape and one token budget (a budget sweep has a ladder per budget).
 SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "budget")
 
@@ -36,9 +67,20 @@ def paired_step(before: list[dict], after: list[dict]) -> dict:
     bpb = [a["val_bpb"] - b["val_bpb"] for b, a in pairs]
     n = len(nats)
     if n == 0:
-        return dict(n=0, seeds=[], nats=None, nats_std=None, low=None, high=None, bpb=None, bpb_std=None, resolved=False)
-    step = dict(n=n, seeds=[b["seed"] for b, _ in pairs], nats=statistics.fmean(nats), bpb=statistics.fmean(bpb),
-                nats_std=None, bpb_std=None, low=None, high=None, resolved=False)
+        return dict(
+            n=0, seeds=[], nats=None, nats_std=None, low=None, high=None, bpb=None, bpb_std=None, resolved=False
+        )
+    step = dict(
+        n=n,
+        seeds=[b["seed"] for b, _ in pairs],
+        nats=statistics.fmean(nats),
+        bpb=statistics.fmean(bpb),
+        nats_std=None,
+        bpb_std=None,
+        low=None,
+        high=None,
+        resolved=False,
+    )
     if n > 1:
         step["nats_std"], step["bpb_std"] = statistics.stdev(nats), statistics.stdev(bpb)
         half = t95(n - 1) * step["nats_std"] / math.sqrt(n)
@@ -70,8 +112,14 @@ def ladder_steps(by_variant: dict[str, list[dict]]) -> list[dict]:
     for rung in LADDER:
         if rung not in by_variant:
             continue
-        out.append(dict(variant=rung, rows=by_variant[rung], previous=previous,
-                        step=paired_step(by_variant[previous], by_variant[rung]) if previous else None))
+        out.append(
+            dict(
+                variant=rung,
+                rows=by_variant[rung],
+                previous=previous,
+                step=paired_step(by_variant[previous], by_variant[rung]) if previous else None,
+            )
+        )
         previous = rung
     return out
 
@@ -82,8 +130,16 @@ def leave_one_out_steps(by_variant: dict[str, list[dict]]) -> list[dict]:
 
     if "gptoss" not in by_variant:
         return []
-    return [dict(variant=name, rows=by_variant[name], previous="gptoss",
-                 step=paired_step(by_variant["gptoss"], by_variant[name])) for name in LEAVE_ONE_OUT if name in by_variant]
+    return [
+        dict(
+            variant=name,
+            rows=by_variant[name],
+            previous="gptoss",
+            step=paired_step(by_variant["gptoss"], by_variant[name]),
+        )
+        for name in LEAVE_ONE_OUT
+        if name in by_variant
+    ]
 
 
 def mean_pm(values: list[float]) -> str:
@@ -117,8 +173,11 @@ def step_cells(step: dict) -> str:
 
 
 def _table(entries: list[dict], step_label: str) -> list[str]:
-    lines = [f"| variant | val loss (nats) | bits/byte | {step_label} (nats) | paired std | 95% interval | "
-             f"{step_label} (bits/byte) | seeds | |", "|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    lines = [
+        f"| variant | val loss (nats) | bits/byte | {step_label} (nats) | paired std | 95% interval | "
+        f"{step_label} (bits/byte) | seeds | |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
     for e in entries:
         rows, step = e["rows"], e["step"]
         if step is None:
@@ -129,18 +188,24 @@ def _table(entries: list[dict], step_label: str) -> list[str]:
 
 
 def _shape_title(shape: tuple) -> str:
-    return ", ".join(f"{int(v):,} tokens" if k == "budget" else f"{k} {v}"
-                     for k, v in zip(SHAPE_KEYS, shape) if v not in ("", "None"))
+    return ", ".join(
+        f"{int(v):,} tokens" if k == "budget" else f"{k} {v}"
+        for k, v in zip(SHAPE_KEYS, shape)
+        if v not in ("", "None")
+    )
 
 
 def ladder_section(rows: list[dict]) -> list[str]:
     """Markdown: per model shape, the ladder table and the leave-one-out table (whichever variants are present)."""
-    out = ["Each rung turns one GPT-OSS component on, starting from GPT-2 (gptoss/variants.py). **step** = this "
-           "rung's loss minus the previous rung's (ladder) or minus full gptoss's (leave-one-out), computed per seed "
-           "and averaged: negative on the ladder = the component lowers the loss; positive in a leave-one-out = the "
-           "component left out was worth that much. Paired std and the 95% Student-t interval are those of the "
-           "per-seed differences (same seed = same batches, same validation windows); a step whose interval "
-           "contains 0, or that has one seed, is **not resolved**.", ""]
+    out = [
+        "Each rung turns one GPT-OSS component on, starting from GPT-2 (gptoss/variants.py). **step** = this "
+        "rung's loss minus the previous rung's (ladder) or minus full gptoss's (leave-one-out), computed per seed "
+        "and averaged: negative on the ladder = the component lowers the loss; positive in a leave-one-out = the "
+        "component left out was worth that much. Paired std and the 95% Student-t interval are those of the "
+        "per-seed differences (same seed = same batches, same validation windows); a step whose interval "
+        "contains 0, or that has one seed, is **not resolved**.",
+        "",
+    ]
     for shape, by_variant in _ordered_shapes(rows):
         steps, loo = ladder_steps(by_variant), leave_one_out_steps(by_variant)
         title = _shape_title(shape)
@@ -148,8 +213,11 @@ def ladder_section(rows: list[dict]) -> list[str]:
             out += [f"### Ladder ({title})", "", *_table(steps, "step"), ""]
             if len(steps) > 1:
                 total = paired_step(steps[0]["rows"], steps[-1]["rows"])
-                out += [f"{steps[0]['variant']} -> {steps[-1]['variant']}: {_signed(total['nats'])} nats "
-                        f"({_signed(total['bpb'])} bits/byte) over {total['n']} paired seed(s), {_verdict(total)}.", ""]
+                out += [
+                    f"{steps[0]['variant']} -> {steps[-1]['variant']}: {_signed(total['nats'])} nats "
+                    f"({_signed(total['bpb'])} bits/byte) over {total['n']} paired seed(s), {_verdict(total)}.",
+                    "",
+                ]
         if loo:
             out += [f"### Leave one out, against full gptoss ({title})", "", *_table(loo, "no-X − gptoss"), ""]
         elif any(v.startswith("gptoss-no-") for v in by_variant):
@@ -183,13 +251,31 @@ def plot_waterfall(rows: list[dict]) -> bytes:
             if step is None or step["nats"] is None:
                 continue
             start = means[i - 1]
-            ax_ladder.bar(i, step["nats"], bottom=start, width=0.6, alpha=0.8,
-                          color="tab:green" if step["nats"] < 0 else "tab:red")
+            ax_ladder.bar(
+                i,
+                step["nats"],
+                bottom=start,
+                width=0.6,
+                alpha=0.8,
+                color="tab:green" if step["nats"] < 0 else "tab:red",
+            )
             if step["low"] is not None:
-                ax_ladder.errorbar(i + 0.15, start + step["nats"], yerr=(step["high"] - step["low"]) / 2,
-                                   color="black", capsize=3, lw=1)
-            ax_ladder.annotate(f"{step['nats']:+.3f}", (i, max(start, start + step["nats"])), ha="center", fontsize=7,
-                               xytext=(0, 3), textcoords="offset points")
+                ax_ladder.errorbar(
+                    i + 0.15,
+                    start + step["nats"],
+                    yerr=(step["high"] - step["low"]) / 2,
+                    color="black",
+                    capsize=3,
+                    lw=1,
+                )
+            ax_ladder.annotate(
+                f"{step['nats']:+.3f}",
+                (i, max(start, start + step["nats"])),
+                ha="center",
+                fontsize=7,
+                xytext=(0, 3),
+                textcoords="offset points",
+            )
         ax_ladder.set_xticks(range(len(steps)), [e["variant"] for e in steps], rotation=35, ha="right")
         if means:
             span = max(means) - min(means) or 0.05
@@ -204,8 +290,14 @@ def plot_waterfall(rows: list[dict]) -> bytes:
             continue
         values = [e["step"]["nats"] for e in loo]
         errors = [(e["step"]["high"] - e["step"]["low"]) / 2 if e["step"]["low"] is not None else 0 for e in loo]
-        ax_loo.barh(range(len(loo)), values, xerr=errors, capsize=4,
-                    color=["tab:green" if v > 0 else "tab:red" for v in values], alpha=0.8)
+        ax_loo.barh(
+            range(len(loo)),
+            values,
+            xerr=errors,
+            capsize=4,
+            color=["tab:green" if v > 0 else "tab:red" for v in values],
+            alpha=0.8,
+        )
         ax_loo.set_yticks(range(len(loo)), [e["variant"] for e in loo])
         ax_loo.axvline(0, color="black", lw=1)
         ax_loo.set_xlabel("loss without the component - loss of gptoss (nats; > 0: the component helps)")

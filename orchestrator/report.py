@@ -1,4 +1,5 @@
 """Sweep reports: results.csv/json, REPORT.md (GPT-OSS vs GPT-2 tables) and PNG plots, rebuilt from the trial runs."""
+
 from __future__ import annotations
 
 import csv
@@ -15,11 +16,37 @@ from orchestrator.storage import Storage, open_storage
 TRIALS_DIR = "trials"
 WEIGHTS_NAME = "model.safetensors"  # as gptoss.checkpoint writes it; not imported, to keep torch out of `report`
 COLUMNS = [
-    "trial", "arch", "variant", "n_layers", "d_model", "n_heads", "num_experts", "experts_per_token", "tied", "dropout",
-    "seed", "lr", "budget",
-    "steps", "tokens", "final_val_loss", "best_val_loss", "val_bpb", "total_params", "active_params",
-    "non_embedding_params", "bytes_bf16", "checkpoint_bytes", "flops_per_token", "train_flops", "tokens_per_s", "train_s",
-    "wall_s", "checkpoint", "use_gpu", "mlp",
+    "trial",
+    "arch",
+    "variant",
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "num_experts",
+    "experts_per_token",
+    "tied",
+    "dropout",
+    "seed",
+    "lr",
+    "budget",
+    "steps",
+    "tokens",
+    "final_val_loss",
+    "best_val_loss",
+    "val_bpb",
+    "total_params",
+    "active_params",
+    "non_embedding_params",
+    "bytes_bf16",
+    "checkpoint_bytes",
+    "flops_per_token",
+    "train_flops",
+    "tokens_per_s",
+    "train_s",
+    "wall_s",
+    "checkpoint",
+    "use_gpu",
+    "mlp",
 ]
 
 
@@ -75,8 +102,9 @@ def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[di
     return summary, config, records
 
 
-def collect_rows(storage: Storage, sweep_path: str,
-                 skipped: Optional[list] = None) -> tuple[list[dict], dict[str, list[dict]]]:
+def collect_rows(
+    storage: Storage, sweep_path: str, skipped: Optional[list] = None
+) -> tuple[list[dict], dict[str, list[dict]]]:
     """One row per finished trial (a trial run with a summary), and each trial's eval curve. A trial whose files are
     damaged is left out; (trial, why) goes to `skipped` when given."""
     rows, curves = [], {}
@@ -95,25 +123,54 @@ def collect_rows(storage: Storage, sweep_path: str,
         curves[name] = [dict(tokens=r["tokens"], val_loss=r["val_loss"]) for r in evals]
         fpt = config.get("flops_per_token")
         checkpoint, tps = summary.get("best_checkpoint"), summary.get("tokens_per_s")
-        rows.append(dict(
-            trial=name, arch=cfg["arch"], variant=cfg.get("variant") or "", n_layers=model.get("n_layers"), d_model=model.get("d_model"),
-            n_heads=model.get("n_heads"),
-            num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
-            experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
-            mlp=model.get("mlp", "moe") if cfg["arch"] == "gptoss" else "gelu",  # a dense variant ignores its experts
-            tied=bool(model.get("tie_embeddings", cfg["arch"] == "gpt2")), dropout=model.get("dropout") or 0.0,
-            seed=cfg["seed"], lr=cfg["lr"] if cfg.get("lr") is not None else config.get("lr"),
-            budget=cfg.get("max_tokens") or summary["tokens"],  # the token budget the trial was given
-            steps=summary["steps"], tokens=summary["tokens"], final_val_loss=summary["final_val_loss"],
-            best_val_loss=summary["best_val_loss"], val_bpb=summary["final_val_bpb"], total_params=params["total"],
-            active_params=params["active"], non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
-            bytes_bf16=params.get("bytes_bf16", 2 * params["total"]),
-            checkpoint_bytes=storage.size(f"{checkpoint}/{WEIGHTS_NAME}") if checkpoint else 0, flops_per_token=fpt,
-            train_flops=fpt * summary["tokens"] if fpt else None, tokens_per_s=tps,
-            train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
-            wall_s=summary.get("wall_s"), checkpoint=checkpoint, use_gpu=bool(config.get("use_gpu")),
-        ))
-    rows.sort(key=lambda r: (r["n_layers"] or 0, r["arch"], r["variant"], str(r["num_experts"]), r["seed"], r["budget"], r["trial"]))
+        rows.append(
+            dict(
+                trial=name,
+                arch=cfg["arch"],
+                variant=cfg.get("variant") or "",
+                n_layers=model.get("n_layers"),
+                d_model=model.get("d_model"),
+                n_heads=model.get("n_heads"),
+                num_experts=model.get("num_experts", "") if cfg["arch"] == "gptoss" else "",
+                experts_per_token=model.get("experts_per_token", "") if cfg["arch"] == "gptoss" else "",
+                mlp=model.get("mlp", "moe")
+                if cfg["arch"] == "gptoss"
+                else "gelu",  # a dense variant ignores its experts
+                tied=bool(model.get("tie_embeddings", cfg["arch"] == "gpt2")),
+                dropout=model.get("dropout") or 0.0,
+                seed=cfg["seed"],
+                lr=cfg["lr"] if cfg.get("lr") is not None else config.get("lr"),
+                budget=cfg.get("max_tokens") or summary["tokens"],  # the token budget the trial was given
+                steps=summary["steps"],
+                tokens=summary["tokens"],
+                final_val_loss=summary["final_val_loss"],
+                best_val_loss=summary["best_val_loss"],
+                val_bpb=summary["final_val_bpb"],
+                total_params=params["total"],
+                active_params=params["active"],
+                non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
+                bytes_bf16=params.get("bytes_bf16", 2 * params["total"]),
+                checkpoint_bytes=storage.size(f"{checkpoint}/{WEIGHTS_NAME}") if checkpoint else 0,
+                flops_per_token=fpt,
+                train_flops=fpt * summary["tokens"] if fpt else None,
+                tokens_per_s=tps,
+                train_s=summary["tokens"] / tps if tps else None,  # time spent in training steps: no start-up, no evals
+                wall_s=summary.get("wall_s"),
+                checkpoint=checkpoint,
+                use_gpu=bool(config.get("use_gpu")),
+            )
+        )
+    rows.sort(
+        key=lambda r: (
+            r["n_layers"] or 0,
+            r["arch"],
+            r["variant"],
+            str(r["num_experts"]),
+            r["seed"],
+            r["budget"],
+            r["trial"],
+        )
+    )
     return rows, curves
 
 
@@ -124,8 +181,17 @@ def _millions(n) -> str:
 def _model_key(r: dict) -> tuple:
     """What makes two trials the same model: arch, depth, width, heads, experts, top-k, variant, tied head and dropout
     (not seed, not lr, not budget)."""
-    return (r["arch"], r["n_layers"], r["d_model"], r["n_heads"], str(r["num_experts"]), str(r["experts_per_token"]),
-            r.get("variant") or "", bool(r.get("tied", r["arch"] == "gpt2")), float(r.get("dropout") or 0.0))
+    return (
+        r["arch"],
+        r["n_layers"],
+        r["d_model"],
+        r["n_heads"],
+        str(r["num_experts"]),
+        str(r["experts_per_token"]),
+        r.get("variant") or "",
+        bool(r.get("tied", r["arch"] == "gpt2")),
+        float(r.get("dropout") or 0.0),
+    )
 
 
 def model_label(r: dict) -> str:
@@ -175,8 +241,12 @@ def lr_table(rows: list[dict]) -> list[str]:
     if not groups:
         return []
     grid = sorted({lr for by_lr in groups.values() for lr in by_lr})
-    lines = ["| model | layers | experts (top-k) | budget | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | best lr | seeds |",
-             "|---|---:|---:|---:|" + "---:|" * len(grid) + "---:|---:|"]
+    lines = [
+        "| model | layers | experts (top-k) | budget | "
+        + " | ".join(f"lr {lr:g}" for lr in grid)
+        + " | best lr | seeds |",
+        "|---|---:|---:|---:|" + "---:|" * len(grid) + "---:|---:|",
+    ]
     for key in sorted(groups, key=str):
         by_lr = groups[key]
         experts = f"{key[4]} ({key[5]})" if _routed(next(iter(by_lr.values()))[0]) else "-"
@@ -188,8 +258,10 @@ def lr_table(rows: list[dict]) -> list[str]:
             cells.append(f"**{cell}**" if lr == best else cell)
         edge = " (edge)" if best in (min(by_lr), max(by_lr)) else ""
         seeds = sorted({len(v) for v in by_lr.values()})
-        lines.append(f"| {arch} | {key[1]} | {experts} | {_budget_text(key[-1])} | {' | '.join(cells)} | {best:g}{edge} | "
-                     f"{'/'.join(map(str, seeds))} |")
+        lines.append(
+            f"| {arch} | {key[1]} | {experts} | {_budget_text(key[-1])} | {' | '.join(cells)} | {best:g}{edge} | "
+            f"{'/'.join(map(str, seeds))} |"
+        )
     return lines
 
 
@@ -197,6 +269,7 @@ def _improvement(oss: list[dict], gpt2: list[dict], key: str = "final_val_loss",
     """GPT-2 - GPT-OSS of `key`: relative in % (percent=True), else absolute (nats, or bits/byte). With seeds on both
     sides the pairs share a seed (same data order, same validation windows), so the spread is that of the paired
     differences."""
+
     def diff(g: float, o: float) -> float:
         return (g - o) / g * 100 if percent else g - o
 
@@ -218,9 +291,11 @@ def headline_table(rows: list[dict]) -> list[str]:
             continue  # GPT-2 as the seed defines it (tied head, no dropout) is the reference; other GPT-2s: budget tables
         key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
         by_depth[(r.get("budget") or 0, r["n_layers"])][key].append(r)
-    lines = ["| budget (tokens) | layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | improvement (nats) | "
-             "improvement (bits/byte) | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| budget (tokens) | layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | improvement (nats) | "
+        "improvement (bits/byte) | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for budget, depth in sorted(by_depth):
         groups = by_depth[(budget, depth)]
         gpt2 = groups.get(("gpt2", ""), [])
@@ -228,23 +303,38 @@ def headline_table(rows: list[dict]) -> list[str]:
             oss = groups[key]
             oss_loss = [r["final_val_loss"] for r in oss]
             gpt2_loss = [r["final_val_loss"] for r in gpt2]
-            gains = [_improvement(oss, gpt2), _improvement(oss, gpt2, percent=False),
-                     _improvement(oss, gpt2, "val_bpb", percent=False)] if gpt2 else ["n/a"] * 3
-            lines.append(f"| {_budget_text(budget)} | {depth} | {key[1]} | {mean_pm(oss_loss)} | {mean_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
-                         f"{' | '.join(gains)} | "
-                         f"{mean_pm([r['val_bpb'] for r in oss])} | {mean_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
-                         f"{len(oss)} / {len(gpt2)} |")
+            gains = (
+                [
+                    _improvement(oss, gpt2),
+                    _improvement(oss, gpt2, percent=False),
+                    _improvement(oss, gpt2, "val_bpb", percent=False),
+                ]
+                if gpt2
+                else ["n/a"] * 3
+            )
+            lines.append(
+                f"| {_budget_text(budget)} | {depth} | {key[1]} | {mean_pm(oss_loss)} | {mean_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
+                f"{' | '.join(gains)} | "
+                f"{mean_pm([r['val_bpb'] for r in oss])} | {mean_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
+                f"{len(oss)} / {len(gpt2)} |"
+            )
         if not any(k[0] == "gptoss" for k in groups) and gpt2:
-            lines.append(f"| {_budget_text(budget)} | {depth} | | n/a | {mean_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
-                         f"n/a | {mean_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |")
+            lines.append(
+                f"| {_budget_text(budget)} | {depth} | | n/a | {mean_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
+                f"n/a | {mean_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |"
+            )
     return lines
 
 
 def architecture_table(rows: list[dict]) -> list[str]:
-    seen, lines = set(), [
-        "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | FLOPs/token | "
-        "size bf16 | checkpoint on disk | tokens/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    seen, lines = (
+        set(),
+        [
+            "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | FLOPs/token | "
+            "size bf16 | checkpoint on disk | tokens/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ],
+    )
     for r in rows:
         key = _model_key(r)
         if key in seen:
@@ -257,9 +347,11 @@ def architecture_table(rows: list[dict]) -> list[str]:
         speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
         on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"
         arch = f"{r['arch']} ({r['variant']})" if r.get("variant") else r["arch"]
-        lines.append(f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
-                     f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {fpt} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
-                     f"{on_disk} | {speed} |")
+        lines.append(
+            f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
+            f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {fpt} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
+            f"{on_disk} | {speed} |"
+        )
     return lines
 
 
@@ -267,17 +359,22 @@ def speed_note(rows: list[dict], sweep: dict) -> str:
     """Where the tokens/s column was measured: the device, and how many trials shared the machine."""
     devices = sorted({"GPU" if r.get("use_gpu") else "CPU" for r in rows})
     shared = sweep.get("concurrent")
-    return ("FLOPs/token: forward and backward, attention included (gptoss/accounting.py). tokens/s: steady-state "
-            f"training throughput of one trial, mean over the model's trials, on {' and '.join(devices)}"
-            + (f" with {shared} trials sharing the machine" if shared else "") + ": a measure of that setting, not of "
-            "either architecture's best speed.")
+    return (
+        "FLOPs/token: forward and backward, attention included (gptoss/accounting.py). tokens/s: steady-state "
+        f"training throughput of one trial, mean over the model's trials, on {' and '.join(devices)}"
+        + (f" with {shared} trials sharing the machine" if shared else "")
+        + ": a measure of that setting, not of "
+        "either architecture's best speed."
+    )
 
 
 def params_table(rows: list[dict]) -> list[str]:
     lines = ["| trial | active params | total params | train FLOPs | final val loss |", "|---|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: r["active_params"]):
         flops = f"{r['train_flops']:.3g}" if r.get("train_flops") else "n/a"
-        lines.append(f"| {r['trial']} | {_millions(r['active_params'])} | {_millions(r['total_params'])} | {flops} | {r['final_val_loss']:.4f} |")
+        lines.append(
+            f"| {r['trial']} | {_millions(r['active_params'])} | {_millions(r['total_params'])} | {flops} | {r['final_val_loss']:.4f} |"
+        )
     return lines
 
 
@@ -316,8 +413,14 @@ def plot_curves(rows: list[dict], curves: dict, references: Optional[list] = Non
             continue
         label = r["arch"] if r["arch"] not in labelled else None
         labelled.add(r["arch"])
-        ax.plot([p["tokens"] for p in pts], [p["val_loss"] for p in pts], color=colors.get(r["arch"], "gray"),
-                alpha=0.75, marker=".", label=label)
+        ax.plot(
+            [p["tokens"] for p in pts],
+            [p["val_loss"] for p in pts],
+            color=colors.get(r["arch"], "gray"),
+            alpha=0.75,
+            marker=".",
+            label=label,
+        )
     draw_references(ax, references or [])
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss (nats/token)")
@@ -343,10 +446,18 @@ def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]], refe
         for arch in ("gpt2", "gptoss"):
             pts = [r for r in rows if r["arch"] == arch and r.get(key)]
             if pts:
-                ax.scatter([r[key] / scale for r in pts], [r["final_val_loss"] for r in pts], color=colors[arch], label=arch)
+                ax.scatter(
+                    [r[key] / scale for r in pts], [r["final_val_loss"] for r in pts], color=colors[arch], label=arch
+                )
                 for r in pts:
                     tag = f"L{r['n_layers']}" + (f"E{r['num_experts']}" if arch == "gptoss" else "")
-                    ax.annotate(tag, (r[key] / scale, r["final_val_loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                    ax.annotate(
+                        tag,
+                        (r[key] / scale, r["final_val_loss"]),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
         draw_references(ax, references or [])
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
@@ -359,17 +470,30 @@ def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]], refe
 
 
 def plot_loss_vs_params(rows: list[dict], references: Optional[list] = None) -> bytes:
-    return _scatter_panels(rows, [("active_params", 1e6, "active parameters per token (millions)"),
-                                  ("total_params", 1e6, "total parameters (millions)")], references)
+    return _scatter_panels(
+        rows,
+        [
+            ("active_params", 1e6, "active parameters per token (millions)"),
+            ("total_params", 1e6, "total parameters (millions)"),
+        ],
+        references,
+    )
 
 
 def plot_loss_vs_compute(rows: list[dict], references: Optional[list] = None) -> bytes:
-    return _scatter_panels(rows, [("train_flops", 1e12, "training compute (TFLOPs, forward + backward)"),
-                                  ("train_s", 1, "training time (s in training steps, this machine)")], references)
+    return _scatter_panels(
+        rows,
+        [
+            ("train_flops", 1e12, "training compute (TFLOPs, forward + backward)"),
+            ("train_s", 1, "training time (s in training steps, this machine)"),
+        ],
+        references,
+    )
 
 
-def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
-                     root: Optional[str] = None) -> tuple[list[tuple[str, float, float]], list[str], Optional[int]]:
+def ngram_references(
+    data_dir: Optional[str], storage: Optional[Storage] = None, root: Optional[str] = None
+) -> tuple[list[tuple[str, float, float]], list[str], Optional[int]]:
     """The n-gram lines of the data the sweep trained on (DATA_DIR/baselines.json, from `python cli.py baseline`):
     those fitted on the most training tokens; a table of every recorded fit; and the training split's size in tokens
     (None unless a fit used all of it). With a sweep directory, a copy of the fits is kept there, so that a report
@@ -395,7 +519,9 @@ def ngram_references(data_dir: Optional[str], storage: Optional[Storage] = None,
     table = ["| reference model | fitted on (tokens) | val loss (nats/token) | bits/byte |", "|---|---:|---:|---:|"]
     for fit in fits:
         for key, m in fit["models"].items():
-            table.append(f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} |")
+            table.append(
+                f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} |"
+            )
     return refs, table, (split[0] if split else None)
 
 
@@ -404,50 +530,140 @@ def _largest_budget(rows: list[dict]) -> list[dict]:
     return [r for r in rows if (r.get("budget") or 0) == top]
 
 
-def render_markdown(rows: list[dict], sweep: dict, budget: Optional[dict] = None, reference_table: Optional[list] = None,
-                    baseline: str = "gpt2") -> str:
+def render_markdown(
+    rows: list[dict],
+    sweep: dict,
+    budget: Optional[dict] = None,
+    reference_table: Optional[list] = None,
+    baseline: str = "gpt2",
+) -> str:
     base = sweep.get("base", {})
-    settings = {k: base.get(k) for k in ("data", "preset", "seq_len", "batch_size", "grad_accum", "max_steps",
-                                          "max_tokens", "lr", "min_lr", "warmup_steps", "schedule", "cooldown_frac",
-                                          "weight_decay", "eval_every", "eval_windows") if k in base}
+    settings = {
+        k: base.get(k)
+        for k in (
+            "data",
+            "preset",
+            "seq_len",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "max_tokens",
+            "lr",
+            "min_lr",
+            "warmup_steps",
+            "schedule",
+            "cooldown_frac",
+            "weight_decay",
+            "eval_every",
+            "eval_windows",
+        )
+        if k in base
+    }
     if sweep.get("budgets"):
         settings["budgets"] = sweep["budgets"]
     lrs = lr_table(rows)
-    lr_section = ["Models trained at several learning rates are compared at their best lr (lowest mean final val loss, "
-                  "in bold); a best lr at the edge of the model's grid is marked:", "", *lrs, ""] if lrs else []
+    lr_section = (
+        [
+            "Models trained at several learning rates are compared at their best lr (lowest mean final val loss, "
+            "in bold); a best lr at the edge of the model's grid is marked:",
+            "",
+            *lrs,
+            "",
+        ]
+        if lrs
+        else []
+    )
     # Variants (the component ladder) get their own section; the GPT-OSS vs GPT-2 tables keep the plain trials.
     plain = [r for r in rows if not r.get("variant")]
     ladder_part = []
     if len(plain) < len(rows):
         from orchestrator.ladder import ladder_section
 
-        ladder_part = ["## Component ladder: where the difference comes from", "",
-                       *ladder_section(best_lr_rows(rows)), ""]
+        ladder_part = [
+            "## Component ladder: where the difference comes from",
+            "",
+            *ladder_section(best_lr_rows(rows)),
+            "",
+        ]
     experts = best_experts_table(_largest_budget(plain))
     headline = headline_table(plain) if plain else ["(every trial ran a named variant: see the component ladder)"]
-    out = [f"# Sweep report: {sweep.get('name', '?')}", "",
-           f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
-           "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
-           "deviation over seeds; on the improvement it is that of the per-seed differences (trials with the same seed see the "
-           "same batches in the same order).", "",
-           *ladder_part,
-           "## 1. GPT-OSS vs GPT-2 per depth", "", *headline, "", *lr_section,
-           "## 2. Architectures", "", *architecture_table(rows), "", speed_note(rows, sweep), "",
-           "## 3. Validation loss against parameters and compute", "",
-           "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
-           "", *params_table(rows), "", "![final val loss vs params](loss_vs_params.png)", "",
-           "![final val loss vs compute](loss_vs_compute.png)", "", "![val loss curves](loss_curves.png)", "",
-           *(["## 4. Best expert count per depth", "", *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
-              *experts, ""] if len(experts) > 2 else []),
-           *([f"## 4b. Loss against budget ({baseline.split(',')[0]} as the baseline)", "", *budget["lines"], ""] if budget else []),
-           *(["## 4c. Count-based reference models (horizontal lines on every loss plot)", "",
-              "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
-              "A model above the trigram line has not yet learned more than local word statistics.", "",
-              *reference_table, ""] if reference_table else []),
-           "## 5. Settings", "", "```json", json.dumps(dict(settings=settings, grid=sweep.get("grid", {}),
-                                                             lr_by_arch=sweep.get("lr_by_arch", {}),
-                                                             lr_by_variant=sweep.get("lr_by_variant", {}),
-                                                             workers_per_trial=sweep.get("workers_per_trial")), indent=1), "```", ""]
+    out = [
+        f"# Sweep report: {sweep.get('name', '?')}",
+        "",
+        f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
+        "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
+        "deviation over seeds; on the improvement it is that of the per-seed differences (trials with the same seed see the "
+        "same batches in the same order).",
+        "",
+        *ladder_part,
+        "## 1. GPT-OSS vs GPT-2 per depth",
+        "",
+        *headline,
+        "",
+        *lr_section,
+        "## 2. Architectures",
+        "",
+        *architecture_table(rows),
+        "",
+        speed_note(rows, sweep),
+        "",
+        "## 3. Validation loss against parameters and compute",
+        "",
+        "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
+        "",
+        *params_table(rows),
+        "",
+        "![final val loss vs params](loss_vs_params.png)",
+        "",
+        "![final val loss vs compute](loss_vs_compute.png)",
+        "",
+        "![val loss curves](loss_curves.png)",
+        "",
+        *(
+            [
+                "## 4. Best expert count per depth",
+                "",
+                *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
+                *experts,
+                "",
+            ]
+            if len(experts) > 2
+            else []
+        ),
+        *(
+            [f"## 4b. Loss against budget ({baseline.split(',')[0]} as the baseline)", "", *budget["lines"], ""]
+            if budget
+            else []
+        ),
+        *(
+            [
+                "## 4c. Count-based reference models (horizontal lines on every loss plot)",
+                "",
+                "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
+                "A model above the trigram line has not yet learned more than local word statistics.",
+                "",
+                *reference_table,
+                "",
+            ]
+            if reference_table
+            else []
+        ),
+        "## 5. Settings",
+        "",
+        "```json",
+        json.dumps(
+            dict(
+                settings=settings,
+                grid=sweep.get("grid", {}),
+                lr_by_arch=sweep.get("lr_by_arch", {}),
+                lr_by_variant=sweep.get("lr_by_variant", {}),
+                workers_per_trial=sweep.get("workers_per_trial"),
+            ),
+            indent=1,
+        ),
+        "```",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -462,8 +678,10 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
     rows, curves = collect_rows(storage, root, skipped)
     if not rows:
         damaged = f" ({len(skipped)} damaged: {skipped[0][1]})" if skipped else ""
-        raise ValueError(f"{sweep_dir} holds no finished trials (trials/<name>/summary.json){damaged}; "
-                         f"run `python cli.py sweep` first")
+        raise ValueError(
+            f"{sweep_dir} holds no finished trials (trials/<name>/summary.json){damaged}; "
+            f"run `python cli.py sweep` first"
+        )
     baseline = baseline or sweep.get("baseline") or "gpt2"
     missing = unfinished_points(sweep, rows)
     buf = io.StringIO()
@@ -483,9 +701,18 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
 
         storage.write_bytes(f"{root}/ladder.png", plot_waterfall(best_lr_rows(rows)))
     status = status_lines(sweep, rows, missing, skipped)
-    storage.write_text(f"{root}/REPORT.md", "".join(line + "\n" for line in status) + render_markdown(rows, sweep, budget, reference_table, baseline))
-    return dict(trials=len(rows), report=storage.uri_of("REPORT.md"), rows=rows, unfinished=missing, skipped=skipped,
-                fits=budget["fits"])
+    storage.write_text(
+        f"{root}/REPORT.md",
+        "".join(line + "\n" for line in status) + render_markdown(rows, sweep, budget, reference_table, baseline),
+    )
+    return dict(
+        trials=len(rows),
+        report=storage.uri_of("REPORT.md"),
+        rows=rows,
+        unfinished=missing,
+        skipped=skipped,
+        fits=budget["fits"],
+    )
 
 
 def unfinished_points(sweep: dict, rows: list[dict]) -> list[str]:
@@ -501,9 +728,11 @@ def status_lines(sweep: dict, rows: list[dict], missing: list[str], skipped: lis
         total = len(sweep.get("trials") or sweep.get("points", []))
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         early = " (ASHA stops weak trials early; those have no result either)" if sweep.get("asha") else ""
-        lines.append(f"> **Unfinished sweep: {total - len(missing)} of {total} trials finished.** This report covers only "
-                     f"those; missing: {shown}{early}. Rerun `python cli.py sweep` with the same name to finish the rest "
-                     f"(finished trials are kept, not retrained).")
+        lines.append(
+            f"> **Unfinished sweep: {total - len(missing)} of {total} trials finished.** This report covers only "
+            f"those; missing: {shown}{early}. Rerun `python cli.py sweep` with the same name to finish the rest "
+            f"(finished trials are kept, not retrained)."
+        )
     for name, why in skipped:
         lines.append(f"> **Trial {name} left out: {why}.**")
     return [text for line in lines for text in (line, "")]  # a blank line between: one paragraph each

@@ -3,6 +3,7 @@ effective data / compute multipliers of each model against a baseline model, wit
 
 Pure functions of result rows (dicts with model, arch, n_layers, seed, budget, tokens, train_flops, final_val_loss,
 val_bpb); no storage, no Ray. orchestrator/report.py turns their output into tables and plots."""
+
 from __future__ import annotations
 
 import math
@@ -52,15 +53,22 @@ def model_curves(rows: list[dict]) -> dict[str, ModelCurve]:
         budgets = sorted(by_budget)
         first = by_budget[budgets[0]][0]
         seeds = sorted({r["seed"] for b in budgets for r in by_budget[b]})
-        seed_loss = {s: np.array([_mean([r["final_val_loss"] for r in by_budget[b] if r["seed"] == s]) for b in budgets])
-                     for s in seeds}
+        seed_loss = {
+            s: np.array([_mean([r["final_val_loss"] for r in by_budget[b] if r["seed"] == s]) for b in budgets])
+            for s in seeds
+        }
         curves[model] = ModelCurve(
-            model=model, arch=first["arch"], n_layers=first.get("n_layers"), budgets=budgets,
+            model=model,
+            arch=first["arch"],
+            n_layers=first.get("n_layers"),
+            budgets=budgets,
             tokens=np.array([_mean([r["tokens"] for r in by_budget[b]]) for b in budgets]),
             flops=np.array([_mean([r.get("train_flops") or math.nan for r in by_budget[b]]) for b in budgets]),
             loss=np.array([_mean([r["final_val_loss"] for r in by_budget[b]]) for b in budgets]),
             bpb=np.array([_mean([r["val_bpb"] for r in by_budget[b]]) for b in budgets]),
-            seed_loss=seed_loss, variant=first.get("variant") or "")
+            seed_loss=seed_loss,
+            variant=first.get("variant") or "",
+        )
     return curves
 
 
@@ -95,7 +103,9 @@ def fit_power_law(tokens, loss, start: Optional[dict] = None) -> Optional[dict]:
     e0 = y.min() * 0.9
     starts = [(e0, math.log(max(y.max() - e0, 1e-6)), beta0) for beta0 in (0.1, 0.3, 0.7, 1.5)]
     if start is not None:  # the same law, in the scaled units used here
-        starts = [(min(start["E"], y.min() * 0.999), math.log(start["B"]) - start["beta"] * math.log(scale), start["beta"])]
+        starts = [
+            (min(start["E"], y.min() * 0.999), math.log(start["B"]) - start["beta"] * math.log(scale), start["beta"])
+        ]
     for p0 in starts:  # several starts: the loss surface in beta is flat far from the optimum
         try:
             params, _ = curve_fit(model, x, y, p0=p0, bounds=([0.0, -30.0, 1e-4], [y.min(), 30.0, 5.0]), maxfev=20000)
@@ -108,7 +118,7 @@ def fit_power_law(tokens, loss, start: Optional[dict] = None) -> Optional[dict]:
         return None
     (e, log_b, beta), rmse = best
     # Back to D in tokens: B * (D / scale)^-beta = (B * scale^beta) * D^-beta.
-    return dict(E=float(e), B=float(math.exp(log_b) * scale ** beta), beta=float(beta), rmse=rmse, points=len(d))
+    return dict(E=float(e), B=float(math.exp(log_b) * scale**beta), beta=float(beta), rmse=rmse, points=len(d))
 
 
 def tokens_for_loss_fit(fit: dict, loss: float) -> float:
@@ -160,8 +170,13 @@ class Multiplier:
     compute_interval: Optional[tuple[float, float]] = None
 
 
-def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[dict] = None,
-                samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[Multiplier]:
+def multipliers(
+    model: ModelCurve,
+    baseline: ModelCurve,
+    baseline_fit: Optional[dict] = None,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> list[Multiplier]:
     """At each budget of `model`: how many tokens (and FLOPs) `baseline` needs to reach the model's mean loss there,
     over what the model spent. The interval resamples seeds with replacement (a seed's losses at every budget move
     together: they come from one long run); where both curves have the same seeds, one draw serves both (paired)."""
@@ -178,8 +193,12 @@ def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[
         if baseline_fit and key not in refits:
             refits[key] = fit_power_law(baseline.tokens, b_loss, start=baseline_fit)
         fit = baseline_fit and refits[key]
-        resampled.append([tokens_to_reach(baseline.tokens, b_loss, loss, fit or None)[0] / d
-                          for loss, d in zip(m_loss, model.tokens)])
+        resampled.append(
+            [
+                tokens_to_reach(baseline.tokens, b_loss, loss, fit or None)[0] / d
+                for loss, d in zip(m_loss, model.tokens)
+            ]
+        )
     out = []
     for j, budget in enumerate(model.budgets):
         needed, extrapolated = points[j]
@@ -189,8 +208,18 @@ def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[
         values = values[np.isfinite(values)]
         if len(values):
             interval = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
-        out.append(Multiplier(budget, float(model.loss[j]), needed, data, data * fpt_ratio, extrapolated, interval,
-                              (interval[0] * fpt_ratio, interval[1] * fpt_ratio) if interval else None))
+        out.append(
+            Multiplier(
+                budget,
+                float(model.loss[j]),
+                needed,
+                data,
+                data * fpt_ratio,
+                extrapolated,
+                interval,
+                (interval[0] * fpt_ratio, interval[1] * fpt_ratio) if interval else None,
+            )
+        )
     return out
 
 
@@ -226,8 +255,9 @@ def pick_baseline(curves: dict[str, ModelCurve], model: ModelCurve, baseline: st
     one of the same depth."""
     if baseline in curves:
         return curves[baseline]
-    candidates = ([c for c in curves.values() if c.variant == baseline]
-                  or [c for c in curves.values() if c.arch == baseline and not c.variant])
+    candidates = [c for c in curves.values() if c.variant == baseline] or [
+        c for c in curves.values() if c.arch == baseline and not c.variant
+    ]
     if len(candidates) == 1:
         return candidates[0]
     same_depth = [c for c in candidates if c.n_layers == model.n_layers]
@@ -252,8 +282,9 @@ def _fmt_x(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.2f}x"
 
 
-def gap_table(rows: list[dict], curves: dict[str, ModelCurve], baseline: str,
-              epoch_tokens: Optional[int] = None) -> list[str]:
+def gap_table(
+    rows: list[dict], curves: dict[str, ModelCurve], baseline: str, epoch_tokens: Optional[int] = None
+) -> list[str]:
     """Per budget, each model's loss and bits/byte (mean ± std over seeds) and its PAIRED difference from the
     baseline's (model - baseline per seed, so negative = below the baseline) with its std and 95% t-interval.
     epoch_tokens (the training split's size) adds the epochs each budget is."""
@@ -263,9 +294,11 @@ def gap_table(rows: list[dict], curves: dict[str, ModelCurve], baseline: str,
     for r in rows:
         by_budget[r["budget"]][r["model"]].append(r)
     epochs = "epochs | " if epoch_tokens else ""
-    lines = [f"| budget | {epochs}model | val loss (nats) | bits/byte | − {baseline} (nats) | paired std | 95% interval | "
-             f"− {baseline} (bits/byte) | seeds | |",
-             "|---:|" + ("---:|" if epoch_tokens else "") + "---|---:|---:|---:|---:|---|---:|---:|---|"]
+    lines = [
+        f"| budget | {epochs}model | val loss (nats) | bits/byte | − {baseline} (nats) | paired std | 95% interval | "
+        f"− {baseline} (bits/byte) | seeds | |",
+        "|---:|" + ("---:|" if epoch_tokens else "") + "---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
     for budget in sorted(by_budget):
         models = by_budget[budget]
         bases = {name: pick_baseline(curves, curves[name], baseline) for name in models}
@@ -281,8 +314,9 @@ def gap_table(rows: list[dict], curves: dict[str, ModelCurve], baseline: str,
     return lines
 
 
-def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, float, float]],
-                   epoch_tokens: Optional[int] = None) -> dict:
+def budget_section(
+    rows: list[dict], baseline: str, references: list[tuple[str, float, float]], epoch_tokens: Optional[int] = None
+) -> dict:
     """Markdown lines (each model against the baseline per budget, fits, multipliers, trends) and the
     loss-against-budget PNG for rows carrying `model` labels.
 
@@ -294,30 +328,46 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
     curves = model_curves(rows)
     n_budgets = max(len(c.budgets) for c in curves.values())
     fits = {name: fit_power_law(c.tokens, c.loss) for name, c in curves.items()}
-    lines = ["One line per model through its token budgets (mean over seeds; the band spans the seeds). Budgets of one "
-             "model and seed share one WSD run: each smaller budget's cooldown branches from it.", "",
-             "![loss vs budget](loss_vs_budget.png)", ""]
+    lines = [
+        "One line per model through its token budgets (mean over seeds; the band spans the seeds). Budgets of one "
+        "model and seed share one WSD run: each smaller budget's cooldown branches from it.",
+        "",
+        "![loss vs budget](loss_vs_budget.png)",
+        "",
+    ]
     if n_budgets < 2:
-        lines += ["Every model has a single budget: give the sweep `budgets:` (or --budgets) for curves, fits and "
-                  "multipliers."]
+        lines += [
+            "Every model has a single budget: give the sweep `budgets:` (or --budgets) for curves, fits and "
+            "multipliers."
+        ]
         return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
     first = baselines[0]
-    lines += [f"### Each model against {first}, per budget", "",
-              f"− {first} = the model's final val loss minus {first}'s, per seed (same seed = same batches), "
-              "then averaged: negative = lower than the baseline. A difference whose 95% interval contains 0, or "
-              "that has one seed, is not resolved.", "",
-              *gap_table(rows, curves, first, epoch_tokens), ""]
+    lines += [
+        f"### Each model against {first}, per budget",
+        "",
+        f"− {first} = the model's final val loss minus {first}'s, per seed (same seed = same batches), "
+        "then averaged: negative = lower than the baseline. A difference whose 95% interval contains 0, or "
+        "that has one seed, is not resolved.",
+        "",
+        *gap_table(rows, curves, first, epoch_tokens),
+        "",
+    ]
     lines += ["### Fits L(D) = E + B * D^-beta (D in tokens)", ""]
     lines += ["| model | budgets | E (nats) | B | beta | rmse |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in sorted(curves.items()):
         fit = fits[name]
         if fit:
-            lines.append(f"| {name} | {len(c.budgets)} | {fit['E']:.4f} | {fit['B']:.4g} | {fit['beta']:.4f} | {fit['rmse']:.2g} |")
+            lines.append(
+                f"| {name} | {len(c.budgets)} | {fit['E']:.4f} | {fit['B']:.4g} | {fit['beta']:.4f} | {fit['rmse']:.2g} |"
+            )
         else:
             lines.append(f"| {name} | {len(c.budgets)} | - | - | - | - |")
     if any(fits[n] is None for n in curves):
-        lines += ["", f"Models with fewer than {MIN_BUDGETS_TO_FIT} budgets get no fit: their curves are read by log-log "
-                      "interpolation between budgets only, and nothing is extrapolated from a fit."]
+        lines += [
+            "",
+            f"Models with fewer than {MIN_BUDGETS_TO_FIT} budgets get no fit: their curves are read by log-log "
+            "interpolation between budgets only, and nothing is extrapolated from a fit.",
+        ]
     for against in baselines:
         lines += multiplier_lines(curves, fits, against)
     return dict(lines=lines, plot=plot_loss_vs_budget(curves, rows, references), fits=fits)
@@ -325,18 +375,25 @@ def budget_section(rows: list[dict], baseline: str, references: list[tuple[str, 
 
 def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dict]], baseline: str) -> list[str]:
     """The multipliers table of every model against `baseline`'s curve, and which way each moves with the budget."""
-    lines = ["", f"### Effective data and compute multipliers against {baseline}", "",
-             f"At each budget of a model: the tokens (training FLOPs) {baseline} would need to reach that model's loss, "
-             f"over the tokens (FLOPs) the model used, read on {baseline}'s curve by log-log interpolation. "
-             "[95% bootstrap interval over seeds, resampling whole seeds.] *extrapolated* marks a loss outside "
-             f"{baseline}'s measured range (read off its fit when it has one, else its nearest segment extended).", "",
-             "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | note |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "",
+        f"### Effective data and compute multipliers against {baseline}",
+        "",
+        f"At each budget of a model: the tokens (training FLOPs) {baseline} would need to reach that model's loss, "
+        f"over the tokens (FLOPs) the model used, read on {baseline}'s curve by log-log interpolation. "
+        "[95% bootstrap interval over seeds, resampling whole seeds.] *extrapolated* marks a loss outside "
+        f"{baseline}'s measured range (read off its fit when it has one, else its nearest segment extended).",
+        "",
+        "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     trends = []
     for name, c in sorted(curves.items()):
         base = pick_baseline(curves, c, baseline)
         if base is None:
-            trends.append(f"- {name}: no {baseline} curve to compare with (none, or several without one of the same depth)")
+            trends.append(
+                f"- {name}: no {baseline} curve to compare with (none, or several without one of the same depth)"
+            )
             continue
         if base is c:
             continue
@@ -347,18 +404,24 @@ def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dic
         for m in result:
             interval = f" [{m.data_interval[0]:.2f}, {m.data_interval[1]:.2f}]" if m.data_interval else ""
             c_interval = f" [{m.compute_interval[0]:.2f}, {m.compute_interval[1]:.2f}]" if m.compute_interval else ""
-            lines.append(f"| {name} | {fmt_tokens(m.budget)} | {m.loss:.4f} | {fmt_tokens(m.baseline_tokens)} | "
-                         f"{_fmt_x(m.data)}{interval} | {_fmt_x(m.compute)}{c_interval} | "
-                         f"{'*extrapolated*' if m.extrapolated else ''} |")
+            lines.append(
+                f"| {name} | {fmt_tokens(m.budget)} | {m.loss:.4f} | {fmt_tokens(m.baseline_tokens)} | "
+                f"{_fmt_x(m.data)}{interval} | {_fmt_x(m.compute)}{c_interval} | "
+                f"{'*extrapolated*' if m.extrapolated else ''} |"
+            )
         if len(result) > 1:
             direction = trend([m.data for m in result])
-            trends.append(f"- {name} against {base.model}: data multiplier **{direction}** as the budget grows "
-                          f"({_fmt_x(result[0].data)} at {fmt_tokens(result[0].budget)} tokens, "
-                          f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})")
+            trends.append(
+                f"- {name} against {base.model}: data multiplier **{direction}** as the budget grows "
+                f"({_fmt_x(result[0].data)} at {fmt_tokens(result[0].budget)} tokens, "
+                f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})"
+            )
     return lines + (["", *trends] if trends else [])
 
 
-def plot_loss_vs_budget(curves: dict[str, ModelCurve], rows: list[dict], references: list[tuple[str, float, float]]) -> bytes:
+def plot_loss_vs_budget(
+    curves: dict[str, ModelCurve], rows: list[dict], references: list[tuple[str, float, float]]
+) -> bytes:
     """Two panels: final val loss against training tokens and against training FLOPs, one line per model through its
     budgets with the seeds' span as a band, and the n-gram references as horizontal lines."""
     import io
@@ -398,5 +461,6 @@ def draw_references(ax, references: list[tuple[str, float, float]]) -> None:
     """Count-based reference models as dashed horizontal lines, labelled at the right edge."""
     for name, nats, _bpb in references:
         ax.axhline(nats, color="gray", linestyle="--", linewidth=0.9)
-        ax.annotate(name, (1.0, nats), xycoords=("axes fraction", "data"), fontsize=7, color="gray",
-                    ha="right", va="bottom")
+        ax.annotate(
+            name, (1.0, nats), xycoords=("axes fraction", "data"), fontsize=7, color="gray", ha="right", va="bottom"
+        )

@@ -1,4 +1,5 @@
 """Run storage: local paths and URIs (s3://, gs://, NFS mounts) through one pyarrow filesystem interface."""
+
 from __future__ import annotations
 
 import os
@@ -93,5 +94,7 @@ def open_storage(storage: str) -> Storage:
             f.write("ok")
         os.remove(probe)
     except OSError as exc:
-        raise ValueError(f"--storage {storage} is not writable ({exc.strerror}); pass a directory you can write to") from None
+        raise ValueError(
+            f"--storage {storage} is not writable ({exc.strerror}); pass a directory you can write to"
+        ) from None
     return Storage(uri=path, fs=pafs.LocalFileSystem(), root=path, is_local=True)

@@ -1,4 +1,5 @@
 """Ray Tune sweeps: expand the grid (arch x depth x experts x ...), run each point as a Ray Train run, resume, report."""
+
 from __future__ import annotations
 
 import itertools
@@ -9,20 +10,47 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from orchestrator.config import TrainConfig
-from orchestrator.report import TRIALS_DIR
 from orchestrator.failures import failure_reason
+from orchestrator.report import TRIALS_DIR
 from orchestrator.trainer import say
 from raysetup import ClusterError
 
 # Grid axes: train-level fields, and model fields that apply to one architecture only.
 TRAIN_AXES = ("arch", "seed", "lr", "variant")
-GPTOSS_ONLY = {"num_experts", "experts_per_token", "n_kv_heads", "head_dim", "sliding_window", "aux_loss_coef", "variant",
-               "positions", "norm", "mlp", "sinks"}
+GPTOSS_ONLY = {
+    "num_experts",
+    "experts_per_token",
+    "n_kv_heads",
+    "head_dim",
+    "sliding_window",
+    "aux_loss_coef",
+    "variant",
+    "positions",
+    "norm",
+    "mlp",
+    "sinks",
+}
 GPT2_ONLY = {"dropout"}
-_SHORT = {"n_layers": "L", "d_model": "d", "n_heads": "h", "n_kv_heads": "kv", "num_experts": "E",
-          "experts_per_token": "k", "intermediate_size": "i", "sliding_window": "w", "head_dim": "hd",
-          "aux_loss_coef": "aux", "dropout": "do", "tie_embeddings": "tie", "positions": "pos", "norm": "norm",
-          "mlp": "mlp", "sinks": "sinks", "seed": "s", "lr": "lr"}
+_SHORT = {
+    "n_layers": "L",
+    "d_model": "d",
+    "n_heads": "h",
+    "n_kv_heads": "kv",
+    "num_experts": "E",
+    "experts_per_token": "k",
+    "intermediate_size": "i",
+    "sliding_window": "w",
+    "head_dim": "hd",
+    "aux_loss_coef": "aux",
+    "dropout": "do",
+    "tie_embeddings": "tie",
+    "positions": "pos",
+    "norm": "norm",
+    "mlp": "mlp",
+    "sinks": "sinks",
+    "seed": "s",
+    "lr": "lr",
+}
 _AXIS_ORDER = ["variant"] + list(_SHORT)  # trial names list the axes in this order: L6-E4-k1-s0
 # A variant's trial is named v-<token>-...: "v-" keeps the variant gpt2 apart from the arch gpt2 (gpt2-s0), and the
 # token makes '+rope' a legal name ('p-rope', gptoss.variants.variant_token).
@@ -34,9 +62,23 @@ TRIAL_CPU = 0.01
 
 
 # Value types of the grid axes (an axis not listed here is checked by the config it lands in).
-_AXIS_TYPES = {"arch": str, "seed": int, "lr": float, "n_layers": int, "d_model": int, "n_heads": int, "n_kv_heads": int,
-               "num_experts": int, "experts_per_token": int, "intermediate_size": int, "sliding_window": int,
-               "head_dim": int, "aux_loss_coef": float, "dropout": float, "tie_embeddings": bool}
+_AXIS_TYPES = {
+    "arch": str,
+    "seed": int,
+    "lr": float,
+    "n_layers": int,
+    "d_model": int,
+    "n_heads": int,
+    "n_kv_heads": int,
+    "num_experts": int,
+    "experts_per_token": int,
+    "intermediate_size": int,
+    "sliding_window": int,
+    "head_dim": int,
+    "aux_loss_coef": float,
+    "dropout": float,
+    "tie_embeddings": bool,
+}
 _TYPE_WORDS = {int: "integer", float: "number", bool: "true/false", str: "text", dict: "mapping", list: "list"}
 
 
@@ -53,7 +95,9 @@ def _field_type(annotation: str) -> tuple[Optional[type], bool]:
     """(type, optional) of a dataclass field annotation written as a string (`Optional[int]`, `dict[str, Any]`)."""
     text = str(annotation).replace(" ", "")
     optional = text.startswith("Optional[") or text.endswith("|None")
-    text = text.removeprefix("Optional[").removesuffix("]") if text.startswith("Optional[") else text.removesuffix("|None")
+    text = (
+        text.removeprefix("Optional[").removesuffix("]") if text.startswith("Optional[") else text.removesuffix("|None")
+    )
     base = text.split("[", 1)[0]
     return {"int": int, "float": float, "bool": bool, "str": str, "dict": dict, "list": list}.get(base), optional
 
@@ -68,8 +112,10 @@ def check_setting_types(settings: dict, cls, where: str) -> None:
         if kind is None or (value is None and optional) or _is_type(value, kind):
             continue
         wanted = _TYPE_WORDS[kind] + (" or null" if optional else "")
-        raise ValueError(f"{where}: {key} must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {value!r}"
-                         + _yaml_number_hint(value, kind))
+        raise ValueError(
+            f"{where}: {key} must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {value!r}"
+            + _yaml_number_hint(value, kind)
+        )
 
 
 def _yaml_number_hint(value: Any, kind: type) -> str:
@@ -114,8 +160,10 @@ class SweepConfig:
             kind = _AXIS_TYPES.get(axis)
             bad = [v for v in values if kind is not None and not _is_type(v, kind)]
             if bad:
-                raise ValueError(f"sweep axis {axis!r} takes {_TYPE_WORDS[kind]} values, got {bad[0]!r}"
-                                 + _yaml_number_hint(bad[0], kind))
+                raise ValueError(
+                    f"sweep axis {axis!r} takes {_TYPE_WORDS[kind]} values, got {bad[0]!r}"
+                    + _yaml_number_hint(bad[0], kind)
+                )
         archs = self.grid.get("arch", [self.base.arch])
         for arch in archs:
             if arch not in ARCHS:
@@ -123,11 +171,15 @@ class SweepConfig:
         if "variant" in self.grid:
             self.grid["variant"] = expand_variants([str(v) for v in self.grid["variant"]])  # groups, aliases
             if "gptoss" not in archs:
-                raise ValueError("the sweep's variants are gptoss variants but its archs are "
-                                 f"{', '.join(archs)}; add gptoss to the archs")
+                raise ValueError(
+                    "the sweep's variants are gptoss variants but its archs are "
+                    f"{', '.join(archs)}; add gptoss to the archs"
+                )
         for arch, lr in self.lr_by_arch.items():
             if arch not in ARCHS or not isinstance(lr, (int, float)) or not 0 < lr < 1:
-                raise ValueError(f"lr_by_arch entry {arch}={lr!r} must name one of {', '.join(ARCHS)} with an lr in (0, 1)")
+                raise ValueError(
+                    f"lr_by_arch entry {arch}={lr!r} must name one of {', '.join(ARCHS)} with an lr in (0, 1)"
+                )
         by_variant = {}
         for variant, lr in self.lr_by_variant.items():
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
@@ -142,24 +194,38 @@ class SweepConfig:
             raise ValueError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
         TrainConfig(**{**self.base.to_dict(), "name": self.name})  # the sweep name must be a valid run name
         if self.budgets:
-            if not isinstance(self.budgets, list) or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
-                                                         for b in self.budgets):
+            if not isinstance(self.budgets, list) or any(
+                not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in self.budgets
+            ):
                 raise ValueError(f"budgets must be a list of positive token counts, got {self.budgets!r}")
             if len(set(self.budgets)) != len(self.budgets):
                 raise ValueError(f"budgets {self.budgets} repeat a value")
             if self.base.schedule != "wsd":
-                raise ValueError("budgets need --schedule wsd: the smaller budgets branch off the stable phase of one run")
+                raise ValueError(
+                    "budgets need --schedule wsd: the smaller budgets branch off the stable phase of one run"
+                )
             if self.base.max_steps is not None or self.base.max_tokens is not None:
                 raise ValueError("give budgets or one budget (budget_tokens / --max-steps), not both")
             if self.asha:
-                raise ValueError("--asha stops trials early, which would cut the long runs the budgets branch from; "
-                                 "drop --asha or budgets")
+                raise ValueError(
+                    "--asha stops trials early, which would cut the long runs the budgets branch from; "
+                    "drop --asha or budgets"
+                )
 
     def to_dict(self) -> dict:
-        return dict(base=self.base.to_dict(), grid=self.grid, name=self.name, workers_per_trial=self.workers_per_trial,
-                    max_concurrent=self.max_concurrent, asha=self.asha, lr_by_arch=self.lr_by_arch,
-                    lr_by_variant=self.lr_by_variant, budgets=self.budgets, baseline=self.baseline,
-                    lr_from=self.lr_from)
+        return dict(
+            base=self.base.to_dict(),
+            grid=self.grid,
+            name=self.name,
+            workers_per_trial=self.workers_per_trial,
+            max_concurrent=self.max_concurrent,
+            asha=self.asha,
+            lr_by_arch=self.lr_by_arch,
+            lr_by_variant=self.lr_by_variant,
+            budgets=self.budgets,
+            baseline=self.baseline,
+            lr_from=self.lr_from,
+        )
 
 
 @dataclass(frozen=True)
@@ -168,8 +234,15 @@ class TrialPoint:
     arch: str
     params: tuple  # sorted (field, value) pairs of this point
 
-    def train_config(self, base: TrainConfig, storage: str, workers: int, group: str,
-                     lr_by_arch: Optional[dict] = None, lr_by_variant: Optional[dict] = None) -> TrainConfig:
+    def train_config(
+        self,
+        base: TrainConfig,
+        storage: str,
+        workers: int,
+        group: str,
+        lr_by_arch: Optional[dict] = None,
+        lr_by_variant: Optional[dict] = None,
+    ) -> TrainConfig:
         values = dict(self.params)
         variant = values.get("variant", base.variant if self.arch == "gptoss" else None)
         if "lr" not in values and lr_by_variant and variant in lr_by_variant:
@@ -178,11 +251,17 @@ class TrialPoint:
             values["lr"] = lr_by_arch[self.arch]
         overrides = dict(base.model_overrides)
         overrides.update({k: v for k, v in values.items() if k not in TRAIN_AXES})
-        for key in (GPT2_ONLY if self.arch == "gptoss" else GPTOSS_ONLY):
+        for key in GPT2_ONLY if self.arch == "gptoss" else GPTOSS_ONLY:
             overrides.pop(key, None)
         data = base.to_dict()
-        data.update(arch=self.arch, model_overrides=overrides, name=self.name, storage=storage, workers=workers,
-                    wandb_group=group)
+        data.update(
+            arch=self.arch,
+            model_overrides=overrides,
+            name=self.name,
+            storage=storage,
+            workers=workers,
+            wandb_group=group,
+        )
         for key in ("seed", "lr", "variant"):
             if key in values:
                 data[key] = values[key]
@@ -201,7 +280,9 @@ def expand_grid(cfg: SweepConfig) -> list[TrialPoint]:
         values = dict(zip(axes, combo))
         arch = values.pop("arch")
         drop = GPT2_ONLY if arch == "gptoss" else GPTOSS_ONLY
-        params = tuple(sorted(((k, v) for k, v in values.items() if k not in drop), key=lambda kv: _AXIS_ORDER.index(kv[0])))
+        params = tuple(
+            sorted(((k, v) for k, v in values.items() if k not in drop), key=lambda kv: _AXIS_ORDER.index(kv[0]))
+        )
         if (arch, params) in seen:
             continue
         seen.add((arch, params))
@@ -238,11 +319,15 @@ class TrialSpec:
 
 def budget_steps(base: TrainConfig, budgets: list[int], workers: int) -> dict[int, int]:
     """Optimizer steps of each budget (ceil of budget / global batch); two budgets of the same step count are refused."""
-    steps = {b: TrainConfig.from_dict({**base.to_dict(), "max_tokens": b, "max_steps": None}).total_steps(workers)
-             for b in sorted(budgets)}
+    steps = {
+        b: TrainConfig.from_dict({**base.to_dict(), "max_tokens": b, "max_steps": None}).total_steps(workers)
+        for b in sorted(budgets)
+    }
     if len(set(steps.values())) != len(steps):
-        raise ValueError(f"budgets {sorted(budgets)} give the same step count for two budgets "
-                         f"(global batch {base.tokens_per_step(workers):,} tokens); space them further apart")
+        raise ValueError(
+            f"budgets {sorted(budgets)} give the same step count for two budgets "
+            f"(global batch {base.tokens_per_step(workers):,} tokens); space them further apart"
+        )
     return steps
 
 
@@ -266,20 +351,36 @@ def plan_trials(cfg: SweepConfig, points: list[TrialPoint], base: TrainConfig, s
     starts = {b: base.cooldown_start(n) for b, n in steps.items() if b != largest}
     too_early = [b for b, s in starts.items() if s < max(1, warmup)]
     if too_early:
-        raise ValueError(f"budget(s) {too_early} cool down from a step inside the {warmup}-step warmup of the largest "
-                         f"budget; drop them, lower --warmup-steps or --cooldown-frac")
+        raise ValueError(
+            f"budget(s) {too_early} cool down from a step inside the {warmup}-step warmup of the largest "
+            f"budget; drop them, lower --warmup-steps or --cooldown-frac"
+        )
     long_specs, branch_specs = [], []
     for p in points:
         common = dict(warmup_steps=warmup, max_steps=None)
         long_name = f"{p.name}-D{largest}"
         long_cfg = p.train_config(base, storage_uri, workers, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
-        long_cfg = TrainConfig.from_dict({**long_cfg.to_dict(), **common, "name": long_name, "max_tokens": largest,
-                                          "branch_points": sorted(set(starts.values()))})
+        long_cfg = TrainConfig.from_dict(
+            {
+                **long_cfg.to_dict(),
+                **common,
+                "name": long_name,
+                "max_tokens": largest,
+                "branch_points": sorted(set(starts.values())),
+            }
+        )
         long_specs.append(TrialSpec(long_name, long_cfg, steps[largest], largest))
         for budget, start in sorted(starts.items()):
-            branch = TrainConfig.from_dict({**long_cfg.to_dict(), "name": f"{p.name}-D{budget}", "max_tokens": budget,
-                                            "branch_points": [], "start_step": start,
-                                            "init_from": branch_point_path(f"{storage_uri}/{long_name}", start)})
+            branch = TrainConfig.from_dict(
+                {
+                    **long_cfg.to_dict(),
+                    "name": f"{p.name}-D{budget}",
+                    "max_tokens": budget,
+                    "branch_points": [],
+                    "start_step": start,
+                    "init_from": branch_point_path(f"{storage_uri}/{long_name}", start),
+                }
+            )
             branch_specs.append(TrialSpec(branch.name, branch, steps[budget], budget, long_name))
     return long_specs, branch_specs
 
@@ -290,9 +391,13 @@ def validate_points(cfg: SweepConfig, points: list[TrialPoint], vocab_size: int)
 
     bad = []
     for point in points:
-        tcfg = point.train_config(cfg.base, "unused", cfg.workers_per_trial, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant)
+        tcfg = point.train_config(
+            cfg.base, "unused", cfg.workers_per_trial, cfg.name, cfg.lr_by_arch, cfg.lr_by_variant
+        )
         try:
-            model_cfg = build_config(point.arch, tcfg.preset, **{**tcfg.resolved_model_overrides(), "vocab_size": vocab_size})
+            model_cfg = build_config(
+                point.arch, tcfg.preset, **{**tcfg.resolved_model_overrides(), "vocab_size": vocab_size}
+            )
             if tcfg.seq_len > model_cfg.max_seq_len:
                 raise ValueError(f"--seq-len {tcfg.seq_len} exceeds max_seq_len {model_cfg.max_seq_len}")
         except ValueError as exc:
@@ -343,15 +448,24 @@ def _kept_state(params: dict, cfg: TrainConfig, storage) -> Optional[str]:
 def _require_branch_start(kept: Optional[str], params: dict, cfg: TrainConfig, storage) -> None:
     """Refuse a branch whose kept state is missing when it has no checkpoints of its own to resume from either."""
     if kept and not storage.exists(kept) and not storage.list_dirs(storage.path(cfg.run_name)):
-        raise ValueError(f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
-                         f"{cfg.start_step} to branch from (it did not get that far)")
+        raise ValueError(
+            f"{cfg.run_name}: the long run {params['branch_of']} has no kept state at step "
+            f"{cfg.start_step} to branch from (it did not get that far)"
+        )
 
 
 def _report_summary(summary: dict) -> None:
     from ray import tune
 
-    tune.report({"step": summary["steps"], "tokens": summary["tokens"], "val_loss": summary["final_val_loss"],
-                 "best_val_loss": summary["best_val_loss"], "reused": 1})
+    tune.report(
+        {
+            "step": summary["steps"],
+            "tokens": summary["tokens"],
+            "val_loss": summary["final_val_loss"],
+            "best_val_loss": summary["best_val_loss"],
+            "reused": 1,
+        }
+    )
 
 
 def _finished_summary(storage, summary_path: str, total_steps: int) -> Optional[dict]:
@@ -394,8 +508,12 @@ def rebuild_lost_branches(long_specs: list[TrialSpec], branch_specs: list[TrialS
     for branch in branch_specs:
         storage = open_storage(branch.train.storage)
         kept = branch_point_path(storage.path(branch.branch_of), branch.train.start_step)
-        if (branch.branch_of in finished_long and not _finished(branch) and not storage.exists(kept)
-                and not storage.list_dirs(storage.path(branch.name))):
+        if (
+            branch.branch_of in finished_long
+            and not _finished(branch)
+            and not storage.exists(kept)
+            and not storage.list_dirs(storage.path(branch.name))
+        ):
             train = TrainConfig.from_dict({**branch.train.to_dict(), "init_from": None, "start_step": None})
             branch = TrialSpec(branch.name, train, branch.total_steps, branch.budget, branch_of=None)
         out.append(branch)
@@ -421,8 +539,15 @@ def trial_base(base: TrainConfig, threads: Optional[int]) -> TrainConfig:
         return path if path is None or is_uri(path) else local_path(path)
 
     # verify_data: plan_sweep checked every shard once before the sweep; N trials need not each read it all again.
-    return TrainConfig.from_dict({**base.to_dict(), "threads_per_worker": threads, "data": absolute(base.data),
-                                  "tokenizer_dir": absolute(base.tokenizer_dir), "verify_data": False})
+    return TrainConfig.from_dict(
+        {
+            **base.to_dict(),
+            "threads_per_worker": threads,
+            "data": absolute(base.data),
+            "tokenizer_dir": absolute(base.tokenizer_dir),
+            "verify_data": False,
+        }
+    )
 
 
 def best_lrs(sweep_dir: str) -> dict[str, dict]:
@@ -435,8 +560,10 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
     storage = open_storage(sweep_dir)
     trials = storage.path(TRIALS_DIR)
     if not storage.is_dir(trials):
-        raise ValueError(f"lr_from {sweep_dir}: no {TRIALS_DIR}/ folder there; name a sweep directory "
-                         f"(<storage>/<sweep name>) whose lr sweep has finished")
+        raise ValueError(
+            f"lr_from {sweep_dir}: no {TRIALS_DIR}/ folder there; name a sweep directory "
+            f"(<storage>/<sweep name>) whose lr sweep has finished"
+        )
     losses: dict[str, dict[float, list[float]]] = {}
     for trial in sorted(storage.list_dirs(trials)):
         if ".old-" in trial.rsplit("/", 1)[-1]:
@@ -456,8 +583,9 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
     for model, by_lr in losses.items():
         means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
         best = min(means, key=means.get)
-        out[model] = dict(lr=best, val_loss=means[best], grid=sorted(means), edge=len(means) > 1 and best in
-                          (min(means), max(means)))
+        out[model] = dict(
+            lr=best, val_loss=means[best], grid=sorted(means), edge=len(means) > 1 and best in (min(means), max(means))
+        )
     return out
 
 
@@ -468,25 +596,31 @@ def apply_lr_from(cfg: SweepConfig, points: list[TrialPoint]) -> dict[str, dict]
     models = sorted({dict(p.params).get("variant") or p.arch for p in points})
     missing = [m for m in models if m not in found and m not in cfg.lr_by_variant and m not in cfg.lr_by_arch]
     if missing:
-        raise ValueError(f"lr_from {cfg.lr_from} has no finished trial of {', '.join(missing)}; "
-                         f"it has {', '.join(sorted(found))}")
+        raise ValueError(
+            f"lr_from {cfg.lr_from} has no finished trial of {', '.join(missing)}; it has {', '.join(sorted(found))}"
+        )
     for p in points:
         variant = dict(p.params).get("variant")
         model = variant or p.arch
         if model in found:
             (cfg.lr_by_variant if variant else cfg.lr_by_arch).setdefault(model, found[model]["lr"])
-    chosen = {m: found[m] for m in models if m in found and (cfg.lr_by_variant.get(m) or cfg.lr_by_arch.get(m)) == found[m]["lr"]}
+    chosen = {
+        m: found[m]
+        for m in models
+        if m in found and (cfg.lr_by_variant.get(m) or cfg.lr_by_arch.get(m)) == found[m]["lr"]
+    }
     edge = [f"{m} ({c['lr']:g})" for m, c in chosen.items() if c["edge"]]
     if edge:
-        say(f"warning: lr_from {cfg.lr_from}: the best lr of {', '.join(edge)} is at the edge of its grid, so a better "
-            f"one may lie beyond it; extend that sweep's lr grid to be sure")
+        say(
+            f"warning: lr_from {cfg.lr_from}: the best lr of {', '.join(edge)} is at the edge of its grid, so a better "
+            f"one may lie beyond it; extend that sweep's lr grid to be sure"
+        )
     return chosen
 
 
 def plan_sweep(cfg: SweepConfig) -> tuple[list[TrialPoint], dict]:
     """Grid points, validated against the data, before Ray starts."""
     from data_pipeline import load_manifest
-
     from orchestrator.trainer import plan_run
 
     points = expand_grid(cfg)
@@ -522,8 +656,10 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True, local: bool = False)
     capacity = gpus if use_gpu else cpus
     if cfg.workers_per_trial > capacity:
         kind = "GPUs" if use_gpu else "CPUs"
-        raise ClusterError(f"--workers-per-trial {cfg.workers_per_trial} exceeds the cluster's {capacity:g} {kind}; "
-                           f"use --workers-per-trial <= {int(capacity)}")
+        raise ClusterError(
+            f"--workers-per-trial {cfg.workers_per_trial} exceeds the cluster's {capacity:g} {kind}; "
+            f"use --workers-per-trial <= {int(capacity)}"
+        )
     concurrent = cfg.max_concurrent or max(1, int(capacity // cfg.workers_per_trial))
     threads = cfg.base.threads_per_worker or max(1, int(cpus // (concurrent * cfg.workers_per_trial)))
     concurrent = min(concurrent, len(points))
@@ -537,14 +673,29 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True, local: bool = False)
     phase1, phase2 = plan_trials(cfg, points, base, trials_uri)
     phase2 = rebuild_lost_branches(phase1, phase2)
     specs = phase1 + phase2
-    storage.write_text(storage.path(cfg.name, SWEEP_FILE), json.dumps(
-        dict(cfg.to_dict(), points=[p.name for p in points], trials=[t.name for t in specs],
-             concurrent=concurrent, threads_per_worker=threads), indent=1))
+    storage.write_text(
+        storage.path(cfg.name, SWEEP_FILE),
+        json.dumps(
+            dict(
+                cfg.to_dict(),
+                points=[p.name for p in points],
+                trials=[t.name for t in specs],
+                concurrent=concurrent,
+                threads_per_worker=threads,
+            ),
+            indent=1,
+        ),
+    )
     if show_progress:
-        what = (f"{len(points)} trials of {phase1[0].total_steps} steps" if not phase2 else
-                f"{len(phase1)} long runs to {max(cfg.budgets):,} tokens, then {len(phase2)} cooldown branches")
-        say(f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
-                                f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {sweep_uri}")
+        what = (
+            f"{len(points)} trials of {phase1[0].total_steps} steps"
+            if not phase2
+            else f"{len(phase1)} long runs to {max(cfg.budgets):,} tokens, then {len(phase2)} cooldown branches"
+        )
+        say(
+            f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
+            f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {sweep_uri}"
+        )
     if not cfg.base.verbose:
         # Tune's own "Trials did not complete: [...]" error line: the sweep names each failure and its reason itself.
         import logging
@@ -570,21 +721,34 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True, local: bool = False)
         if not errors:
             raise
         # No trial finished: there is nothing to report on, and the report's advice (run the sweep) would be this command.
-        raise ClusterError(f"all {len(errors)} trial(s) of sweep {cfg.name} failed; {errors[0][0]}: {errors[0][1]}"
-                           + _rerun_hint(cfg.name)) from None
+        raise ClusterError(
+            f"all {len(errors)} trial(s) of sweep {cfg.name} failed; {errors[0][0]}: {errors[0][1]}"
+            + _rerun_hint(cfg.name)
+        ) from None
     report["wall_s"] = wall_s
     report["errors"] = len(errors)
     if show_progress:
-        say(f"sweep {cfg.name} done in {wall_s:.0f}s: {report['trials']} trials reported, "
-                                f"{len(errors)} failed; report: {report['report']}")
+        say(
+            f"sweep {cfg.name} done in {wall_s:.0f}s: {report['trials']} trials reported, "
+            f"{len(errors)} failed; report: {report['report']}"
+        )
     if errors:
-        raise ClusterError(f"{len(errors)} of {len(specs)} trial(s) failed (the report covers the rest); "
-                           f"{errors[0][0]}: {errors[0][1]}" + _rerun_hint(cfg.name))
+        raise ClusterError(
+            f"{len(errors)} of {len(specs)} trial(s) failed (the report covers the rest); "
+            f"{errors[0][0]}: {errors[0][1]}" + _rerun_hint(cfg.name)
+        )
     return report
 
 
-def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concurrent: int, sweep_uri: str,
-               base: TrainConfig, show_progress: bool) -> list[tuple[str, str]]:
+def _run_phase(
+    cfg: SweepConfig,
+    specs: list[TrialSpec],
+    experiment: str,
+    concurrent: int,
+    sweep_uri: str,
+    base: TrainConfig,
+    show_progress: bool,
+) -> list[tuple[str, str]]:
     """One Tune experiment over the specs not finished yet (by an earlier run of this sweep); returns the failures as
     (trial name, one-line reason)."""
     from ray import tune
@@ -600,22 +764,35 @@ def _run_phase(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concur
         from ray.tune.schedulers import ASHAScheduler
 
         evals = max(1, total_steps // base.eval_every)
-        scheduler = ASHAScheduler(time_attr="step", max_t=total_steps, grace_period=max(1, evals // 4) * base.eval_every,
-                                  reduction_factor=2)
+        scheduler = ASHAScheduler(
+            time_attr="step", max_t=total_steps, grace_period=max(1, evals // 4) * base.eval_every, reduction_factor=2
+        )
     console = SweepConsole(show_progress, len(specs))
     trainable = tune.with_resources(lambda params: _trial(params["trial"]), {"CPU": TRIAL_CPU})
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search([s.param() for s in specs])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent, len(specs)), scheduler=scheduler,
-                                    metric="val_loss", mode="min",
-                                    trial_name_creator=lambda t: t.config["trial"]["name"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name=experiment, storage_path=sweep_uri, verbose=0, callbacks=[console],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=min(concurrent, len(specs)),
+            scheduler=scheduler,
+            metric="val_loss",
+            mode="min",
+            trial_name_creator=lambda t: t.config["trial"]["name"],
+            trial_dirname_creator=lambda t: t.config["trial"]["name"],
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=sweep_uri,
+            verbose=0,
+            callbacks=[console],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
     )
-    return [(r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else "?", failure_reason(r.error))
-            for r in tuner.fit() if r.error is not None]
+    return [
+        (r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else "?", failure_reason(r.error))
+        for r in tuner.fit()
+        if r.error is not None
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -651,8 +828,15 @@ def _trial_here(params: dict, gpu_index: Optional[int]) -> dict:
     return summary
 
 
-def _run_phase_here(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, concurrent: int, sweep_uri: str,
-                    base: TrainConfig, show_progress: bool) -> list[tuple[str, str]]:
+def _run_phase_here(
+    cfg: SweepConfig,
+    specs: list[TrialSpec],
+    experiment: str,
+    concurrent: int,
+    sweep_uri: str,
+    base: TrainConfig,
+    show_progress: bool,
+) -> list[tuple[str, str]]:
     """The unfinished specs, `concurrent` child processes at a time (spawned: CUDA cannot be forked), GPUs dealt
     round-robin; returns the failures as (trial name, one-line reason)."""
     import multiprocessing
@@ -666,8 +850,13 @@ def _run_phase_here(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, c
     use_gpu, gpus, _ = _local_resources(cfg)
     gpus = max(1, gpus)
     errors: list[tuple[str, str]] = []
-    bar = tqdm(total=len(specs), desc=f"{cfg.name} ({'branches' if experiment.endswith('branches') else 'trials'})",
-               unit="trial", disable=not show_progress, leave=False)
+    bar = tqdm(
+        total=len(specs),
+        desc=f"{cfg.name} ({'branches' if experiment.endswith('branches') else 'trials'})",
+        unit="trial",
+        disable=not show_progress,
+        leave=False,
+    )
     pool = ProcessPoolExecutor(max_workers=min(concurrent, len(specs)), mp_context=multiprocessing.get_context("spawn"))
     try:
         pending = {}
@@ -689,8 +878,10 @@ def _run_phase_here(cfg: SweepConfig, specs: list[TrialSpec], experiment: str, c
                     say(f"[failed {bar.n}/{len(specs)}] {spec.name}: {reason}")
                 else:
                     if show_progress:
-                        say(f"[done {bar.n}/{len(specs)}] {spec.name}  step {summary['steps']}  "
-                            f"val loss {summary['final_val_loss']:.4f}")
+                        say(
+                            f"[done {bar.n}/{len(specs)}] {spec.name}  step {summary['steps']}  "
+                            f"val loss {summary['final_val_loss']:.4f}"
+                        )
     except KeyboardInterrupt:
         for proc in list(getattr(pool, "_processes", {}).values()):  # the children get the Ctrl-C too; make sure
             proc.terminate()
@@ -713,10 +904,12 @@ def _rerun_hint(name: str) -> str:
 def interruption_line(name: str, points: list, finished: list[str], sweep_uri: str) -> str:
     """What an interrupted sweep tells the user, in one line: which trials finished and that a rerun resumes."""
     done = [p.name for p in points if p.name in set(finished)]
-    return (f"sweep {name} interrupted: {len(done)} of {len(points)} trials finished"
-            + (f" ({', '.join(done)})" if done else "")
-            + f"; the others keep their latest checkpoints in {sweep_uri}; rerun the same command (same --name {name}) "
-              f"to resume")
+    return (
+        f"sweep {name} interrupted: {len(done)} of {len(points)} trials finished"
+        + (f" ({', '.join(done)})" if done else "")
+        + f"; the others keep their latest checkpoints in {sweep_uri}; rerun the same command (same --name {name}) "
+        f"to resume"
+    )
 
 
 def _interruption(name: str, points: list, sweep_uri: str) -> str:
@@ -748,7 +941,9 @@ def load_sweep_yaml(path: str) -> dict:
 DEFAULT_GRID = {"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts": [4, 8, 16]}  # the seed's grid
 
 
-def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags: dict, train_flags: dict) -> SweepConfig:
+def build_sweep_config(
+    config_path: Optional[str], grid_flags: dict, sweep_flags: dict, train_flags: dict
+) -> SweepConfig:
     """Merge a sweep YAML with command-line flags (flags win; None means not given) into a SweepConfig.
 
     Without a YAML, axes not given default to the seed's grid (unless variants are given: then the grid is the
@@ -775,7 +970,9 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
     if "budget_tokens" in settings:
         if not _is_type(settings["budget_tokens"], int):
-            raise ValueError(f"sweep config {config_path}: budget_tokens must be an integer, got {settings['budget_tokens']!r}")
+            raise ValueError(
+                f"sweep config {config_path}: budget_tokens must be an integer, got {settings['budget_tokens']!r}"
+            )
         settings["max_tokens"] = settings.pop("budget_tokens")
     # One budget or a list of them: what the command line gives replaces what the file gives.
     if sweep_flags.get("budgets") is not None:
@@ -791,8 +988,10 @@ def build_sweep_config(config_path: Optional[str], grid_flags: dict, sweep_flags
     settings.update({k: v for k, v in train_flags.items() if v is not None})
     unknown = set(settings) - set(TrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)} in {config_path}; use train flag names "
-                         f"(e.g. seq_len, budget_tokens) and a grid: section")
+        raise ValueError(
+            f"unknown setting(s) {sorted(unknown)} in {config_path}; use train flag names "
+            f"(e.g. seq_len, budget_tokens) and a grid: section"
+        )
     settings.setdefault("data", "data/tinystories")
     where = f"sweep config {config_path}" if config_path else "sweep"
     check_setting_types(settings, TrainConfig, where)

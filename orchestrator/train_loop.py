@@ -1,4 +1,5 @@
 """The loop every training worker runs (data, model, AdamW, schedule, eval, checkpoints), with or without Ray."""
+
 from __future__ import annotations
 
 import json
@@ -81,7 +82,7 @@ def _local_env(run_dir: str, keep: int, use_gpu: bool) -> WorkerEnv:
         os.replace(target + ".tmp", target)
         names = ckpt_dirs()
         scored = sorted(names[:-1], key=lambda n: _read_state(os.path.join(run_dir, n)).get("val_loss", math.inf))
-        for stale in scored[max(0, keep - 1):]:
+        for stale in scored[max(0, keep - 1) :]:
             shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
 
     def latest():
@@ -103,8 +104,9 @@ def _read_state(ckpt_dir: str) -> dict:
 # Pieces of the loop.
 
 
-def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float, schedule: str = "cosine",
-          cooldown_frac: float = 0.2) -> float:
+def lr_at(
+    step: int, total: int, warmup: int, lr: float, min_lr: float, schedule: str = "cosine", cooldown_frac: float = 0.2
+) -> float:
     """The lr of optimizer step `step` (0-based) of a `total`-step run: a pure function of the step.
 
     All schedules warm up linearly to lr over `warmup` steps. Then cosine decays to min_lr (reached at step total);
@@ -194,7 +196,9 @@ def save_train_checkpoint(out_dir: str, model, optimizer, state: dict, manifest:
     from gptoss import save_checkpoint
 
     save_checkpoint(model, out_dir, extra={"train": state.get("config", {})})
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": state["scheduler"]}, os.path.join(out_dir, OPTIMIZER_FILE))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": state["scheduler"]}, os.path.join(out_dir, OPTIMIZER_FILE)
+    )
     with open(os.path.join(out_dir, TRAIN_STATE_FILE), "w") as f:
         json.dump(state, f, indent=1)
     with open(os.path.join(out_dir, MANIFEST_FILE), "w") as f:
@@ -248,8 +252,11 @@ def train_worker(job: dict) -> None:
     from gptoss import build_model, compile_model, count_params, flops_per_token, load_checkpoint
 
     cfg = TrainConfig.from_dict(job["config"])
-    env = (_local_env(job["local_run_dir"], cfg.keep, job.get("use_gpu", torch.cuda.is_available()))
-           if job.get("local_run_dir") else _ray_env())
+    env = (
+        _local_env(job["local_run_dir"], cfg.keep, job.get("use_gpu", torch.cuda.is_available()))
+        if job.get("local_run_dir")
+        else _ray_env()
+    )
     emit = _event_sink(job.get("progress"), env.is_main)
     device = env.device
     if device.type == "cpu":
@@ -280,11 +287,21 @@ def train_worker(job: dict) -> None:
         with _local_dir(cfg.init_from) as ckpt_dir:
             start_step, tokens_seen, best_val = restore(ckpt_dir)
         if start_step != cfg.start_step:
-            raise ValueError(f"the kept state {cfg.init_from} holds step {start_step}, not the branch point {cfg.start_step}")
+            raise ValueError(
+                f"the kept state {cfg.init_from} holds step {start_step}, not the branch point {cfg.start_step}"
+            )
     else:
         torch.manual_seed(cfg.seed + 1 + env.rank)  # per-rank dropout streams
-    emit(dict(kind="start", step=start_step, total_steps=total_steps, world_size=env.world_size,
-              device=str(device), params=count_params(model)))
+    emit(
+        dict(
+            kind="start",
+            step=start_step,
+            total_steps=total_steps,
+            world_size=env.world_size,
+            device=str(device),
+            params=count_params(model),
+        )
+    )
 
     raw_model = model
     if env.world_size > 1:
@@ -294,8 +311,12 @@ def train_worker(job: dict) -> None:
     if cfg.compile:
         model = compile_model(model)
 
-    train_windows = TokenWindows(cfg.data, "train", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
-    val_windows = TokenWindows(cfg.data, "validation", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed)
+    train_windows = TokenWindows(
+        cfg.data, "train", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed
+    )
+    val_windows = TokenWindows(
+        cfg.data, "validation", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed
+    )
     byte_lengths = torch.as_tensor(np.asarray(job["byte_lengths"]), dtype=torch.int64, device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     fpt = flops_per_token(raw_model, cfg.seq_len)
@@ -322,7 +343,7 @@ def train_worker(job: dict) -> None:
             x, y = train_windows.batch(step * cfg.grad_accum + micro, cfg.batch_size)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             sync = micro == cfg.grad_accum - 1 or env.world_size == 1
-            with (nullcontext() if sync else model.no_sync()), autocast:
+            with nullcontext() if sync else model.no_sync(), autocast:
                 _, loss = model(x, y)
                 (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
@@ -335,12 +356,31 @@ def train_worker(job: dict) -> None:
         window_tokens += tokens_per_step
         done = step + 1
         if done in branch_points:
-            _keep_branch_point(job, done, raw_model, optimizer, _gather_rng(env.world_size), env.is_main,
-                               dict(step=done, tokens=tokens_seen, data_position=done * cfg.grad_accum,
-                                    best_val_loss=best_val, config=cfg.to_dict(), total_steps=total_steps,
-                                    scheduler=dict(warmup=warmup, total=total_steps, lr=lr0, min_lr=min_lr,
-                                                   schedule=cfg.schedule, cooldown_frac=cfg.cooldown_frac),
-                                    model_overrides=job["model_overrides"]))
+            _keep_branch_point(
+                job,
+                done,
+                raw_model,
+                optimizer,
+                _gather_rng(env.world_size),
+                env.is_main,
+                dict(
+                    step=done,
+                    tokens=tokens_seen,
+                    data_position=done * cfg.grad_accum,
+                    best_val_loss=best_val,
+                    config=cfg.to_dict(),
+                    total_steps=total_steps,
+                    scheduler=dict(
+                        warmup=warmup,
+                        total=total_steps,
+                        lr=lr0,
+                        min_lr=min_lr,
+                        schedule=cfg.schedule,
+                        cooldown_frac=cfg.cooldown_frac,
+                    ),
+                    model_overrides=job["model_overrides"],
+                ),
+            )
 
         is_eval = done % cfg.eval_every == 0 or done == total_steps
         if done % cfg.log_every == 0 or is_eval:
@@ -348,10 +388,19 @@ def train_worker(job: dict) -> None:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / max(elapsed, 1e-9)
-            metrics = dict(step=done, time=time.time(), tokens=tokens_seen, train_loss=window_loss / window_steps, lr=lr,
-                           grad_norm=last_grad_norm, tokens_per_s=tps, window_s=elapsed, window_tokens=window_tokens,
-                           first_window=first_window,
-                           epoch=(step * cfg.grad_accum) // max(1, train_windows.batches_per_epoch(cfg.batch_size)))
+            metrics = dict(
+                step=done,
+                time=time.time(),
+                tokens=tokens_seen,
+                train_loss=window_loss / window_steps,
+                lr=lr,
+                grad_norm=last_grad_norm,
+                tokens_per_s=tps,
+                window_s=elapsed,
+                window_tokens=window_tokens,
+                first_window=first_window,
+                epoch=(step * cfg.grad_accum) // max(1, train_windows.batches_per_epoch(cfg.batch_size)),
+            )
             first_window = False
             metrics.update(_throughput(fpt, tps, peak, env.world_size, device))
             metrics.update(_moe_metrics(raw_model))
@@ -361,12 +410,24 @@ def train_worker(job: dict) -> None:
             window_start = time.perf_counter()
 
         if is_eval:
-            ev = evaluate_windows(raw_model, val_windows.eval_batches(cfg.batch_size, eval_max), byte_lengths, device, autocast, env.world_size)
+            ev = evaluate_windows(
+                raw_model,
+                val_windows.eval_batches(cfg.batch_size, eval_max),
+                byte_lengths,
+                device,
+                autocast,
+                env.world_size,
+            )
             train_loss = torch.tensor([metrics["train_loss"]], device=device)
             if env.world_size > 1:
                 dist.all_reduce(train_loss)
-            metrics.update(train_loss=train_loss.item() / env.world_size, val_loss=ev["loss"], val_bpb=ev["bpb"],
-                           val_tokens=ev["tokens"], peak_mem_mb=peak_memory_mb(device))
+            metrics.update(
+                train_loss=train_loss.item() / env.world_size,
+                val_loss=ev["loss"],
+                val_bpb=ev["bpb"],
+                val_tokens=ev["tokens"],
+                peak_mem_mb=peak_memory_mb(device),
+            )
             metrics.update(_replica_report(raw_model, env.world_size))
             best_val = min(best_val, ev["loss"])
             metrics["best_val_loss"] = best_val
@@ -374,11 +435,25 @@ def train_worker(job: dict) -> None:
             with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
                 ckpt_dir = None
                 if env.is_main:
-                    state = dict(step=done, tokens=tokens_seen, data_position=done * cfg.grad_accum, val_loss=ev["loss"],
-                                 best_val_loss=best_val, rng=rng, config=cfg.to_dict(), total_steps=total_steps,
-                                 scheduler=dict(warmup=warmup, total=total_steps, lr=lr0, min_lr=min_lr,
-                                                schedule=cfg.schedule, cooldown_frac=cfg.cooldown_frac),
-                                 model_overrides=job["model_overrides"])
+                    state = dict(
+                        step=done,
+                        tokens=tokens_seen,
+                        data_position=done * cfg.grad_accum,
+                        val_loss=ev["loss"],
+                        best_val_loss=best_val,
+                        rng=rng,
+                        config=cfg.to_dict(),
+                        total_steps=total_steps,
+                        scheduler=dict(
+                            warmup=warmup,
+                            total=total_steps,
+                            lr=lr0,
+                            min_lr=min_lr,
+                            schedule=cfg.schedule,
+                            cooldown_frac=cfg.cooldown_frac,
+                        ),
+                        model_overrides=job["model_overrides"],
+                    )
                     save_train_checkpoint(tmp, raw_model, optimizer, state, job["manifest"])
                     ckpt_dir = tmp
                 env.report(metrics, ckpt_dir)

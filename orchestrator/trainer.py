@@ -1,4 +1,5 @@
 """The driver side of a training run: validate, place workers, launch Ray Train's TorchTrainer, show progress, summarise."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 from orchestrator.config import TrainConfig
-from raysetup import ClusterError, ClusterInfo
 from orchestrator.storage import Storage, open_storage
+from raysetup import ClusterError, ClusterInfo
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -50,9 +51,15 @@ class RunPlan:
         return self.cfg.total_steps(self.workers)
 
     def job(self, **extra) -> dict:
-        return dict(config=self.cfg.to_dict(), model_overrides=self.model_overrides, manifest=self.manifest,
-                    byte_lengths=self.byte_lengths, total_steps=self.total_steps,
-                    threads_per_worker=self.threads_per_worker, **extra)
+        return dict(
+            config=self.cfg.to_dict(),
+            model_overrides=self.model_overrides,
+            manifest=self.manifest,
+            byte_lengths=self.byte_lengths,
+            total_steps=self.total_steps,
+            threads_per_worker=self.threads_per_worker,
+            **extra,
+        )
 
 
 def plan_run(cfg: TrainConfig, workers: int = 1, verify_data: Optional[bool] = None) -> RunPlan:
@@ -71,23 +78,35 @@ def plan_run(cfg: TrainConfig, workers: int = 1, verify_data: Optional[bool] = N
     overrides["vocab_size"] = int(manifest["vocab_size"])
     model_cfg = build_config(cfg.arch, cfg.preset, **overrides)
     if cfg.seq_len > model_cfg.max_seq_len:
-        raise ValueError(f"--seq-len {cfg.seq_len} is beyond what the model supports (max_seq_len {model_cfg.max_seq_len} "
-                         f"for {cfg.arch}/{cfg.preset}); use --seq-len <= {model_cfg.max_seq_len}")
+        raise ValueError(
+            f"--seq-len {cfg.seq_len} is beyond what the model supports (max_seq_len {model_cfg.max_seq_len} "
+            f"for {cfg.arch}/{cfg.preset}); use --seq-len <= {model_cfg.max_seq_len}"
+        )
     cfg.check_schedule(cfg.total_steps(workers))
     # Raises ValueError when the split holds fewer windows than one global batch.
-    TokenWindows(cfg.data, "train", cfg.seq_len, rank=0, world_size=workers, seed=cfg.seed).batches_per_epoch(cfg.batch_size)
+    TokenWindows(cfg.data, "train", cfg.seq_len, rank=0, world_size=workers, seed=cfg.seed).batches_per_epoch(
+        cfg.batch_size
+    )
     val = TokenWindows(cfg.data, "validation", cfg.seq_len, rank=0, world_size=workers, seed=cfg.seed)
     if val.num_windows < workers:
-        raise ValueError(f"the validation split has {val.num_windows} windows of {cfg.seq_len + 1} tokens, fewer than "
-                         f"--workers {workers}; use a smaller --seq-len or prepare more validation data")
+        raise ValueError(
+            f"the validation split has {val.num_windows} windows of {cfg.seq_len + 1} tokens, fewer than "
+            f"--workers {workers}; use a smaller --seq-len or prepare more validation data"
+        )
     check_sample(cfg, manifest, model_cfg.max_seq_len)
     import torch
 
     with torch.device("meta"):
         meta_model = build_model(cfg.arch, cfg.preset, **overrides)
-    return RunPlan(cfg=cfg, manifest=manifest, model_overrides=overrides, byte_lengths=token_byte_lengths(manifest),
-                   params=count_params(meta_model), model_config=asdict(model_cfg),
-                   flops_per_token=flops_per_token(meta_model, cfg.seq_len))
+    return RunPlan(
+        cfg=cfg,
+        manifest=manifest,
+        model_overrides=overrides,
+        byte_lengths=token_byte_lengths(manifest),
+        params=count_params(meta_model),
+        model_config=asdict(model_cfg),
+        flops_per_token=flops_per_token(meta_model, cfg.seq_len),
+    )
 
 
 def check_sample(cfg: TrainConfig, manifest: dict, max_seq_len: int) -> None:
@@ -103,26 +122,35 @@ def check_sample(cfg: TrainConfig, manifest: dict, max_seq_len: int) -> None:
     except UnknownTokenError as exc:
         raise ValueError(f"--prompt {cfg.prompt!r} (the end-of-run sample): {exc}; or pass --sample-tokens 0") from None
     if len(ids) + cfg.sample_tokens > max_seq_len:
-        raise ValueError(f"--prompt ({len(ids)} tokens) + --sample-tokens {cfg.sample_tokens} exceeds the model's "
-                         f"max_seq_len {max_seq_len}; lower --sample-tokens")
+        raise ValueError(
+            f"--prompt ({len(ids)} tokens) + --sample-tokens {cfg.sample_tokens} exceeds the model's "
+            f"max_seq_len {max_seq_len}; lower --sample-tokens"
+        )
 
 
 def place_workers(cfg: TrainConfig, info: ClusterInfo) -> tuple[int, bool, int]:
     """(workers, use_gpu, threads per CPU worker) for this cluster; refuse at once what it cannot place."""
     if cfg.gpu and info.gpus < 1:
-        raise ClusterError(f"--gpu was given but the cluster at {info.address} has no GPUs; drop --gpu to train on CPUs")
+        raise ClusterError(
+            f"--gpu was given but the cluster at {info.address} has no GPUs; drop --gpu to train on CPUs"
+        )
     use_gpu = (info.gpus >= 1 and not cfg.cpu) or cfg.gpu
     workers = cfg.workers or (int(info.gpus) if use_gpu else 1)
     if use_gpu and workers > info.gpus:
-        raise ClusterError(f"cannot place {workers} GPU workers: the cluster has {info.gpus:g} GPUs; "
-                           f"use --workers <= {int(info.gpus)} or --cpu")
+        raise ClusterError(
+            f"cannot place {workers} GPU workers: the cluster has {info.gpus:g} GPUs; "
+            f"use --workers <= {int(info.gpus)} or --cpu"
+        )
     if not use_gpu and workers > info.cpus:
-        raise ClusterError(f"cannot place {workers} CPU workers: the cluster has {info.cpus:g} CPUs; "
-                           f"use --workers <= {int(info.cpus)}")
+        raise ClusterError(
+            f"cannot place {workers} CPU workers: the cluster has {info.cpus:g} CPUs; use --workers <= {int(info.cpus)}"
+        )
     threads = cfg.threads_per_worker or max(1, int(info.cpus // workers))
     if not use_gpu and workers * threads > info.cpus:
-        raise ClusterError(f"{workers} workers x {threads} threads need {workers * threads} CPUs but the cluster has "
-                           f"{info.cpus:g}; lower --threads-per-worker or --workers")
+        raise ClusterError(
+            f"{workers} workers x {threads} threads need {workers * threads} CPUs but the cluster has "
+            f"{info.cpus:g}; lower --threads-per-worker or --workers"
+        )
     return workers, use_gpu, threads
 
 
@@ -176,14 +204,17 @@ class RunDir:
             return ResumeDecision(resume=False, had_checkpoints=bool(paths))
         diffs = [k for k in _RESUME_KEYS if saved.get("config", {}).get(k) != cfg.to_dict().get(k)]
         if diffs:
-            raise ValueError(f"run {self.name!r} exists with a different {', '.join(diffs)}; pass another --name, "
-                             f"or --no-resume to start it over (the old run is kept aside)")
+            raise ValueError(
+                f"run {self.name!r} exists with a different {', '.join(diffs)}; pass another --name, "
+                f"or --no-resume to start it over (the old run is kept aside)"
+            )
         scan = scan_checkpoints(self.storage, paths)
         if scan.latest is None:
             return ResumeDecision(resume=False, had_checkpoints=True, damaged=scan.damaged)
         check_same_data(self.storage, scan.latest, plan.manifest, cfg.data, self.name)
-        return ResumeDecision(resume=True, had_checkpoints=True, checkpoint=scan.latest, valid=scan.valid,
-                              damaged=scan.damaged)
+        return ResumeDecision(
+            resume=True, had_checkpoints=True, checkpoint=scan.latest, valid=scan.valid, damaged=scan.damaged
+        )
 
     def prepare(self, plan: RunPlan, say: Callable[[str], None], decision: Optional["ResumeDecision"] = None) -> None:
         """Carry out the resume decision (set damaged checkpoints aside, or move the old run aside) and record the
@@ -196,8 +227,10 @@ class RunDir:
             name = path.rstrip("/").rsplit("/", 1)[-1]
             if decision.resume:
                 self.storage.fs.move(path, f"{self.path}/{DAMAGED_PREFIX}{name}")
-            say(f"warning: checkpoint {name} of run {self.name} is unusable ({why})"
-                + (f"; set aside as {DAMAGED_PREFIX}{name}" if decision.resume else ""))
+            say(
+                f"warning: checkpoint {name} of run {self.name} is unusable ({why})"
+                + (f"; set aside as {DAMAGED_PREFIX}{name}" if decision.resume else "")
+            )
         if decision.resume:
             repair_ray_snapshot(self.storage, self.path, decision.valid)
             step = decision.checkpoint.rstrip("/").rsplit("_", 1)[-1].lstrip("0") or "0"
@@ -208,11 +241,26 @@ class RunDir:
             if decision.had_checkpoints:
                 why = "no checkpoint of it can be restored, " if decision.damaged and cfg.resume else ""
                 say(f"{why}starting {self.name} over; the previous run was moved to {aside}")
-        self.storage.write_text(f"{self.path}/{CONFIG_FILE}", json.dumps(
-            dict(config=cfg.to_dict(), model_overrides=plan.model_overrides, workers=plan.workers, use_gpu=plan.use_gpu,
-                 threads_per_worker=plan.threads_per_worker, total_steps=plan.total_steps, params=plan.params,
-                 model_config=plan.model_config, flops_per_token=plan.flops_per_token, lr=cfg.resolved_lr,
-                 tokenizer=plan.manifest.get("tokenizer"), vocab_size=plan.manifest.get("vocab_size")), indent=1))
+        self.storage.write_text(
+            f"{self.path}/{CONFIG_FILE}",
+            json.dumps(
+                dict(
+                    config=cfg.to_dict(),
+                    model_overrides=plan.model_overrides,
+                    workers=plan.workers,
+                    use_gpu=plan.use_gpu,
+                    threads_per_worker=plan.threads_per_worker,
+                    total_steps=plan.total_steps,
+                    params=plan.params,
+                    model_config=plan.model_config,
+                    flops_per_token=plan.flops_per_token,
+                    lr=cfg.resolved_lr,
+                    tokenizer=plan.manifest.get("tokenizer"),
+                    vocab_size=plan.manifest.get("vocab_size"),
+                ),
+                indent=1,
+            ),
+        )
 
     def checkpoint_steps(self) -> dict[int, str]:
         """Step -> checkpoint path, from the checkpoint_NNNNNNN directory names."""
@@ -280,18 +328,27 @@ class ConsoleProgress:
         kind = event["kind"]
         if kind == "start":
             if self.bar is None:
-                self.bar = tqdm(total=event["total_steps"], initial=event["step"], desc=self.run_name, unit="step",
-                                dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=event["total_steps"],
+                    initial=event["step"],
+                    desc=self.run_name,
+                    unit="step",
+                    dynamic_ncols=True,
+                )
             else:
                 self.bar.n = event["step"]
                 tqdm.write(f"worker group restarted from step {event['step']}")
                 self.bar.refresh()
         elif kind in ("step", "eval") and self.bar is not None:
             self.bar.update(event["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{event['train_loss']:.3f}", tok_s=f"{event['tokens_per_s']:,.0f}", refresh=False)
+            self.bar.set_postfix(
+                loss=f"{event['train_loss']:.3f}", tok_s=f"{event['tokens_per_s']:,.0f}", refresh=False
+            )
             if kind == "eval":
-                tqdm.write(f"step {event['step']:>6}  val loss {event['val_loss']:.4f}  val bpb {event['val_bpb']:.4f}  "
-                           f"train loss {event['train_loss']:.4f}  lr {event['lr']:.2e}")
+                tqdm.write(
+                    f"step {event['step']:>6}  val loss {event['val_loss']:.4f}  val bpb {event['val_bpb']:.4f}  "
+                    f"train loss {event['train_loss']:.4f}  lr {event['lr']:.2e}"
+                )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -308,8 +365,9 @@ def say(text: str) -> None:
 # Launch.
 
 
-def make_trainer(plan: RunPlan, storage: Storage, progress_queue, callbacks: Optional[list] = None,
-                 cpu_held_by_caller: float = 0.0):
+def make_trainer(
+    plan: RunPlan, storage: Storage, progress_queue, callbacks: Optional[list] = None, cpu_held_by_caller: float = 0.0
+):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -319,8 +377,11 @@ def make_trainer(plan: RunPlan, storage: Storage, progress_queue, callbacks: Opt
     # A caller that itself holds a sliver of CPU (a Tune trial) gives it back here: trials x (sliver + whole CPUs)
     # would not fit the cluster, and the second trial's workers would wait for the first trial to end.
     resources = {"CPU": 1, "GPU": 1} if plan.use_gpu else {"CPU": plan.threads_per_worker - cpu_held_by_caller}
-    job = plan.job(progress=progress_queue, run_dir=storage.uri_of(cfg.run_name), failure_marker=os.path.join(storage.uri, cfg.run_name, ".injected_failure")
-                   if storage.is_local else None)
+    job = plan.job(
+        progress=progress_queue,
+        run_dir=storage.uri_of(cfg.run_name),
+        failure_marker=os.path.join(storage.uri, cfg.run_name, ".injected_failure") if storage.is_local else None,
+    )
     return TorchTrainer(
         train_worker,
         train_loop_config=job,
@@ -329,8 +390,9 @@ def make_trainer(plan: RunPlan, storage: Storage, progress_queue, callbacks: Opt
             name=cfg.run_name,
             storage_path=storage.uri,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep, checkpoint_score_attribute="val_loss",
-                                               checkpoint_score_order="min"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+            ),
             callbacks=callbacks or [],
         ),
     )
@@ -376,10 +438,14 @@ def _training_error(exc: BaseException) -> TrainingError:
     return error
 
 
-
-
-def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Optional[list] = None,
-                 info: Optional[ClusterInfo] = None, cpu_held_by_caller: float = 0.0, local: bool = False) -> dict:
+def run_training(
+    cfg: TrainConfig,
+    show_progress: bool = True,
+    callbacks: Optional[list] = None,
+    info: Optional[ClusterInfo] = None,
+    cpu_held_by_caller: float = 0.0,
+    local: bool = False,
+) -> dict:
     """Validate, launch on Ray, stream progress, and return the run's summary (also written to summary.json).
 
     local=True runs the same loop in this process without Ray (one worker, this machine's GPU if it has one): what
@@ -454,8 +520,13 @@ def run_training(cfg: TrainConfig, show_progress: bool = True, callbacks: Option
     return _finish_run(plan, run, storage, result, invocation, started, show_progress, logger)
 
 
-def _fit_on_ray(plan: RunPlan, storage: Storage, callbacks: Optional[list], cpu_held_by_caller: float,
-                on_event: Callable[[dict], None]):
+def _fit_on_ray(
+    plan: RunPlan,
+    storage: Storage,
+    callbacks: Optional[list],
+    cpu_held_by_caller: float,
+    on_event: Callable[[dict], None],
+):
     import ray
     from ray.util.queue import Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -494,8 +565,15 @@ def _fit_here(plan: RunPlan, run: RunDir, on_event: Callable[[dict], None]) -> "
     from orchestrator.train_loop import train_worker
 
     try:
-        train_worker(plan.job(progress=on_event, local_run_dir=run.path, run_dir=run.path,
-                              failure_marker=os.path.join(run.path, ".injected_failure"), use_gpu=plan.use_gpu))
+        train_worker(
+            plan.job(
+                progress=on_event,
+                local_run_dir=run.path,
+                run_dir=run.path,
+                failure_marker=os.path.join(run.path, ".injected_failure"),
+                use_gpu=plan.use_gpu,
+            )
+        )
     except (KeyboardInterrupt, ValueError):
         raise
     except Exception as exc:
@@ -517,12 +595,15 @@ def _interrupted_line(cfg: TrainConfig, run: RunDir, storage: Storage) -> str:
     where = storage.uri_of(cfg.run_name)
     if not steps:
         return f"interrupted: run {cfg.run_name} has no checkpoint yet ({where}); the same command starts it again"
-    return (f"interrupted: run {cfg.run_name} keeps its checkpoint at step {max(steps)} in {where}; "
-            f"run the same command again to continue from there")
+    return (
+        f"interrupted: run {cfg.run_name} keeps its checkpoint at step {max(steps)} in {where}; "
+        f"run the same command again to continue from there"
+    )
 
 
-def _finish_run(plan: RunPlan, run: RunDir, storage: Storage, result, invocation: dict, started: float,
-                show_progress: bool, logger) -> dict:
+def _finish_run(
+    plan: RunPlan, run: RunDir, storage: Storage, result, invocation: dict, started: float, show_progress: bool, logger
+) -> dict:
     cfg = plan.cfg
     try:
         sample = None
@@ -555,8 +636,10 @@ class _FinishedResult:
         uri = run.storage.uri_of(run.name)
         paths = {step: f"{uri}/{path.rsplit('/', 1)[-1]}" for step, path in steps.items()}
         self.checkpoint = type("Ckpt", (), {"path": paths[max(paths)]})()
-        self.best_checkpoints = [(type("Ckpt", (), {"path": paths[step]})(), {"val_loss": run.checkpoint_val_loss(path)})
-                                 for step, path in steps.items()]
+        self.best_checkpoints = [
+            (type("Ckpt", (), {"path": paths[step]})(), {"val_loss": run.checkpoint_val_loss(path)})
+            for step, path in steps.items()
+        ]
 
 
 def _best_checkpoint(result) -> Optional[str]:
@@ -570,9 +653,11 @@ def _start_line(plan: RunPlan, info: Optional[ClusterInfo]) -> str:
     cfg = plan.cfg
     kind = "GPU" if plan.use_gpu else f"CPU x{plan.threads_per_worker} threads"
     where = f"on {info.num_nodes} node(s)" if info else "in this process, without Ray"
-    return (f"{cfg.run_name}: {cfg.arch}/{cfg.preset}, {plan.params['total']/1e6:.2f}M params "
-            f"({plan.params['active']/1e6:.2f}M active), {plan.workers} worker(s) [{kind}] {where}, "
-            f"global batch {cfg.tokens_per_step(plan.workers):,} tokens, {plan.total_steps} steps")
+    return (
+        f"{cfg.run_name}: {cfg.arch}/{cfg.preset}, {plan.params['total'] / 1e6:.2f}M params "
+        f"({plan.params['active'] / 1e6:.2f}M active), {plan.workers} worker(s) [{kind}] {where}, "
+        f"global batch {cfg.tokens_per_step(plan.workers):,} tokens, {plan.total_steps} steps"
+    )
 
 
 def throughput(records: list[dict]) -> dict:
@@ -584,13 +669,21 @@ def throughput(records: list[dict]) -> dict:
         rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
         return dict(train_s=None, tokens_per_s=sum(rates) / len(rates) if rates else None, steady_windows=0)
     steady = [r for r in windows if not r.get("first_window")] or windows
-    return dict(train_s=sum(r["window_s"] for r in windows),
-                tokens_per_s=sum(r["window_tokens"] for r in steady) / sum(r["window_s"] for r in steady),
-                steady_windows=len(steady) if steady is not windows or not windows[0].get("first_window") else 0)
+    return dict(
+        train_s=sum(r["window_s"] for r in windows),
+        tokens_per_s=sum(r["window_tokens"] for r in steady) / sum(r["window_s"] for r in steady),
+        steady_windows=len(steady) if steady is not windows or not windows[0].get("first_window") else 0,
+    )
 
 
-def summarize(plan: RunPlan, run: RunDir, result, wall_s: float, invocation: Optional[dict] = None,
-              invocations: Optional[list[dict]] = None) -> dict:
+def summarize(
+    plan: RunPlan,
+    run: RunDir,
+    result,
+    wall_s: float,
+    invocation: Optional[dict] = None,
+    invocations: Optional[list[dict]] = None,
+) -> dict:
     """The run's summary: the whole run (all invocations) and this invocation apart; tokens/s is the steady state of
     the training steps alone (no start-up, no first window, no evaluations), never tokens over wall time."""
     evals = [r for r in run.records if r.get("kind") == "eval"]
@@ -599,7 +692,9 @@ def summarize(plan: RunPlan, run: RunDir, result, wall_s: float, invocation: Opt
     invocation = dict(invocation or {})
     tokens_per_step = plan.cfg.tokens_per_step(plan.workers)
     start, end = invocation.get("start_step", 0), invocation.get("end_step", evals[-1]["step"] if evals else 0)
-    this = dict(start_step=start, end_step=end, steps=end - start, tokens=(end - start) * tokens_per_step, wall_s=wall_s)
+    this = dict(
+        start_step=start, end_step=end, steps=end - start, tokens=(end - start) * tokens_per_step, wall_s=wall_s
+    )
     this["tokens_per_s_wall"] = this["tokens"] / wall_s if wall_s > 0 else None
     rate = throughput(run.records)
     mine = throughput([r for r in run.records if r.get("step", 0) > start])
@@ -631,34 +726,54 @@ def sample_from(checkpoint_path: str, cfg: TrainConfig, storage: Storage) -> str
     from orchestrator.inference import generate_text, open_checkpoint
 
     with open_checkpoint(checkpoint_path, storage) as bundle:
-        return generate_text(bundle, cfg.prompt, max_new_tokens=cfg.sample_tokens, temperature=0.8, top_k=50,
-                             seed=cfg.seed, tokenizer_dir=cfg.tokenizer_dir)
+        return generate_text(
+            bundle,
+            cfg.prompt,
+            max_new_tokens=cfg.sample_tokens,
+            temperature=0.8,
+            top_k=50,
+            seed=cfg.seed,
+            tokenizer_dir=cfg.tokenizer_dir,
+        )
 
 
 def summary_lines(summary: dict) -> list[str]:
     p = summary["params"]
     inv = summary.get("invocation") or {}
-    whole = (f"run {summary['run']}: {summary['steps']} steps, {summary['tokens']:,} tokens"
-             + (f" over {summary['invocations']} invocations, {summary['run_wall_s']:.0f}s wall in all" if summary.get("invocations", 1) > 1 else ""))
+    whole = f"run {summary['run']}: {summary['steps']} steps, {summary['tokens']:,} tokens" + (
+        f" over {summary['invocations']} invocations, {summary['run_wall_s']:.0f}s wall in all"
+        if summary.get("invocations", 1) > 1
+        else ""
+    )
     if summary.get("train_s"):
         whole += f", {summary['train_s']:.0f}s of it in training steps"
     lines = ["", whole]
     if inv:
         if inv["steps"] == 0:
-            lines.append(f"  this invocation: no steps left to train (already at step {inv['end_step']}), {inv['wall_s']:.0f}s wall")
+            lines.append(
+                f"  this invocation: no steps left to train (already at step {inv['end_step']}), {inv['wall_s']:.0f}s wall"
+            )
         else:
-            lines.append(f"  this invocation: steps {inv['start_step']}-{inv['end_step']}, {inv['tokens']:,} tokens in "
-                         f"{inv['wall_s']:.0f}s wall (start-up, evaluations and checkpoints included)")
+            lines.append(
+                f"  this invocation: steps {inv['start_step']}-{inv['end_step']}, {inv['tokens']:,} tokens in "
+                f"{inv['wall_s']:.0f}s wall (start-up, evaluations and checkpoints included)"
+            )
     if summary.get("tokens_per_s"):
-        lines.append(f"  throughput {summary['tokens_per_s']:,.0f} tokens/s in steady-state training steps "
-                     f"(start-up, first window and evaluations excluded)")
+        lines.append(
+            f"  throughput {summary['tokens_per_s']:,.0f} tokens/s in steady-state training steps "
+            f"(start-up, first window and evaluations excluded)"
+        )
     if summary.get("final_val_loss") is not None:
-        lines.append(f"  val loss final {summary['final_val_loss']:.4f}  best {summary['best_val_loss']:.4f}  "
-                     f"bits/byte {summary['final_val_bpb']:.4f}")
+        lines.append(
+            f"  val loss final {summary['final_val_loss']:.4f}  best {summary['best_val_loss']:.4f}  "
+            f"bits/byte {summary['final_val_bpb']:.4f}"
+        )
     else:
         lines.append("  no evaluation ran")
-    lines += [f"  params {p['total']/1e6:.2f}M total, {p['active']/1e6:.2f}M active, {p['embedding']/1e6:.2f}M embedding",
-              f"  checkpoint {summary['best_checkpoint']}"]
+    lines += [
+        f"  params {p['total'] / 1e6:.2f}M total, {p['active'] / 1e6:.2f}M active, {p['embedding'] / 1e6:.2f}M embedding",
+        f"  checkpoint {summary['best_checkpoint']}",
+    ]
     if summary.get("sample"):
         lines += ["", "sample:", summary["sample"]]
     return lines
@@ -677,8 +792,13 @@ class _WandbLogger:
         except ImportError:
             raise ValueError("--wandb needs the wandb package: pip install wandb") from None
         self.wandb = wandb
-        self.run = wandb.init(project=cfg.wandb_project, name=cfg.run_name, group=cfg.wandb_group,
-                              config=dict(cfg.to_dict(), model=plan.model_overrides, params=plan.params), reinit=True)
+        self.run = wandb.init(
+            project=cfg.wandb_project,
+            name=cfg.run_name,
+            group=cfg.wandb_group,
+            config=dict(cfg.to_dict(), model=plan.model_overrides, params=plan.params),
+            reinit=True,
+        )
 
     def log(self, event: dict) -> None:
         self.run.log({k: v for k, v in event.items() if isinstance(v, (int, float))}, step=event["step"])
@@ -710,5 +830,12 @@ def run_local(cfg: TrainConfig, run_dir: str, on_event: Optional[Callable[[dict]
         if on_event:
             on_event(event)
 
-    train_worker(plan.job(progress=collect, local_run_dir=run_dir, run_dir=run_dir, failure_marker=os.path.join(run_dir, ".injected_failure")))
+    train_worker(
+        plan.job(
+            progress=collect,
+            local_run_dir=run_dir,
+            run_dir=run_dir,
+            failure_marker=os.path.join(run_dir, ".injected_failure"),
+        )
+    )
     return events

@@ -1,4 +1,5 @@
 """The sweep's console under Ray Tune: a Tune callback printing one line per trial and a table of the latest results."""
+
 from __future__ import annotations
 
 import math
@@ -26,9 +27,17 @@ class SweepConsole(tune.Callback):
     def _row(self, trial) -> dict:
         t = trial.config["trial"]["train"]
         mo = t["model_overrides"]
-        return self.rows.setdefault(trial.trial_id, dict(trial=trial.config["trial"]["name"], arch=t["arch"],
-                                                         depth=mo.get("n_layers", "-"), experts=mo.get("num_experts", "-"),
-                                                         step="-", val_loss=math.nan))
+        return self.rows.setdefault(
+            trial.trial_id,
+            dict(
+                trial=trial.config["trial"]["name"],
+                arch=t["arch"],
+                depth=mo.get("n_layers", "-"),
+                experts=mo.get("num_experts", "-"),
+                step="-",
+                val_loss=math.nan,
+            ),
+        )
 
     def on_trial_start(self, iteration, trials, trial, **info):
         row = self._row(trial)
@@ -64,5 +73,7 @@ class SweepConsole(tune.Callback):
         lines = [head, "-" * len(head)]
         for r in self.rows.values():
             loss = f"{r['val_loss']:.4f}" if not math.isnan(r["val_loss"]) else "-"
-            lines.append(f"{r['trial']:<40} {r['arch']:<7} {r['depth']!s:>5} {r['experts']!s:>7} {r['step']!s:>6} {loss:>9}")
+            lines.append(
+                f"{r['trial']:<40} {r['arch']:<7} {r['depth']!s:>5} {r['experts']!s:>7} {r['step']!s:>6} {loss:>9}"
+            )
         return "\n".join(lines)

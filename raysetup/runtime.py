@@ -1,4 +1,5 @@
 """Ray runtime set-up shared by data_pipeline and orchestrator: joining or starting a cluster quietly, and reading its resources."""
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,11 @@ class ClusterInfo:
 def quiet_ray_env(verbose: bool = False) -> None:
     """Turn Ray's own console noise off (unless verbose), for this process and the workers it starts."""
     for key, value in _QUIET_ENV.items():
-        if verbose and key in ("RAY_DATA_DISABLE_PROGRESS_BARS", "RAY_worker_maximum_startup_concurrency", "TUNE_PRINT_ALL_TRIAL_ERRORS"):
+        if verbose and key in (
+            "RAY_DATA_DISABLE_PROGRESS_BARS",
+            "RAY_worker_maximum_startup_concurrency",
+            "TUNE_PRINT_ALL_TRIAL_ERRORS",
+        ):
             continue
         os.environ.setdefault(key, value)
     if not verbose:
@@ -86,7 +91,9 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
     parsed = urlparse(target)
     host, port = parsed.hostname, parsed.port
     if not host or not port:
-        raise ClusterError(f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT); pass the head node's GCS address, e.g. 10.0.0.5:6379")
+        raise ClusterError(
+            f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT); pass the head node's GCS address, e.g. 10.0.0.5:6379"
+        )
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
@@ -118,8 +125,12 @@ def _check_gcs(gcs_address: str, shown: str, timeout_s: float) -> None:
     import sys
 
     try:
-        proc = subprocess.run([sys.executable, "-c", _GCS_PROBE, gcs_address, str(timeout_s)], capture_output=True,
-                              text=True, timeout=timeout_s + 2)  # +2: the child's own imports
+        proc = subprocess.run(
+            [sys.executable, "-c", _GCS_PROBE, gcs_address, str(timeout_s)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 2,
+        )  # +2: the child's own imports
     except subprocess.TimeoutExpired:
         why = f"no answer within {timeout_s:g} s"
     else:
@@ -161,7 +172,9 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
             try:
                 ray.init(address=address, **kwargs)
             except ConnectionError as exc:
-                raise ClusterError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+                raise ClusterError(
+                    f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}"
+                ) from None
         else:
             # No --address and no RAY_ADDRESS: Ray joins a cluster already running on this machine (`ray start`
             # on a head node), else starts a local instance with this machine's resources.
@@ -171,8 +184,10 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
                 # Seen on an overloaded 2-core machine: Ray's raylet/GCS miss their start-up deadline.
                 if "timed out during startup" not in str(exc):
                     raise
-                raise ClusterError("Ray could not start on this machine: its node timed out during start-up, which "
-                                   "happens when the machine is overloaded; rerun when it is less busy") from None
+                raise ClusterError(
+                    "Ray could not start on this machine: its node timed out during start-up, which "
+                    "happens when the machine is overloaded; rerun when it is less busy"
+                ) from None
     return cluster_info()
 
 

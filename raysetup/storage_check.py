@@ -1,4 +1,5 @@
 """Whether a storage path works across a Ray cluster's nodes (check_shared_storage), and local-path helpers for it."""
+
 from __future__ import annotations
 
 import os
@@ -63,7 +64,9 @@ def check_shared_storage(
     remote = ray.remote(num_cpus=0, max_retries=0)(marker_visible)
     try:
         refs = {
-            remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["node_id"], soft=False)).remote(marker, token): node
+            remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["node_id"], soft=False)).remote(
+                marker, token
+            ): node
             for node in info.nodes
         }
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
@@ -95,5 +98,7 @@ def check_shared_storage(
         )
     if unknown:
         ids = ", ".join(n["node_id"][:8] for n in unknown)
-        warn(f"could not confirm within {timeout_s:g} s that {flag} {path} is visible on node(s) {ids}; "
-             f"if it is not a shared mount, checkpoints written there are lost with the node")
+        warn(
+            f"could not confirm within {timeout_s:g} s that {flag} {path} is visible on node(s) {ids}; "
+            f"if it is not a shared mount, checkpoints written there are lost with the node"
+        )

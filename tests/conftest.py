@@ -1,4 +1,5 @@
 """Shared test fixtures: where the shared data lies, and one small Ray instance for the whole session."""
+
 from __future__ import annotations
 
 import os

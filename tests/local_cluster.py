@@ -8,6 +8,7 @@ Facts found on this machine: `ray start` needs no --node-ip-address (Ray resolve
 address, e.g. 192.0.2.2, whatever is passed); several nodes on one host are fine, a driver that joins attaches to
 the head; Unix socket paths must stay short (about 100 characters), so temp dirs live directly under /tmp.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ def _proc_table() -> dict[int, tuple[int, int, str]]:
                 cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
             table[pid] = (int(fields[1]), int(fields[2]), cmd)
         except (OSError, ValueError, IndexError):
             continue
@@ -99,8 +100,11 @@ def can_make_private_dirs() -> bool:
     """Whether this machine lets us give a node its own mount namespace (root, or CAP_SYS_ADMIN, and unshare)."""
     if not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-                           capture_output=True, timeout=10)
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+        capture_output=True,
+        timeout=10,
+    )
     return probe.returncode == 0
 
 
@@ -122,18 +126,40 @@ class LocalRayCluster:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def _ray_start(self, name: str, args: list[str], num_cpus: int, resources: dict | None,
-                   private_dir: str | None = None) -> str:
+    def _ray_start(
+        self, name: str, args: list[str], num_cpus: int, resources: dict | None, private_dir: str | None = None
+    ) -> str:
         temp_dir = self._temp_dir(name)
         wrap: list[str] = []
         if private_dir:
             # The node's processes get their own mount namespace with an empty tmpfs over `private_dir`: a path
             # that exists on every node but holds different files on this one, as a node-local disk does.
             os.makedirs(private_dir, exist_ok=True)
-            wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    'mount -t tmpfs tmpfs "$0" && exec "$@"', private_dir]
-        cmd = [*wrap, RAY, "start", *args, "--num-cpus", str(num_cpus), "--temp-dir", temp_dir, "--disable-usage-stats",
-               "--resources", json.dumps(resources or {}), "--dashboard-agent-listen-port", str(free_port())]
+            wrap = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'mount -t tmpfs tmpfs "$0" && exec "$@"',
+                private_dir,
+            ]
+        cmd = [
+            *wrap,
+            RAY,
+            "start",
+            *args,
+            "--num-cpus",
+            str(num_cpus),
+            "--temp-dir",
+            temp_dir,
+            "--disable-usage-stats",
+            "--resources",
+            json.dumps(resources or {}),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+        ]
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             kill_node_processes(temp_dir)
@@ -142,14 +168,23 @@ class LocalRayCluster:
         return temp_dir
 
     def start_head(self, num_cpus: int = 1, resources: dict | None = None) -> str:
-        self._ray_start("head", ["--head", "--port", str(self.port), "--include-dashboard", "false",
-                                 "--dashboard-port", str(free_port())],
-                        num_cpus, resources)
+        self._ray_start(
+            "head",
+            ["--head", "--port", str(self.port), "--include-dashboard", "false", "--dashboard-port", str(free_port())],
+            num_cpus,
+            resources,
+        )
         self.wait_for_nodes(1)
         return self.address
 
-    def add_node(self, name: str, num_cpus: int = 1, resources: dict | None = None, wait: bool = True,
-                 private_dir: str | None = None) -> str:
+    def add_node(
+        self,
+        name: str,
+        num_cpus: int = 1,
+        resources: dict | None = None,
+        wait: bool = True,
+        private_dir: str | None = None,
+    ) -> str:
         """Join a node; with `private_dir`, that directory is node-local on it (see can_make_private_dirs)."""
         before = len(self.alive_nodes())
         temp_dir = self._ray_start(name, ["--address", self.address], num_cpus, resources, private_dir)

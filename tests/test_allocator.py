@@ -1,4 +1,5 @@
 """orchestrator.allocator: a training step's freed tensors stay mapped for the next step instead of faulting back in."""
+
 import subprocess
 import sys
 from pathlib import Path

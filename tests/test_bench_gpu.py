@@ -1,5 +1,6 @@
 """Tests for bench/bench_gpu.py on the CPU: its no-GPU exit, no Ray on its import path, the report (table + JSON),
 the bf16 tolerance rule, the micro-batch fallback on OOM, and one whole run driven on the CPU with a tiny model."""
+
 import importlib.util
 import json
 import math
@@ -25,68 +26,156 @@ def bench():
 
 def run_script(*args, env_extra=None):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", **(env_extra or {}))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
 
 
 def test_without_cuda_it_exits_0_with_one_line():
     done = run_script()
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
-        f"bench_gpu: no CUDA device on this machine (torch {torch.__version__}); nothing measured."]
+        f"bench_gpu: no CUDA device on this machine (torch {torch.__version__}); nothing measured."
+    ]
 
 
 def test_bad_arguments_exit_2_with_one_line_even_without_cuda():
     done = run_script("--experts", "loop,fast")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "bench_gpu: --experts takes a comma-separated list from loop, grouped; got 'loop,fast'"]
+        "bench_gpu: --experts takes a comma-separated list from loop, grouped; got 'loop,fast'"
+    ]
 
 
 def test_its_import_path_has_no_ray():
     # A GPU box may have no Ray: the script and everything it imports (also lazily) must not pull it in.
-    code = ("import importlib.util, sys; sys.path.insert(0, '.');"
-            f"spec = importlib.util.spec_from_file_location('b', {str(SCRIPT)!r}); m = importlib.util.module_from_spec(spec);"
-            "spec.loader.exec_module(m); import data_pipeline, gptoss.flex_attention, gptoss.attention;"
-            "from data_pipeline import TokenWindows, load_manifest;"
-            "bad = sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')); print(bad); sys.exit(bool(bad))")
+    code = (
+        "import importlib.util, sys; sys.path.insert(0, '.');"
+        f"spec = importlib.util.spec_from_file_location('b', {str(SCRIPT)!r}); m = importlib.util.module_from_spec(spec);"
+        "spec.loader.exec_module(m); import data_pipeline, gptoss.flex_attention, gptoss.attention;"
+        "from data_pipeline import TokenWindows, load_manifest;"
+        "bad = sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')); print(bad); sys.exit(bool(bad))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def fake_report(bench):
     rows = [
-        dict(arch="gpt2", preset="seed-6l", attn=None, experts=None, compile=False, micro_batch=32, tokens_per_s=412345.6,
-             mfu=0.4123, tflops=407.8, peak_mem_gib=61.25, warmup_s=3.2, status="ok"),
-        dict(arch="gptoss", preset="seed-6l", attn="sdpa", experts="loop", compile=True, micro_batch=16,
-             tokens_per_s=201000.0, mfu=0.2, tflops=198.0, peak_mem_gib=70.0, moe_dispatch_share=0.153, warmup_s=61.7,
-             status="ok"),
-        dict(arch="gptoss", preset="seed-12l", attn="flex", experts="grouped", compile=False, micro_batch=None,
-             status="OOM even at micro-batch 1"),
-        dict(arch="gpt2", preset="seed-12l", attn=None, experts=None, compile=True, status="skipped (past --budget-s 360)"),
+        dict(
+            arch="gpt2",
+            preset="seed-6l",
+            attn=None,
+            experts=None,
+            compile=False,
+            micro_batch=32,
+            tokens_per_s=412345.6,
+            mfu=0.4123,
+            tflops=407.8,
+            peak_mem_gib=61.25,
+            warmup_s=3.2,
+            status="ok",
+        ),
+        dict(
+            arch="gptoss",
+            preset="seed-6l",
+            attn="sdpa",
+            experts="loop",
+            compile=True,
+            micro_batch=16,
+            tokens_per_s=201000.0,
+            mfu=0.2,
+            tflops=198.0,
+            peak_mem_gib=70.0,
+            moe_dispatch_share=0.153,
+            warmup_s=61.7,
+            status="ok",
+        ),
+        dict(
+            arch="gptoss",
+            preset="seed-12l",
+            attn="flex",
+            experts="grouped",
+            compile=False,
+            micro_batch=None,
+            status="OOM even at micro-batch 1",
+        ),
+        dict(
+            arch="gpt2",
+            preset="seed-12l",
+            attn=None,
+            experts=None,
+            compile=True,
+            status="skipped (past --budget-s 360)",
+        ),
     ]
-    precision = [bench.compare_precision([10.0, 9.0, 8.0], [10.01, 9.05, 8.1]) | dict(arch="gptoss", preset="cpu-tiny"),
-                 dict(arch="gpt2", preset="cpu-tiny", error="RuntimeError: boom")]
-    checks = [dict(name="grouped experts: no host sync", result="forward + backward ran", ok=True),
-              dict(name="flex vs sdpa attention, window 128", result="max rel diff 3.0e-01", ok=False)]
-    meta = dict(device="NVIDIA H100 80GB HBM3", peak_tflops=989.0, torch="2.11.0", data="random tokens", seq_len=512,
-                steps=10, elapsed_s=431.2)
+    precision = [
+        bench.compare_precision([10.0, 9.0, 8.0], [10.01, 9.05, 8.1]) | dict(arch="gptoss", preset="cpu-tiny"),
+        dict(arch="gpt2", preset="cpu-tiny", error="RuntimeError: boom"),
+    ]
+    checks = [
+        dict(name="grouped experts: no host sync", result="forward + backward ran", ok=True),
+        dict(name="flex vs sdpa attention, window 128", result="max rel diff 3.0e-01", ok=False),
+    ]
+    meta = dict(
+        device="NVIDIA H100 80GB HBM3",
+        peak_tflops=989.0,
+        torch="2.11.0",
+        data="random tokens",
+        seq_len=512,
+        steps=10,
+        elapsed_s=431.2,
+    )
     return bench.build_report(meta, rows, precision, checks)
 
 
 def test_table_shows_every_case_and_result(bench):
     report = fake_report(bench)
     lines = bench.format_table(report).splitlines()
-    assert lines[0].startswith("device: NVIDIA H100 80GB HBM3 (bf16 peak 989 TFLOP/s), torch 2.11.0, data: random tokens")
-    assert lines[1].split() == ["arch", "preset", "attn", "experts", "compile", "micro-batch", "tokens/s", "MFU",
-                                "TFLOP/s", "peak", "GiB", "MoE", "dispatch", "warm-up", "s", "status"]
+    assert lines[0].startswith(
+        "device: NVIDIA H100 80GB HBM3 (bf16 peak 989 TFLOP/s), torch 2.11.0, data: random tokens"
+    )
+    assert lines[1].split() == [
+        "arch",
+        "preset",
+        "attn",
+        "experts",
+        "compile",
+        "micro-batch",
+        "tokens/s",
+        "MFU",
+        "TFLOP/s",
+        "peak",
+        "GiB",
+        "MoE",
+        "dispatch",
+        "warm-up",
+        "s",
+        "status",
+    ]
     body = [line.split() for line in lines[3:7]]
     assert body[0] == ["gpt2", "seed-6l", "-", "-", "off", "32", "412,346", "41.2%", "407.8", "61.2", "-", "3", "ok"]
-    assert body[1] == ["gptoss", "seed-6l", "sdpa", "loop", "on", "16", "201,000", "20.0%", "198.0", "70.0", "15.3%", "62", "ok"]
+    assert body[1] == [
+        "gptoss",
+        "seed-6l",
+        "sdpa",
+        "loop",
+        "on",
+        "16",
+        "201,000",
+        "20.0%",
+        "198.0",
+        "70.0",
+        "15.3%",
+        "62",
+        "ok",
+    ]
     assert body[2][:6] == ["gptoss", "seed-12l", "flex", "grouped", "off", "-"] and "OOM" in lines[5]
     assert "skipped (past --budget-s 360)" in lines[6]
-    assert lines[7] == ("bf16 vs fp32, gptoss/cpu-tiny, first 3 steps: max |loss diff| 1.25% of the fp32 loss (step 2), "
-                        "tolerance 2%: OK")
+    assert lines[7] == (
+        "bf16 vs fp32, gptoss/cpu-tiny, first 3 steps: max |loss diff| 1.25% of the fp32 loss (step 2), "
+        "tolerance 2%: OK"
+    )
     assert lines[8] == "bf16 vs fp32, gpt2/cpu-tiny: RuntimeError: boom"
     assert lines[9] == "check grouped experts: no host sync: forward + backward ran OK"
     assert lines[10].endswith("max rel diff 3.0e-01 FAIL")
@@ -116,8 +205,12 @@ def test_cases_and_argument_checks(bench):
     assert bench.check_args(args) is None
     cases = bench.plan_cases(args)
     assert [(c["arch"], c["attn"], c["experts"], c["compile"]) for c in cases if not c["compile"]] == [
-        ("gpt2", None, None, False), ("gptoss", "sdpa", "loop", False), ("gptoss", "sdpa", "grouped", False),
-        ("gptoss", "flex", "loop", False), ("gptoss", "flex", "grouped", False)]
+        ("gpt2", None, None, False),
+        ("gptoss", "sdpa", "loop", False),
+        ("gptoss", "sdpa", "grouped", False),
+        ("gptoss", "flex", "loop", False),
+        ("gptoss", "flex", "grouped", False),
+    ]
     assert len(cases) == 10
     assert "unknown for gpt2: seed-99" in bench.check_args(bench.parse_args(["--presets", "seed-99"]))
     assert "beyond max_seq_len" in bench.check_args(bench.parse_args(["--seq-len", "2048"]))
@@ -153,8 +246,24 @@ def test_largest_micro_batch_that_fits_after_oom(bench, monkeypatch):
 
 
 def test_a_whole_run_on_the_cpu_with_a_tiny_model(bench, tmp_path):
-    args = bench.parse_args(["--presets", "debug", "--seq-len", "16", "--micro-batches", "2", "--steps", "1",
-                             "--compile", "off", "--precision-preset", "debug", "--precision-steps", "3"])
+    args = bench.parse_args(
+        [
+            "--presets",
+            "debug",
+            "--seq-len",
+            "16",
+            "--micro-batches",
+            "2",
+            "--steps",
+            "1",
+            "--compile",
+            "off",
+            "--precision-preset",
+            "debug",
+            "--precision-steps",
+            "3",
+        ]
+    )
     assert bench.check_args(args) is None
     report = bench.run(args, torch.device("cpu"), log=lambda line: None)
     rows = {r["arch"]: r for r in report["rows"]}

@@ -1,13 +1,14 @@
 """Checkpoint health without Ray: verification, the resume decision (damaged checkpoints, other data), Ray's snapshot
 kept in step with the disk, and data identity."""
+
 from __future__ import annotations
 
 import json
 import os
 
 import pytest
-
 from conftest import TIKTOKEN_DIR
+
 from orchestrator.config import TrainConfig
 from orchestrator.storage import open_storage
 
@@ -29,18 +30,31 @@ def _save(ckpt_dir, manifest: dict, step: int, val_loss: float) -> None:
     cfg = TrainConfig(data="unused", preset="debug")
     model = build_model("gptoss", "debug", vocab_size=manifest["vocab_size"])
     optimizer = build_optimizer(model, cfg, torch.device("cpu"))
-    state = dict(step=step, tokens=step * 100, val_loss=val_loss, best_val_loss=val_loss, config=cfg.to_dict(),
-                 scheduler=dict(warmup=1, total=30, lr=1e-3, min_lr=1e-4))
+    state = dict(
+        step=step,
+        tokens=step * 100,
+        val_loss=val_loss,
+        best_val_loss=val_loss,
+        config=cfg.to_dict(),
+        scheduler=dict(warmup=1, total=30, lr=1e-3, min_lr=1e-4),
+    )
     save_train_checkpoint(str(ckpt_dir), model, optimizer, state, manifest)
 
 
 def _snapshot(names: list[str], latest: str) -> dict:
     entry = lambda n: dict(version=0, checkpoint_dir_name=n, metrics={"step": int(n.split("_")[1])})  # noqa: E731
-    return dict(ray_version="2.60.0", checkpoint_results=[entry(n) for n in names],
-                checkpoint_report_indices=list(range(len(names))), latest_checkpoint_result=entry(latest),
-                pending_training_results=[], pending_validation_specs=[], current_report_index=len(names),
-                validated_checkpoint_dir_names=[], timed_out_validation_checkpoint_dir_names=[],
-                failed_validation_checkpoint_dir_names=[])
+    return dict(
+        ray_version="2.60.0",
+        checkpoint_results=[entry(n) for n in names],
+        checkpoint_report_indices=list(range(len(names))),
+        latest_checkpoint_result=entry(latest),
+        pending_training_results=[],
+        pending_validation_specs=[],
+        current_report_index=len(names),
+        validated_checkpoint_dir_names=[],
+        timed_out_validation_checkpoint_dir_names=[],
+        failed_validation_checkpoint_dir_names=[],
+    )
 
 
 @pytest.fixture()
@@ -48,8 +62,17 @@ def existing_run(prepared_data, tmp_path):
     """A run directory as a finished run leaves it: config.json, metrics, checkpoints at 10 and 20, Ray's snapshot."""
     from orchestrator.trainer import RunDir, plan_run
 
-    cfg = TrainConfig(data=str(prepared_data), preset="debug", seq_len=64, batch_size=8, max_steps=20, eval_every=10,
-                      storage=str(tmp_path / "runs"), name="r", tokenizer_dir=str(TIKTOKEN_DIR))
+    cfg = TrainConfig(
+        data=str(prepared_data),
+        preset="debug",
+        seq_len=64,
+        batch_size=8,
+        max_steps=20,
+        eval_every=10,
+        storage=str(tmp_path / "runs"),
+        name="r",
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
     plan = plan_run(cfg)
     run = RunDir(open_storage(cfg.storage), "r")
     run.prepare(plan, lambda s: None)
@@ -58,8 +81,9 @@ def existing_run(prepared_data, tmp_path):
         _save(run_dir / f"checkpoint_{step:07d}", plan.manifest, step, loss)
     run.records = [dict(kind="eval", step=10, val_loss=5.0), dict(kind="eval", step=20, val_loss=4.0)]
     run.flush()
-    (run_dir / RAY_SNAPSHOT_FILE).write_text(json.dumps(_snapshot(["checkpoint_0000010", "checkpoint_0000020"],
-                                                                  "checkpoint_0000020")))
+    (run_dir / RAY_SNAPSHOT_FILE).write_text(
+        json.dumps(_snapshot(["checkpoint_0000010", "checkpoint_0000020"], "checkpoint_0000020"))
+    )
     return cfg, run_dir
 
 
@@ -93,9 +117,12 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint_and_repairs_rays_snaps
     assert (run_dir / "config.json").read_text() == config_before  # deciding writes nothing
     said: list[str] = []
     run.prepare(plan, said.append, decision)
-    assert sorted(os.listdir(run_dir)) == sorted(["checkpoint_0000010", f"{DAMAGED_PREFIX}checkpoint_0000020",
-                                                  "config.json", "metrics.jsonl", RAY_SNAPSHOT_FILE])
-    assert said[0].startswith("warning: checkpoint checkpoint_0000020 of run r is unusable (model.safetensors is damaged")
+    assert sorted(os.listdir(run_dir)) == sorted(
+        ["checkpoint_0000010", f"{DAMAGED_PREFIX}checkpoint_0000020", "config.json", "metrics.jsonl", RAY_SNAPSHOT_FILE]
+    )
+    assert said[0].startswith(
+        "warning: checkpoint checkpoint_0000020 of run r is unusable (model.safetensors is damaged"
+    )
     assert said[-1] == "resuming run r from its checkpoint at step 10"
     snap = json.loads((run_dir / RAY_SNAPSHOT_FILE).read_text())
     assert [r["checkpoint_dir_name"] for r in snap["checkpoint_results"]] == ["checkpoint_0000010"]
@@ -107,19 +134,24 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint_and_repairs_rays_snaps
 def test_a_checkpoint_deleted_by_hand_is_dropped_from_rays_snapshot(tmp_path):
     from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-    from orchestrator.checkpoints import RAY_SNAPSHOT_FILE as ours, repair_ray_snapshot
+    from orchestrator.checkpoints import RAY_SNAPSHOT_FILE as ours
+    from orchestrator.checkpoints import repair_ray_snapshot
 
     assert ours == RAY_SNAPSHOT_FILE == CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
     storage = open_storage(str(tmp_path))
     names = ["checkpoint_0000010", "checkpoint_0000020", "checkpoint_0000030"]
     (tmp_path / RAY_SNAPSHOT_FILE).write_text(json.dumps(_snapshot(names, "checkpoint_0000030")))
-    assert repair_ray_snapshot(storage, str(tmp_path), [str(tmp_path / "checkpoint_0000010"), str(tmp_path / "checkpoint_0000020")])
+    assert repair_ray_snapshot(
+        storage, str(tmp_path), [str(tmp_path / "checkpoint_0000010"), str(tmp_path / "checkpoint_0000020")]
+    )
     snap = json.loads((tmp_path / RAY_SNAPSHOT_FILE).read_text())
     assert [r["checkpoint_dir_name"] for r in snap["checkpoint_results"]] == names[:2]
     assert snap["checkpoint_report_indices"] == [0, 1]
     assert snap["latest_checkpoint_result"]["checkpoint_dir_name"] == "checkpoint_0000020"
     # Nothing to repair: the file is left as it is.
-    assert not repair_ray_snapshot(storage, str(tmp_path), [str(tmp_path / "checkpoint_0000010"), str(tmp_path / "checkpoint_0000020")])
+    assert not repair_ray_snapshot(
+        storage, str(tmp_path), [str(tmp_path / "checkpoint_0000010"), str(tmp_path / "checkpoint_0000020")]
+    )
 
 
 def test_no_valid_checkpoint_starts_over_and_keeps_the_old_run(existing_run):
@@ -153,13 +185,16 @@ def test_resume_on_re_prepared_data_is_refused_with_how_to_start_over(existing_r
     for step in (10, 20):
         path = run_dir / f"checkpoint_{step:07d}" / "manifest.json"
         manifest = dict(plan_run(cfg).manifest)
-        manifest["splits"] = {k: dict(v, shards=[dict(s, sha256="0" * 64) for s in v["shards"]])
-                              for k, v in manifest["splits"].items()}
+        manifest["splits"] = {
+            k: dict(v, shards=[dict(s, sha256="0" * 64) for s in v["shards"]]) for k, v in manifest["splits"].items()
+        }
         path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="same token map but different tokens"):
         RunDir(open_storage(cfg.storage), "r").decide(plan_run(cfg))
     # --no-resume starts over.
-    decision = RunDir(open_storage(cfg.storage), "r").decide(plan_run(TrainConfig(**{**cfg.to_dict(), "resume": False})))
+    decision = RunDir(open_storage(cfg.storage), "r").decide(
+        plan_run(TrainConfig(**{**cfg.to_dict(), "resume": False}))
+    )
     assert not decision.resume
 
 

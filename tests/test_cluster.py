@@ -3,6 +3,7 @@
 The product is driven only through subprocesses (`python cli.py ... --address`): a pytest process can be a driver
 of one Ray cluster only, and the session's `ray_session` instance may be that one.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from local_cluster import LocalRayCluster, can_make_private_dirs, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +56,14 @@ def test_cluster_command_lists_both_nodes(two_nodes):
     # The same through RAY_ADDRESS, as `ray job submit` sets it for the driver.
     proc = run_cli("cluster", env={})
     assert "1 node" in proc.stdout  # without an address: a local instance, not the cluster
-    env_proc = subprocess.run([*CLI, "cluster"], capture_output=True, text=True, timeout=120, cwd=REPO,
-                              env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": two_nodes.address})
+    env_proc = subprocess.run(
+        [*CLI, "cluster"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": two_nodes.address},
+    )
     assert env_proc.returncode == 0 and "total: 2 nodes" in env_proc.stdout, env_proc.stderr
 
 
@@ -113,26 +119,71 @@ MAX_STEPS = 100
 
 
 def _train_cmd(data: Path, storage: Path, address: str, tiktoken_dir: Path) -> list[str]:
-    return [*CLI, "train", "--data", str(data), "--arch", "gptoss", "--preset", "debug", "--workers", "2",
-            "--max-steps", str(MAX_STEPS), "--eval-every", "10", "--seq-len", "64", "--batch-size", "8",
-            "--storage", str(storage), "--name", "two-nodes", "--address", address,
-            "--tokenizer-dir", str(tiktoken_dir), "--max-failures", "1", "--sample-tokens", "0", "--no-resume"]
+    return [
+        *CLI,
+        "train",
+        "--data",
+        str(data),
+        "--arch",
+        "gptoss",
+        "--preset",
+        "debug",
+        "--workers",
+        "2",
+        "--max-steps",
+        str(MAX_STEPS),
+        "--eval-every",
+        "10",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "8",
+        "--storage",
+        str(storage),
+        "--name",
+        "two-nodes",
+        "--address",
+        address,
+        "--tokenizer-dir",
+        str(tiktoken_dir),
+        "--max-failures",
+        "1",
+        "--sample-tokens",
+        "0",
+        "--no-resume",
+    ]
 
 
 def test_training_spans_two_nodes_and_survives_losing_one(two_nodes, tmp_path, tinystories_dir, tiktoken_dir):
     from local_cluster import live_actors
 
     data = tmp_path / "data"
-    prep = run_cli("prepare", "--source", str(tinystories_dir), "--tokenizer-dir", str(tiktoken_dir),
-                   "--out", str(data), "--limit", "2000", timeout=300)
+    prep = run_cli(
+        "prepare",
+        "--source",
+        str(tinystories_dir),
+        "--tokenizer-dir",
+        str(tiktoken_dir),
+        "--out",
+        str(data),
+        "--limit",
+        "2000",
+        timeout=300,
+    )
     assert prep.returncode == 0, prep.stderr[-2000:]
 
     storage = tmp_path / "runs"  # on this machine every node sees tmp_path: a shared mount, in effect
     run_dir = storage / "two-nodes"
     node_ids = {n["node_id"] for n in two_nodes.alive_nodes() if not n["head"]}
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(_train_cmd(data, storage, two_nodes.address, tiktoken_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        _train_cmd(data, storage, two_nodes.address, tiktoken_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     try:
         # Until the first checkpoint: note where Ray Train's workers live.
         worker_nodes: set[str] = set()

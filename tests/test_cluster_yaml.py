@@ -1,5 +1,6 @@
 """cluster.yaml passes the checks `ray up` makes before it talks to a cloud: Ray's own defaults merge
 (prepare_config) and Ray's own schema and consistency checks (validate_config, ray-schema.json). Offline, no credentials."""
+
 from __future__ import annotations
 
 import copy
@@ -43,12 +44,15 @@ def test_cluster_yaml_passes_rays_own_validation(config):
     assert "pip install" in setup and "torch==" in setup and "-e ." in setup
 
 
-@pytest.mark.parametrize("mutate, why", [
-    (lambda c: c.update(setup_comands=c.pop("setup_commands")), "misspelled top-level key"),
-    (lambda c: c["docker"].update(imag=c["docker"].pop("image")), "misspelled docker key"),
-    (lambda c: c["available_node_types"]["gpu-8x"]["resources"].update(GPU="eight"), "GPU count not an integer"),
-    (lambda c: c.update(head_node_type="no-such-type"), "head type not among node types"),
-])
+@pytest.mark.parametrize(
+    "mutate, why",
+    [
+        (lambda c: c.update(setup_comands=c.pop("setup_commands")), "misspelled top-level key"),
+        (lambda c: c["docker"].update(imag=c["docker"].pop("image")), "misspelled docker key"),
+        (lambda c: c["available_node_types"]["gpu-8x"]["resources"].update(GPU="eight"), "GPU count not an integer"),
+        (lambda c: c.update(head_node_type="no-such-type"), "head type not among node types"),
+    ],
+)
 def test_broken_copies_fail_validation(config, mutate, why):
     broken = copy.deepcopy(config)
     mutate(broken)

@@ -1,4 +1,5 @@
 """Tests for gptoss/accounting.py: hand-counted parameters of the debug presets and the FLOPs formula."""
+
 from gptoss import build_model, count_params, flops_per_token
 
 
@@ -54,7 +55,11 @@ def test_ladder_mixes_by_hand():
     counts = count_params(build_model("gptoss", **variant_overrides("gpt2")))
     embedding = V * d + 1024 * d
     total = embedding + L * (2 * ln + attn(4, False) + gelu) + ln
-    assert (counts["total"], counts["active"], counts["embedding"]) == (total, total, embedding) == (198_400, 198_400, 98_304)
+    assert (
+        (counts["total"], counts["active"], counts["embedding"])
+        == (total, total, embedding)
+        == (198_400, 198_400, 98_304)
+    )
     fpt = flops_per_token(build_model("gptoss", **variant_overrides("gpt2")), T)
     assert fpt == 6 * (total - embedding + d * V) + 12 * L * H * hd * T
 
@@ -75,5 +80,8 @@ def test_ladder_mixes_by_hand():
     tied = build_model("gptoss", **variant_overrides("gptoss-no-untied"))
     full = count_params(build_model("gptoss"))
     assert count_params(tied)["total"] == full["total"] - V * d
-    assert count_params(tied)["embedding"] == V * d and count_params(tied)["active_non_embedding"] == full["active_non_embedding"]
+    assert (
+        count_params(tied)["embedding"] == V * d
+        and count_params(tied)["active_non_embedding"] == full["active_non_embedding"]
+    )
     assert flops_per_token(tied, T) == flops_per_token(build_model("gptoss"), T)

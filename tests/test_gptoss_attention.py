@@ -1,9 +1,9 @@
 """Tests for gptoss/attention.py: exact sink attention, GQA head mapping, masks and the KV cache."""
+
 import math
 
-import torch
-
 import pytest
+import torch
 
 from gptoss import build_model
 from gptoss.attention import KVCache, SinkAttention, causal_mask, cpu_causal_sink_attention, sink_attention
@@ -29,9 +29,8 @@ def test_sink_attention_matches_explicit_softmax():
         sinks = torch.randn(6) * 2
         pos = torch.arange(20)
         allowed = causal_mask(pos, pos, window)
-        got = sink_attention(q, k, v, sinks, allowed, D ** -0.5)
-        torch.testing.assert_close(got, explicit_sink_attention(q, k, v, sinks, allowed, D ** -0.5),
-                                   rtol=1e-5, atol=1e-5)
+        got = sink_attention(q, k, v, sinks, allowed, D**-0.5)
+        torch.testing.assert_close(got, explicit_sink_attention(q, k, v, sinks, allowed, D**-0.5), rtol=1e-5, atol=1e-5)
 
 
 def test_large_sink_shrinks_attention_output():
@@ -39,12 +38,13 @@ def test_large_sink_shrinks_attention_output():
     q, k, v = (torch.randn(1, 2, 10, 8) for _ in range(3))
     pos = torch.arange(10)
     allowed = causal_mask(pos, pos, None)
-    plain = sink_attention(q, k, v, torch.full((2,), -30.0), allowed, 8 ** -0.5)
-    sunk = sink_attention(q, k, v, torch.full((2,), 10.0), allowed, 8 ** -0.5)
+    plain = sink_attention(q, k, v, torch.full((2,), -30.0), allowed, 8**-0.5)
+    sunk = sink_attention(q, k, v, torch.full((2,), 10.0), allowed, 8**-0.5)
     assert sunk.norm() < 0.01 * plain.norm()
     # Exact: with a sink the output is the plain one scaled by Z / (Z + e^s) per query.
-    torch.testing.assert_close(plain, explicit_sink_attention(q, k, v, torch.full((2,), -1e9), allowed, 8 ** -0.5),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        plain, explicit_sink_attention(q, k, v, torch.full((2,), -1e9), allowed, 8**-0.5), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_causal_mask_window_semantics():
@@ -73,7 +73,7 @@ def test_grouped_query_heads_use_kv_head_h_div_group():
     pos = torch.arange(7)
     attn(x, pos, causal_mask(pos, pos, None))
     with torch.no_grad():  # rows of kv head 1's keys in the fused [q (4 heads) | k (2) | v (2)] projection
-        attn.qkv.weight[4 * 8 + 8: 4 * 8 + 16] += 1.0
+        attn.qkv.weight[4 * 8 + 8 : 4 * 8 + 16] += 1.0
     attn(x, pos, causal_mask(pos, pos, None))
     before, after = captured
     torch.testing.assert_close(after[:, :, :2], before[:, :, :2])  # query heads 0, 1 read kv head 0
@@ -88,10 +88,10 @@ def test_kv_cache_keeps_only_window_for_sliding_layers():
     cache = KVCache(1)
     steps = [attn(x[:, :6], pos[:6], None, cache, 0)]
     for t in range(6, 11):
-        steps.append(attn(x[:, t:t + 1], pos[t:t + 1], None, cache, 0))
+        steps.append(attn(x[:, t : t + 1], pos[t : t + 1], None, cache, 0))
         assert cache.layers[0][0].shape[2] == 4
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
-    assert math.isclose(attn.scale, 8 ** -0.5)
+    assert math.isclose(attn.scale, 8**-0.5)
 
 
 def test_sink_attention_runs_sdpa_flash_kernel_on_cpu_with_exact_gradients():
@@ -103,13 +103,13 @@ def test_sink_attention_runs_sdpa_flash_kernel_on_cpu_with_exact_gradients():
     pos = torch.arange(16)
     allowed = causal_mask(pos, pos, 5)
     with torch.profiler.profile() as prof:
-        got = sink_attention(q, k, v, sinks, allowed, 12 ** -0.5)
+        got = sink_attention(q, k, v, sinks, allowed, 12**-0.5)
     kernels = {e.key for e in prof.key_averages()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels
     assert "aten::_scaled_dot_product_attention_math" not in kernels
     upstream = torch.randn_like(got)
     grads = torch.autograd.grad(got, (q, k, v, sinks), upstream)
-    want = explicit_sink_attention(q, k, v, sinks, allowed, 12 ** -0.5)
+    want = explicit_sink_attention(q, k, v, sinks, allowed, 12**-0.5)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for g, w in zip(grads, torch.autograd.grad(want, (q, k, v, sinks), upstream)):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
@@ -146,5 +146,6 @@ def test_model_takes_the_cpu_causal_path_and_matches_the_masked_one():
     assert "aten::scaled_dot_product_attention" not in kernels  # the masked SDPA path was not taken
     x = torch.randn(2, 24, 64)
     for block in model.blocks:  # each layer: the default (mask None) against its explicit mask
-        torch.testing.assert_close(block.attn(x, pos, None), block.attn(x, pos, causal_mask(pos, pos, block.window)),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            block.attn(x, pos, None), block.attn(x, pos, causal_mask(pos, pos, block.window)), rtol=1e-5, atol=1e-5
+        )

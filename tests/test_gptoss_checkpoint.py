@@ -1,4 +1,5 @@
 """Tests for gptoss/checkpoint.py: safetensors + config.json round trip, tied weights, atomic non-clobbering writes."""
+
 import json
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 from gptoss import build_model, load_checkpoint, save_checkpoint
 
 
-@pytest.mark.parametrize("arch,overrides", [("gptoss", dict(sliding_window=16)), ("gpt2", {}),
-                                            ("gpt2", dict(tie_embeddings=False))])
+@pytest.mark.parametrize(
+    "arch,overrides", [("gptoss", dict(sliding_window=16)), ("gpt2", {}), ("gpt2", dict(tie_embeddings=False))]
+)
 def test_round_trip_gives_identical_logits(tmp_path, arch, overrides):
     torch.manual_seed(0)
     model = build_model(arch, **overrides)

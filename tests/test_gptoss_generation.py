@@ -1,4 +1,5 @@
 """Tests for gptoss/generation.py: cached decoding equals recomputation, sliding layers past the window, sampling."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Tests for gptoss/hf_export.py: transformers loads the export and reproduces our logits (fp32, eager attention)."""
+
 import json
 
 import pytest
@@ -24,8 +25,9 @@ def randomise(model):
 
 
 def hf_logits(out_dir, idx):
-    hf = transformers.AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager",
-                                                           dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        out_dir, attn_implementation="eager", dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         return hf(idx).logits, hf
 

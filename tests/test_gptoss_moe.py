@@ -1,4 +1,5 @@
 """Tests for gptoss/moe.py: grouped expert compute, the Switch aux loss, gradients of idle experts."""
+
 import pytest
 import torch
 

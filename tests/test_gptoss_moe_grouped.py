@@ -1,6 +1,7 @@
 """Tests for MoEMLP's grouped-GEMM path (gptoss/moe.py, impl="grouped"): the same results as the loop, padded group
 layout, and one graph (no host sync). torch._grouped_mm runs here on the CPU in fp32; the CUDA bf16 kernel is
 compared with the loop by bench/bench_gpu.py and by the CUDA-only test below."""
+
 import copy
 
 import pytest

@@ -1,4 +1,5 @@
 """Tests for gptoss/norm.py: the hand-written RMSNorm backward equals autograd through the plain formula."""
+
 import torch
 
 from gptoss.norm import RMSNorm
@@ -19,8 +20,9 @@ def test_forward_and_gradients_match_the_plain_formula():
     got = norm(x)
     want = reference_rms_norm(x, norm.weight, 1e-5)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    for g, w in zip(torch.autograd.grad(got, (x, norm.weight), upstream),
-                    torch.autograd.grad(want, (x, norm.weight), upstream)):
+    for g, w in zip(
+        torch.autograd.grad(got, (x, norm.weight), upstream), torch.autograd.grad(want, (x, norm.weight), upstream)
+    ):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
 

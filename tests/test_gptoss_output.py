@@ -1,5 +1,6 @@
 """Tests for gptoss/output.py: the chunked linear + cross-entropy equals the plain formulation, loss and gradients,
 for both architectures, and the vocabulary padding it uses internally is invisible."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,8 +10,9 @@ from gptoss.output import VOCAB_PAD, linear_cross_entropy, padded_size
 
 
 def plain_loss(hidden, weight, targets):
-    return F.cross_entropy(F.linear(hidden, weight).float().reshape(-1, weight.shape[0]), targets.reshape(-1),
-                           ignore_index=-100)
+    return F.cross_entropy(
+        F.linear(hidden, weight).float().reshape(-1, weight.shape[0]), targets.reshape(-1), ignore_index=-100
+    )
 
 
 def grads(loss_fn, hidden, weight, targets, grad_scale=1.0):
@@ -93,11 +95,14 @@ def test_all_targets_ignored_gives_nan_like_cross_entropy():
     assert torch.isnan(plain_loss(hidden, weight, targets))
 
 
-@pytest.mark.parametrize("arch,overrides", [
-    ("gptoss", dict(aux_loss_coef=0.0)),  # aux off so the loss is the CE alone, gradients included
-    ("gpt2", {}),  # tied: the unembedding's gradient adds to the embedding's
-    ("gpt2", dict(tie_embeddings=False)),
-])
+@pytest.mark.parametrize(
+    "arch,overrides",
+    [
+        ("gptoss", dict(aux_loss_coef=0.0)),  # aux off so the loss is the CE alone, gradients included
+        ("gpt2", {}),  # tied: the unembedding's gradient adds to the embedding's
+        ("gpt2", dict(tie_embeddings=False)),
+    ],
+)
 @pytest.mark.parametrize("vocab", [512, 517])
 def test_model_loss_path_equals_cross_entropy_of_its_logits(arch, overrides, vocab):
     torch.manual_seed(0)

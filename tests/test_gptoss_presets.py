@@ -1,4 +1,5 @@
 """Tests for gptoss/presets.py: registry, builders, dict round trip, error messages."""
+
 import pytest
 
 from gptoss import ARCHS, PRESETS, build_config, config_from_dict, config_to_dict, list_presets
@@ -21,7 +22,7 @@ def test_seed_and_cpu_presets_match_the_brief():
     assert (seed.num_experts, seed.experts_per_token, seed.vocab_size) == (4, 1, 201088)
     tiny = build_config("gptoss", "cpu-tiny")
     # active MLP weights per layer ~ gpt2's 8 d^2: k * 3 * d * I
-    assert abs(2 * 3 * 128 * tiny.intermediate_size / (8 * 128 ** 2) - 1) < 0.05
+    assert abs(2 * 3 * 128 * tiny.intermediate_size / (8 * 128**2) - 1) < 0.05
     debug = build_config("gptoss")
     assert (debug.num_experts, debug.experts_per_token, debug.n_kv_heads, debug.head_dim) == (4, 2, 2, 16)
 

@@ -1,4 +1,5 @@
 """Tests for gptoss/rope.py: YaRN frequencies and concentration as in the openai/gpt-oss reference."""
+
 import math
 
 import torch
@@ -38,5 +39,6 @@ def test_rotation_backward_equals_autograd_of_the_formula():
     want = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     upstream = torch.randn_like(got)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(torch.autograd.grad(got, x, upstream)[0], torch.autograd.grad(want, x, upstream)[0],
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, x, upstream)[0], torch.autograd.grad(want, x, upstream)[0], rtol=1e-12, atol=1e-12
+    )

@@ -1,11 +1,19 @@
 """Tests for gptoss/variants.py: the ladder is cumulative from GPT-2 to gptoss, leave-one-outs differ in one component."""
+
 import re
 
 import pytest
 
 from gptoss import build_config
-from gptoss.variants import (LADDER, LEAVE_ONE_OUT, VARIANTS, canonical_variant, expand_variants,
-                             variant_overrides, variant_token)
+from gptoss.variants import (
+    LADDER,
+    LEAVE_ONE_OUT,
+    VARIANTS,
+    canonical_variant,
+    expand_variants,
+    variant_overrides,
+    variant_token,
+)
 
 SWITCHES = ("tie_embeddings", "positions", "norm", "mlp", "n_kv_heads", "sinks", "sliding_window")
 
@@ -18,10 +26,18 @@ def _switches(name):
 def test_the_ladder_turns_on_one_component_per_rung_from_gpt2_to_gptoss():
     assert LADDER == ("gpt2", "+untied", "+rope", "+yarn", "+rmsnorm", "+swiglu", "+gqa", "+sinks", "+window", "gptoss")
     gpt2 = _switches("gpt2")
-    assert gpt2 == dict(tie_embeddings=True, positions="learned", norm="layernorm", mlp="gelu", n_kv_heads=4,
-                        sinks=False, sliding_window=None)
-    assert _switches("gptoss") == dict(tie_embeddings=False, positions="yarn", norm="rmsnorm", mlp="moe", n_kv_heads=2,
-                                       sinks=True, sliding_window=128)
+    assert gpt2 == dict(
+        tie_embeddings=True,
+        positions="learned",
+        norm="layernorm",
+        mlp="gelu",
+        n_kv_heads=4,
+        sinks=False,
+        sliding_window=None,
+    )
+    assert _switches("gptoss") == dict(
+        tie_embeddings=False, positions="yarn", norm="rmsnorm", mlp="moe", n_kv_heads=2, sinks=True, sliding_window=128
+    )
     for prev, rung in zip(LADDER, LADDER[1:]):
         a, b = _switches(prev), _switches(rung)
         changed = [s for s in SWITCHES if a[s] != b[s]]

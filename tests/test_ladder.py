@@ -1,4 +1,5 @@
 """Tests for orchestrator/ladder.py: paired per-seed steps, their intervals and verdicts, the tables and the plot."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,20 @@ from orchestrator.ladder import ladder_section, ladder_steps, leave_one_out_step
 
 
 def _row(variant, seed, loss, layers=4):
-    return dict(trial=f"v-{variant}-s{seed}", arch="gptoss", variant=variant, n_layers=layers, d_model=128, n_heads=4,
-                num_experts=4, experts_per_token=2, seed=seed, lr=1e-3, final_val_loss=loss, val_bpb=loss / 3)
+    return dict(
+        trial=f"v-{variant}-s{seed}",
+        arch="gptoss",
+        variant=variant,
+        n_layers=layers,
+        d_model=128,
+        n_heads=4,
+        num_experts=4,
+        experts_per_token=2,
+        seed=seed,
+        lr=1e-3,
+        final_val_loss=loss,
+        val_bpb=loss / 3,
+    )
 
 
 LOSSES = {  # variant -> loss per seed
@@ -33,8 +46,12 @@ def _by_variant(rows):
 
 def test_paired_steps_exactly():
     steps = ladder_steps(_by_variant(ROWS))
-    assert [(e["variant"], e["previous"]) for e in steps] == [("gpt2", None), ("+untied", "gpt2"), ("+rope", "+untied"),
-                                                              ("gptoss", "+rope")]
+    assert [(e["variant"], e["previous"]) for e in steps] == [
+        ("gpt2", None),
+        ("+untied", "gpt2"),
+        ("+rope", "+untied"),
+        ("gptoss", "+rope"),
+    ]
     untied = steps[1]["step"]
     assert untied["n"] == 3 and untied["seeds"] == [0, 1, 2]
     assert untied["nats"] == pytest.approx(-0.10) and untied["nats_std"] == pytest.approx(0.05)
@@ -45,7 +62,11 @@ def test_paired_steps_exactly():
     rope = steps[2]["step"]
     assert rope["nats"] == pytest.approx(-0.10) and rope["nats_std"] == pytest.approx(0.01) and rope["resolved"]
     full = steps[3]["step"]  # paired on the two seeds both have
-    assert full["n"] == 2 and full["nats"] == pytest.approx(-0.48) and full["nats_std"] == pytest.approx(0.02 * math.sqrt(2))
+    assert (
+        full["n"] == 2
+        and full["nats"] == pytest.approx(-0.48)
+        and full["nats_std"] == pytest.approx(0.02 * math.sqrt(2))
+    )
     assert full["high"] == pytest.approx(-0.48 + 12.706 * 0.02 * math.sqrt(2) / math.sqrt(2)) and full["resolved"]
 
 
@@ -61,9 +82,18 @@ def test_leave_one_out_is_measured_against_full_gptoss():
 def test_the_tables_say_what_is_resolved():
     text = "\n".join(ladder_section(ROWS))
     assert "| gpt2 | 4.0000 ± 0.1000 | 1.3333 ± 0.0333 | | | | | 3 | start |" in text
-    assert "| +untied | 3.9000 ± 0.0500 | 1.3000 ± 0.0167 | -0.1000 | 0.0500 | [-0.2242, +0.0242] | -0.0333 | 3 | not resolved |" in text
-    assert "| +rope | 3.8000 ± 0.0600 | 1.2667 ± 0.0200 | -0.1000 | 0.0100 | [-0.1248, -0.0752] | -0.0333 | 3 | resolved |" in text
-    assert "| gptoss-no-moe | 3.3800 ± 0.0424 | 1.1267 ± 0.0141 | +0.0300 | 0.0283 | [-0.2241, +0.2841] | +0.0100 | 2 | not resolved |" in text
+    assert (
+        "| +untied | 3.9000 ± 0.0500 | 1.3000 ± 0.0167 | -0.1000 | 0.0500 | [-0.2242, +0.0242] | -0.0333 | 3 | not resolved |"
+        in text
+    )
+    assert (
+        "| +rope | 3.8000 ± 0.0600 | 1.2667 ± 0.0200 | -0.1000 | 0.0100 | [-0.1248, -0.0752] | -0.0333 | 3 | resolved |"
+        in text
+    )
+    assert (
+        "| gptoss-no-moe | 3.3800 ± 0.0424 | 1.1267 ± 0.0141 | +0.0300 | 0.0283 | [-0.2241, +0.2841] | +0.0100 | 2 | not resolved |"
+        in text
+    )
     assert "| gptoss-no-sinks | 3.3200 | 1.1067 | +0.0200 | - | - | +0.0067 | 1 | not resolved (1 seed) |" in text
     assert "gpt2 -> gptoss: -0.7000 nats (-0.2333 bits/byte) over 2 paired seed(s), resolved." in text
     assert "### Leave one out, against full gptoss (n_layers 4, d_model 128" in text

@@ -1,4 +1,5 @@
 """Tests for gptoss/model_gpt2.py: forward/loss contract, causality, tying, dropout, config validation."""
+
 import pytest
 import torch
 
@@ -56,10 +57,17 @@ def test_sequence_longer_than_position_table_raises():
         build_model("gpt2", max_seq_len=8)(torch.zeros(1, 9, dtype=torch.long))
 
 
-@pytest.mark.parametrize("overrides,field", [
-    (dict(n_heads=3), "n_heads"), (dict(d_model=-4), "d_model"), (dict(dropout=1.5), "dropout"),
-    (dict(n_kv_heads=2), "n_kv_heads"), (dict(num_experts=2), "num_experts"), (dict(max_seq_len=0), "max_seq_len"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(n_heads=3), "n_heads"),
+        (dict(d_model=-4), "d_model"),
+        (dict(dropout=1.5), "dropout"),
+        (dict(n_kv_heads=2), "n_kv_heads"),
+        (dict(num_experts=2), "num_experts"),
+        (dict(max_seq_len=0), "max_seq_len"),
+    ],
+)
 def test_bad_configs_raise_value_error_naming_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         build_config("gpt2", "debug", **overrides)

@@ -1,4 +1,5 @@
 """Tests for gptoss/model_gptoss.py: config validation, forward/loss contract, causality, sliding window, sinks."""
+
 import pytest
 import torch
 
@@ -76,6 +77,7 @@ def test_large_sink_shrinks_attention_contribution():
     x = torch.randn(1, 10, 64)
     pos = torch.arange(10)
     from gptoss.attention import causal_mask
+
     with torch.no_grad():
         attn.out.bias.zero_()
         plain = attn(x, pos, causal_mask(pos, pos, None)).norm()
@@ -90,20 +92,23 @@ def test_sequence_longer_than_max_seq_len_raises():
         model(random_ids(17))
 
 
-@pytest.mark.parametrize("overrides,field", [
-    (dict(n_heads=3, head_dim=None), "n_heads"),
-    (dict(n_kv_heads=3), "n_kv_heads"),
-    (dict(experts_per_token=5), "experts_per_token"),
-    (dict(d_model=0), "d_model"),
-    (dict(num_experts=-1), "num_experts"),
-    (dict(intermediate_size=0), "intermediate_size"),
-    (dict(sliding_window=-1), "sliding_window"),
-    (dict(head_dim=7), "head_dim"),
-    (dict(swiglu_limit=0.0), "swiglu_limit"),  # the SwiGLU backward nudges its clamp bounds one ulp out
-    (dict(swiglu_alpha=0.0), "swiglu_alpha"),  # and divides by alpha
-    (dict(layer_types=["full_attention"]), "layer_types"),
-    (dict(bogus=1), "bogus"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(n_heads=3, head_dim=None), "n_heads"),
+        (dict(n_kv_heads=3), "n_kv_heads"),
+        (dict(experts_per_token=5), "experts_per_token"),
+        (dict(d_model=0), "d_model"),
+        (dict(num_experts=-1), "num_experts"),
+        (dict(intermediate_size=0), "intermediate_size"),
+        (dict(sliding_window=-1), "sliding_window"),
+        (dict(head_dim=7), "head_dim"),
+        (dict(swiglu_limit=0.0), "swiglu_limit"),  # the SwiGLU backward nudges its clamp bounds one ulp out
+        (dict(swiglu_alpha=0.0), "swiglu_alpha"),  # and divides by alpha
+        (dict(layer_types=["full_attention"]), "layer_types"),
+        (dict(bogus=1), "bogus"),
+    ],
+)
 def test_bad_configs_raise_value_error_naming_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         build_config("gptoss", "debug", **overrides)
@@ -141,8 +146,13 @@ def test_explicit_head_dim_need_not_divide_d_model():
 
 def _gpt2_to_gptoss_state(gpt2_state: dict) -> dict:
     """GPT2's parameter names -> GptOss's with every switch at its GPT-2 setting (same layouts, renamed)."""
-    renames = [("token_embedding.", "embedding."), ("lm_head.", "unembedding."), ("ln_f.", "norm."),
-               (".ln_1.", ".attn_norm."), (".ln_2.", ".mlp_norm.")]
+    renames = [
+        ("token_embedding.", "embedding."),
+        ("lm_head.", "unembedding."),
+        ("ln_f.", "norm."),
+        (".ln_1.", ".attn_norm."),
+        (".ln_2.", ".mlp_norm."),
+    ]
     out = {}
     for name, tensor in gpt2_state.items():
         for old, new in renames:
@@ -184,31 +194,49 @@ def test_every_switch_at_gptoss_is_todays_gptoss():
     assert build_config("gptoss", "cpu-tiny", **variant_overrides("gptoss")) == build_config("gptoss", "cpu-tiny")
     config = build_config("gptoss")
     assert (config.tie_embeddings, config.positions, config.norm, config.mlp, config.sinks) == (
-        False, "yarn", "rmsnorm", "moe", True)
+        False,
+        "yarn",
+        "rmsnorm",
+        "moe",
+        True,
+    )
 
 
-@pytest.mark.parametrize("switches", [
-    dict(positions="rope"), dict(positions="learned", tie_embeddings=True), dict(norm="layernorm", mlp="gelu"),
-    dict(mlp="swiglu", intermediate_size=None), dict(n_kv_heads=None, sinks=False), dict(sliding_window=None),
-    dict(positions="learned", mlp="gelu", intermediate_size=None, sinks=False, n_kv_heads=1),
-])
+@pytest.mark.parametrize(
+    "switches",
+    [
+        dict(positions="rope"),
+        dict(positions="learned", tie_embeddings=True),
+        dict(norm="layernorm", mlp="gelu"),
+        dict(mlp="swiglu", intermediate_size=None),
+        dict(n_kv_heads=None, sinks=False),
+        dict(sliding_window=None),
+        dict(positions="learned", mlp="gelu", intermediate_size=None, sinks=False, n_kv_heads=1),
+    ],
+)
 def test_any_mix_trains_and_decodes_with_the_cache_as_without(switches):
     from gptoss import generate
 
     torch.manual_seed(0)
-    model = build_model("gptoss", sliding_window=4, **switches) if "sliding_window" not in switches else \
-        build_model("gptoss", **switches)
+    model = (
+        build_model("gptoss", sliding_window=4, **switches)
+        if "sliding_window" not in switches
+        else build_model("gptoss", **switches)
+    )
     idx = random_ids(12)
     logits, loss = model(idx, idx)
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
     model.eval()
-    assert generate(model, [1, 2, 3], 10, temperature=0) == generate(model, [1, 2, 3], 10, temperature=0, use_cache=False)
+    assert generate(model, [1, 2, 3], 10, temperature=0) == generate(
+        model, [1, 2, 3], 10, temperature=0, use_cache=False
+    )
 
 
 def test_switches_shape_the_model():
-    learned = build_model("gptoss", positions="learned", tie_embeddings=True, norm="layernorm", sinks=False,
-                          sliding_window=None)
+    learned = build_model(
+        "gptoss", positions="learned", tie_embeddings=True, norm="layernorm", sinks=False, sliding_window=None
+    )
     assert learned.position_embedding.weight.shape == (1024, 64) and learned.blocks[0].attn.rope is None
     assert learned.unembedding.weight is learned.embedding.weight
     assert isinstance(learned.norm, torch.nn.LayerNorm) and learned.blocks[0].attn.sinks is None
@@ -230,18 +258,24 @@ def test_dense_mlps_follow_the_active_size_rule():
         d, i = config.d_model, config.intermediate_size
         active = 8 * d * d if mlp == "gelu" else 3 * d * i * (k if mlp == "moe" else 1)
         assert abs(active / (8 * d * d) - 1) < 0.05, (mlp, k, i)
-    assert build_config("gptoss", "cpu-tiny", mlp="moe", intermediate_size=None).intermediate_size == \
-        build_config("gptoss", "cpu-tiny").intermediate_size == 176
+    assert (
+        build_config("gptoss", "cpu-tiny", mlp="moe", intermediate_size=None).intermediate_size
+        == build_config("gptoss", "cpu-tiny").intermediate_size
+        == 176
+    )
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (dict(positions="alibi"), "positions must be one of learned, rope, yarn"),
-    (dict(norm="batchnorm"), "norm must be one of"),
-    (dict(mlp="relu"), "mlp must be one of gelu, swiglu, moe"),
-    (dict(sinks="yes"), "sinks must be true or false"),
-    (dict(tie_embeddings=1), "tie_embeddings must be true or false"),
-    (dict(sliding_window=None, layer_types=["sliding_attention", "full_attention"]), "sliding_window is None"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(positions="alibi"), "positions must be one of learned, rope, yarn"),
+        (dict(norm="batchnorm"), "norm must be one of"),
+        (dict(mlp="relu"), "mlp must be one of gelu, swiglu, moe"),
+        (dict(sinks="yes"), "sinks must be true or false"),
+        (dict(tie_embeddings=1), "tie_embeddings must be true or false"),
+        (dict(sliding_window=None, layer_types=["sliding_attention", "full_attention"]), "sliding_window is None"),
+    ],
+)
 def test_bad_switches_raise_value_error(overrides, message):
     with pytest.raises(ValueError, match=message):
         build_config("gptoss", "debug", **overrides)

@@ -1,4 +1,5 @@
 """N-gram reference baselines: unigram and Kneser-Ney probabilities against a hand computation on a tiny corpus."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """data_pipeline/prepare.py end to end on Ray (few runs, shared): token counts, decode round trip, compaction, idempotence, ray_dataset."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def split_tokens(data_dir, manifest, split):
 @pytest.fixture(scope="module")
 def compact_run(ray_session, tinystories_dir, tiktoken_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "ts"
-    cfg = PrepareConfig(out=str(out), source=str(tinystories_dir), tokenizer_dir=str(tiktoken_dir), limit=LIMIT, shard_tokens=200_000)
+    cfg = PrepareConfig(
+        out=str(out), source=str(tinystories_dir), tokenizer_dir=str(tiktoken_dir), limit=LIMIT, shard_tokens=200_000
+    )
     summary = prepare(cfg, echo=lambda s: None)
     return cfg, out, summary
 
@@ -50,7 +53,9 @@ def test_counts_decode_and_compaction(compact_run, tiktoken_dir):
     tok = load_tokenizer(out, tiktoken_dir)
     for split in ("train", "validation"):
         info = manifest["splits"][split]
-        expected = sum(len(ids) for ids in enc.encode_ordinary_batch(stories[split], num_threads=1)) + len(stories[split])
+        expected = sum(len(ids) for ids in enc.encode_ordinary_batch(stories[split], num_threads=1)) + len(
+            stories[split]
+        )
         assert info["tokens"] == expected == summary["tokens"][split]
         assert info["stories"] == len(stories[split]) == sum(s["stories"] for s in info["shards"])
         assert info["utf8_bytes"] == sum(len(s.encode()) for s in stories[split])
@@ -81,7 +86,7 @@ def test_rerun_is_noop_then_force_rebuilds_identically(compact_run):
     with pytest.raises(ValueError, match="no valid manifest"):
         load_manifest(out)
     rebuilt = prepare(cfg, echo=lambda s: None)
-    assert not rebuilt["noop"] and sorted(p.name for p in out.iterdir() if p.name.startswith("."))== []
+    assert not rebuilt["noop"] and sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     assert {p.name: sha256_of(p) for p in out.glob("*.arrow")} == {k: v[1] for k, v in before.items()}  # deterministic
 
 
@@ -91,10 +96,25 @@ def test_full_vocab_gpt2_jsonl_fraction_and_reader(ray_session, tinystories_dir,
     src = tmp_path / "stories.jsonl"
     src.write_text("\n".join(json.dumps({"story": s}) for s in stories))
     out = tmp_path / "out"
-    summary = prepare(PrepareConfig(out=str(out), source=str(src), tokenizer="gpt2", tokenizer_dir=str(tiktoken_dir), compact_vocab=False,
-                                    text_field="story", val_fraction=0.1), echo=lambda s: None)
+    summary = prepare(
+        PrepareConfig(
+            out=str(out),
+            source=str(src),
+            tokenizer="gpt2",
+            tokenizer_dir=str(tiktoken_dir),
+            compact_vocab=False,
+            text_field="story",
+            val_fraction=0.1,
+        ),
+        echo=lambda s: None,
+    )
     manifest = load_manifest(out)
-    assert manifest["vocab_size"] == 50257 and manifest["eot_id"] == 50256 and manifest["dtype"] == "uint16" and not manifest["compacted"]
+    assert (
+        manifest["vocab_size"] == 50257
+        and manifest["eot_id"] == 50256
+        and manifest["dtype"] == "uint16"
+        and not manifest["compacted"]
+    )
     assert summary["stories"] == {"train": 360, "validation": 40}
     enc = get_encoding("gpt2", tiktoken_dir)
     val = [stories[i] for i in range(400) if i % 10 == 5]  # 40 indices spread evenly: 5, 15, ...
@@ -136,7 +156,7 @@ def test_manifest_carries_the_vocabulary_and_shard_checksums(compact_run, tmp_pa
     shutil.copytree(out, copy)
     victim = copy / manifest["splits"]["train"]["shards"][1]["file"]
     data = bytearray(victim.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 8] = b"\x07" * 8
+    data[len(data) // 2 : len(data) // 2 + 8] = b"\x07" * 8
     victim.write_bytes(bytes(data))
     assert check_shards(out, manifest) == sum(s["bytes"] for sp in manifest["splits"].values() for s in sp["shards"])
     with pytest.raises(DataError, match=rf"shard {victim.name} in .* prepare"):
@@ -154,6 +174,10 @@ def test_summary_embedding_savings_use_the_cpu_presets_shapes():
     from data_pipeline.prepare import CPU_PRESET_EMBEDDINGS
     from gptoss.presets import PRESETS, build_config
 
-    built = {(arch, name): (build_config(arch, name).d_model, build_config(arch, name).tie_embeddings)
-             for arch in ("gptoss", "gpt2") for name in PRESETS[arch] if name.startswith("cpu")}
+    built = {
+        (arch, name): (build_config(arch, name).d_model, build_config(arch, name).tie_embeddings)
+        for arch in ("gptoss", "gpt2")
+        for name in PRESETS[arch]
+        if name.startswith("cpu")
+    }
     assert list(CPU_PRESET_EMBEDDINGS.items()) == list(built.items())

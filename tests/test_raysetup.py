@@ -1,4 +1,5 @@
 """raysetup: Ray start-up lives below data_pipeline and orchestrator, and its quiet environment silences the raylet's warnings."""
+
 from __future__ import annotations
 
 import ast
@@ -7,8 +8,12 @@ from pathlib import Path
 
 from conftest import REPO
 
-LAYERS = {"gptoss": set(), "raysetup": set(), "data_pipeline": {"gptoss", "raysetup"},
-          "orchestrator": {"gptoss", "raysetup", "data_pipeline"}}
+LAYERS = {
+    "gptoss": set(),
+    "raysetup": set(),
+    "data_pipeline": {"gptoss", "raysetup"},
+    "orchestrator": {"gptoss", "raysetup", "data_pipeline"},
+}
 
 
 def _imported_packages(path: Path) -> set[str]:
@@ -48,8 +53,10 @@ def test_a_ray_start_up_timeout_is_one_line(monkeypatch):
     from raysetup import ClusterError, init_ray
 
     def timed_out(**kwargs):
-        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
-                        "failed to startup or the GCS has become overloaded.")
+        raise Exception(
+            "The current node timed out during startup. This could happen because some of the raylet "
+            "failed to startup or the GCS has become overloaded."
+        )
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)

@@ -1,4 +1,5 @@
 """data_pipeline/reader.py and manifest.py: memory-mapped windows, rank sharding, determinism, eval batches, manifest checks."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,16 @@ def make_prepared(tmp_path, sizes=(1000, 537, 2000), split="train", eot=7):
         digest = write_token_shard(tmp_path / name, tokens)
         shards.append(dict(file=name, tokens=n, stories=0, sha256=digest, bytes=(tmp_path / name).stat().st_size))
         start += n
-    manifest = dict(format=FORMAT, tokenizer="gpt2", vocab_size=60000, eot_id=eot, compacted=False, dtype="uint16", fingerprint="x",
-                    splits={split: dict(tokens=start, stories=0, utf8_bytes=0, shards=shards)})
+    manifest = dict(
+        format=FORMAT,
+        tokenizer="gpt2",
+        vocab_size=60000,
+        eot_id=eot,
+        compacted=False,
+        dtype="uint16",
+        fingerprint="x",
+        splits={split: dict(tokens=start, stories=0, utf8_bytes=0, shards=shards)},
+    )
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return tmp_path, start
 
@@ -60,7 +69,9 @@ def test_deterministic_resume_and_epochs(tmp_path):
     bpe = a.batches_per_epoch(5)
     steps = [0, 1, bpe - 1, bpe, 3 * bpe + 2]
     first = [a.batch_indices(s, 5).tolist() for s in steps]
-    assert [b.batch_indices(s, 5).tolist() for s in reversed(steps)] == list(reversed(first))  # any order: pure function
+    assert [b.batch_indices(s, 5).tolist() for s in reversed(steps)] == list(
+        reversed(first)
+    )  # any order: pure function
     assert a.batch_indices(0, 5).tolist() != a.batch_indices(bpe, 5).tolist()  # next epoch: new permutation
     assert TokenWindows(d, "train", 32, 1, 2, seed=4).batch_indices(0, 5).tolist() != first[0]
 

@@ -1,4 +1,5 @@
 """The sweep report's tables, from hand-made rows: best-lr selection, the lr table and paired improvements."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,15 +8,35 @@ from orchestrator.report import WEIGHTS_NAME, best_lr_rows, headline_table, lr_t
 
 
 def _row(arch, lr, seed, loss, layers=4, experts=4, budget=1048576):
-    return dict(trial=f"{arch}-L{layers}-E{experts}-s{seed}-lr{lr}-D{budget}", arch=arch, n_layers=layers, d_model=128,
-                n_heads=4, num_experts=experts if arch == "gptoss" else "", experts_per_token=2 if arch == "gptoss" else "",
-                seed=seed, lr=lr, budget=budget, tokens=budget, train_flops=budget * (2e6 if arch == "gptoss" else 1e6),
-                final_val_loss=loss, val_bpb=loss / 3)
+    return dict(
+        trial=f"{arch}-L{layers}-E{experts}-s{seed}-lr{lr}-D{budget}",
+        arch=arch,
+        n_layers=layers,
+        d_model=128,
+        n_heads=4,
+        num_experts=experts if arch == "gptoss" else "",
+        experts_per_token=2 if arch == "gptoss" else "",
+        seed=seed,
+        lr=lr,
+        budget=budget,
+        tokens=budget,
+        train_flops=budget * (2e6 if arch == "gptoss" else 1e6),
+        final_val_loss=loss,
+        val_bpb=loss / 3,
+    )
 
 
 def test_each_model_is_compared_at_its_own_best_lr():
-    rows = [_row("gpt2", 1e-3, 0, 2.0), _row("gpt2", 1e-3, 1, 2.2), _row("gpt2", 3e-3, 0, 1.9), _row("gpt2", 3e-3, 1, 2.1),
-            _row("gptoss", 1e-3, 0, 1.8), _row("gptoss", 1e-3, 1, 1.8), _row("gptoss", 3e-3, 0, 2.5), _row("gptoss", 3e-3, 1, 2.5)]
+    rows = [
+        _row("gpt2", 1e-3, 0, 2.0),
+        _row("gpt2", 1e-3, 1, 2.2),
+        _row("gpt2", 3e-3, 0, 1.9),
+        _row("gpt2", 3e-3, 1, 2.1),
+        _row("gptoss", 1e-3, 0, 1.8),
+        _row("gptoss", 1e-3, 1, 1.8),
+        _row("gptoss", 3e-3, 0, 2.5),
+        _row("gptoss", 3e-3, 1, 2.5),
+    ]
     kept = best_lr_rows(rows)
     assert {(r["arch"], r["lr"]) for r in kept} == {("gpt2", 3e-3), ("gptoss", 1e-3)}
     table = "\n".join(lr_table(rows))
@@ -26,8 +47,10 @@ def test_each_model_is_compared_at_its_own_best_lr():
     # Headline at the best lrs: gpt2 2.0 vs gptoss 1.8 -> +10.0%; per-seed improvements 5.26% and 14.29%; in nats
     # 0.2 (per seed 0.1 and 0.3), in bits/byte a third of that.
     headline = "\n".join(headline_table(rows))
-    assert ("| 1.05M | 4 | 4 | 1.8000 ± 0.0000 | 2.0000 ± 0.1414 | +10.0% ± 6.4 | +0.2000 ± 0.1414 | +0.0667 ± 0.0471 |"
-            in headline)
+    assert (
+        "| 1.05M | 4 | 4 | 1.8000 ± 0.0000 | 2.0000 ± 0.1414 | +10.0% ± 6.4 | +0.2000 ± 0.1414 | +0.0667 ± 0.0471 |"
+        in headline
+    )
 
 
 def test_the_lr_table_marks_an_interior_best_and_leaves_lrs_a_model_did_not_run_blank():
@@ -60,12 +83,23 @@ def _trial_files(trial_dir, arch="gptoss", seed=0, loss=2.0):
     import json
 
     trial_dir.mkdir(parents=True)
-    summary = dict(steps=10, tokens=1000, final_val_loss=loss, best_val_loss=loss, final_val_bpb=loss / 3,
-                   tokens_per_s=100.0, wall_s=5.0, best_checkpoint=None,
-                   params=dict(total=1000, active=800, embedding=200, non_embedding=800, bytes_bf16=2000))
-    config = dict(config=dict(arch=arch, seed=seed, lr=1e-3), model_config=dict(n_layers=2, d_model=64, n_heads=4,
-                                                                                num_experts=4, experts_per_token=2),
-                  flops_per_token=1e6, lr=1e-3)
+    summary = dict(
+        steps=10,
+        tokens=1000,
+        final_val_loss=loss,
+        best_val_loss=loss,
+        final_val_bpb=loss / 3,
+        tokens_per_s=100.0,
+        wall_s=5.0,
+        best_checkpoint=None,
+        params=dict(total=1000, active=800, embedding=200, non_embedding=800, bytes_bf16=2000),
+    )
+    config = dict(
+        config=dict(arch=arch, seed=seed, lr=1e-3),
+        model_config=dict(n_layers=2, d_model=64, n_heads=4, num_experts=4, experts_per_token=2),
+        flops_per_token=1e6,
+        lr=1e-3,
+    )
     (trial_dir / "summary.json").write_text(json.dumps(summary))
     (trial_dir / "config.json").write_text(json.dumps(config))
     (trial_dir / "metrics.jsonl").write_text(json.dumps(dict(kind="eval", step=10, tokens=1000, val_loss=loss)) + "\n")
@@ -129,8 +163,15 @@ def test_a_report_rebuilt_without_the_data_directory_keeps_its_reference_lines(t
 
     data = tmp_path / "data"
     data.mkdir()
-    fits = [dict(train_tokens=1000, models={"unigram": dict(nats_per_token=5.9, bits_per_byte=2.0),
-                                            "kn_trigram": dict(nats_per_token=3.2, bits_per_byte=1.1)})]
+    fits = [
+        dict(
+            train_tokens=1000,
+            models={
+                "unigram": dict(nats_per_token=5.9, bits_per_byte=2.0),
+                "kn_trigram": dict(nats_per_token=3.2, bits_per_byte=1.1),
+            },
+        )
+    ]
     (data / "baselines.json").write_text(json.dumps(dict(fits=fits)))
     sweep = tmp_path / "sw"
     sweep.mkdir()
@@ -145,8 +186,10 @@ def test_a_report_rebuilt_without_the_data_directory_keeps_its_reference_lines(t
 
 
 def test_lrs_are_chosen_per_budget_and_the_headline_has_a_row_per_budget():
-    rows = [_row("gpt2", lr, 0, loss, budget=b) for lr, b, loss in
-            [(1e-3, 2**20, 2.0), (3e-3, 2**20, 2.1), (1e-3, 2**22, 1.9), (3e-3, 2**22, 1.7)]]
+    rows = [
+        _row("gpt2", lr, 0, loss, budget=b)
+        for lr, b, loss in [(1e-3, 2**20, 2.0), (3e-3, 2**20, 2.1), (1e-3, 2**22, 1.9), (3e-3, 2**22, 1.7)]
+    ]
     rows += [_row("gptoss", 1e-3, 0, 1.8, budget=b) for b in (2**20, 2**22)]
     assert {(r["lr"], r["budget"]) for r in best_lr_rows(rows) if r["arch"] == "gpt2"} == {(1e-3, 2**20), (3e-3, 2**22)}
     headline = "\n".join(headline_table(rows))
@@ -159,10 +202,14 @@ def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_move
     from orchestrator.scaling import budget_section
 
     budgets = [2**20, 2**21, 2**22, 2**23]
-    law = lambda d: 1.5 + 300 * d ** -0.4  # noqa: E731
+    law = lambda d: 1.5 + 300 * d**-0.4  # noqa: E731
     rows = [_row("gpt2", 1e-3, s, law(b) + 0.01 * s, budget=b) for s in (0, 1) for b in budgets]
     # GPT-OSS is ahead at the small budgets and the lead shrinks: its curve flattens towards the same E.
-    rows += [_row("gptoss", 1e-3, s, law(b * 4 / (1 + i)) + 0.01 * s, budget=b) for s in (0, 1) for i, b in enumerate(budgets)]
+    rows += [
+        _row("gptoss", 1e-3, s, law(b * 4 / (1 + i)) + 0.01 * s, budget=b)
+        for s in (0, 1)
+        for i, b in enumerate(budgets)
+    ]
     section = budget_section([dict(r, model=model_label(r)) for r in rows], "gpt2", [("KN trigram", 3.2, 1.1)])
     text = "\n".join(section["lines"])
     assert section["plot"][:8] == b"\x89PNG\r\n\x1a\n"
@@ -194,23 +241,37 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
     import shutil
 
     from conftest import REPO
+
     from orchestrator import ladder, report, scaling
     from orchestrator.report import write_report
 
-    for module, name in ((report, "plot_curves"), (report, "plot_loss_vs_params"), (report, "plot_loss_vs_compute"),
-                         (scaling, "plot_loss_vs_budget"), (ladder, "plot_waterfall")):
+    for module, name in (
+        (report, "plot_curves"),
+        (report, "plot_loss_vs_params"),
+        (report, "plot_loss_vs_compute"),
+        (scaling, "plot_loss_vs_budget"),
+        (ladder, "plot_waterfall"),
+    ):
         monkeypatch.setattr(module, name, lambda *a, **k: b"")  # the tables only: drawing is most of a report's time
 
     text = (REPO / "RESULTS.md").read_text()
     blocks = re.findall(r"<!-- from: (\S+)/REPORT\.md -->\n(.*?)<!-- end -->", text, re.S)
-    assert {source for source, _ in blocks} == {"studies/study-budgets", "studies/study-lr", "studies/study-lr-edge",
-                                                "studies/study-ladder", "studies/tinystories-lr"}
+    assert {source for source, _ in blocks} == {
+        "studies/study-budgets",
+        "studies/study-lr",
+        "studies/study-lr-edge",
+        "studies/study-ladder",
+        "studies/tinystories-lr",
+    }
     rebuilt = {}
     for source, block in blocks:
         if source not in rebuilt:
             copy = tmp_path / source.replace("/", "_")
-            shutil.copytree(REPO / source, copy, ignore=shutil.ignore_patterns("*.png", "REPORT.md", "results.*",
-                                                                               "checkpoint_*", "branch_points"))
+            shutil.copytree(
+                REPO / source,
+                copy,
+                ignore=shutil.ignore_patterns("*.png", "REPORT.md", "results.*", "checkpoint_*", "branch_points"),
+            )
             write_report(str(copy))
             rebuilt[source] = set((copy / "REPORT.md").read_text().splitlines())
         table = [line for line in block.splitlines() if line.startswith("|")]

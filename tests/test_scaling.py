@@ -1,6 +1,6 @@
 """Scaling analysis: power-law fits, interpolation on a baseline's curve and data/compute multipliers with intervals."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ BUDGETS = [2**20, 2**21, 2**22, 2**23, 2**24, 2**25]
 
 def test_the_fit_recovers_a_known_law():
     d = np.array(BUDGETS, dtype=float)
-    fit = fit_power_law(d, 1.7 + 410.0 * d ** -0.42)
+    fit = fit_power_law(d, 1.7 + 410.0 * d**-0.42)
     assert fit["E"] == pytest.approx(1.7, abs=1e-3)
     assert fit["B"] == pytest.approx(410.0, rel=1e-2)
     assert fit["beta"] == pytest.approx(0.42, abs=1e-3)
@@ -23,14 +23,26 @@ def test_the_fit_recovers_a_known_law():
 def test_the_fit_recovers_a_law_through_noise():
     rng = np.random.default_rng(1)
     d = np.geomspace(1e6, 1e9, 8)
-    fit = fit_power_law(d, 2.0 + 80.0 * d ** -0.3 + rng.normal(0, 1e-3, len(d)))
+    fit = fit_power_law(d, 2.0 + 80.0 * d**-0.3 + rng.normal(0, 1e-3, len(d)))
     assert fit["E"] == pytest.approx(2.0, abs=0.05) and fit["beta"] == pytest.approx(0.3, abs=0.05)
 
 
 def _rows(model, arch, losses_by_seed, budgets, fpt=1e6, layers=4):
-    return [dict(model=model, arch=arch, n_layers=layers, seed=seed, budget=b, tokens=b, train_flops=fpt * b,
-                 final_val_loss=loss, val_bpb=loss / 3) for seed, losses in losses_by_seed.items()
-            for b, loss in zip(budgets, losses)]
+    return [
+        dict(
+            model=model,
+            arch=arch,
+            n_layers=layers,
+            seed=seed,
+            budget=b,
+            tokens=b,
+            train_flops=fpt * b,
+            final_val_loss=loss,
+            val_bpb=loss / 3,
+        )
+        for seed, losses in losses_by_seed.items()
+        for b, loss in zip(budgets, losses)
+    ]
 
 
 def test_interpolation_in_log_log_and_extrapolation_is_marked():
@@ -42,12 +54,17 @@ def test_interpolation_in_log_log_and_extrapolation_is_marked():
 
 
 def test_a_model_against_itself_is_one_and_against_a_shifted_curve_is_the_shift():
-    law = lambda d: 30.0 * d ** -0.25  # noqa: E731  (a pure power law is a straight line in log-log)
+    law = lambda d: 30.0 * d**-0.25  # noqa: E731  (a pure power law is a straight line in log-log)
     seeds = {0: 1.00, 1: 1.02, 2: 0.99}  # per-seed multiplicative noise, the same at every budget of a seed
     base = _rows("gpt2-L4", "gpt2", {s: [law(b) * n for b in BUDGETS] for s, n in seeds.items()}, BUDGETS, fpt=1e6)
     # The shifted model reaches at D what the baseline reaches at 3 D, at twice the FLOPs per token.
-    shifted = _rows("gptoss-L4", "gptoss", {s: [law(3 * b) * n for b in BUDGETS[:4]] for s, n in seeds.items()},
-                    BUDGETS[:4], fpt=2e6)
+    shifted = _rows(
+        "gptoss-L4",
+        "gptoss",
+        {s: [law(3 * b) * n for b in BUDGETS[:4]] for s, n in seeds.items()},
+        BUDGETS[:4],
+        fpt=2e6,
+    )
     curves = model_curves(base + shifted)
     me = multipliers(curves["gpt2-L4"], curves["gpt2-L4"], samples=200)
     assert [m.data for m in me] == pytest.approx([1.0] * len(BUDGETS))
@@ -62,7 +79,7 @@ def test_a_model_against_itself_is_one_and_against_a_shifted_curve_is_the_shift(
 
 
 def test_a_multiplier_that_falls_with_budget_is_reported_falling():
-    law = lambda d: 30.0 * d ** -0.25  # noqa: E731
+    law = lambda d: 30.0 * d**-0.25  # noqa: E731
     base = _rows("gpt2", "gpt2", {0: [law(b) for b in BUDGETS]}, BUDGETS)
     # The advantage shrinks: 4x at the smallest budget, 1.5x at the largest.
     factors = np.geomspace(4.0, 1.5, 4)

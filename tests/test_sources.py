@@ -1,4 +1,5 @@
 """data_pipeline/sources.py and the prepare command's input checks: formats, splits, --limit, and one-line errors before Ray starts."""
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,13 @@ def test_glob_and_replace(tmp_path):
 
 
 def test_config_validation():
-    for kwargs, field in [(dict(tokenizer="bert"), "tokenizer"), (dict(errors="ignore"), "errors"), (dict(limit=0), "limit"),
-                          (dict(val_fraction=0.7), "val_fraction"), (dict(shard_tokens=10), "shard_tokens")]:
+    for kwargs, field in [
+        (dict(tokenizer="bert"), "tokenizer"),
+        (dict(errors="ignore"), "errors"),
+        (dict(limit=0), "limit"),
+        (dict(val_fraction=0.7), "val_fraction"),
+        (dict(shard_tokens=10), "shard_tokens"),
+    ]:
         with pytest.raises(ValueError, match=field):
             PrepareConfig(**kwargs)
 
@@ -81,17 +87,20 @@ def bad(tmp_path, name, content: bytes):
     return str(path)
 
 
-@pytest.mark.parametrize("name,content,extra,message", [
-    ("missing.txt", None, [], "does not exist"),
-    ("empty.txt", b"", [], "is empty"),
-    ("seps.txt", b"\n<|endoftext|>\n  \n<|endoftext|>\n", [], "holds no stories"),
-    ("utf.txt", b"ok\n<|endoftext|>\nab\xc3(", [], "utf.txt: invalid UTF-8 at byte offset 19"),
-    ("lines.jsonl", b'{"text": "a"}\n{"text": \n', [], "lines.jsonl:2: not valid JSON"),
-    ("field.jsonl", b'{"text": "a"}\n{"story": "b"}\n', [], "field.jsonl:2: no field 'text'"),
-    ("ok.txt", b"A story.", ["--tokenizer", "bert"], "tokenizer must be one of"),
-    ("ok.txt", b"A story.", ["--limit", "0"], "limit must be"),
-    ("ok.csv", b"text\nA story.", [], "unsupported file type .csv"),
-])
+@pytest.mark.parametrize(
+    "name,content,extra,message",
+    [
+        ("missing.txt", None, [], "does not exist"),
+        ("empty.txt", b"", [], "is empty"),
+        ("seps.txt", b"\n<|endoftext|>\n  \n<|endoftext|>\n", [], "holds no stories"),
+        ("utf.txt", b"ok\n<|endoftext|>\nab\xc3(", [], "utf.txt: invalid UTF-8 at byte offset 19"),
+        ("lines.jsonl", b'{"text": "a"}\n{"text": \n', [], "lines.jsonl:2: not valid JSON"),
+        ("field.jsonl", b'{"text": "a"}\n{"story": "b"}\n', [], "field.jsonl:2: no field 'text'"),
+        ("ok.txt", b"A story.", ["--tokenizer", "bert"], "tokenizer must be one of"),
+        ("ok.txt", b"A story.", ["--limit", "0"], "limit must be"),
+        ("ok.csv", b"text\nA story.", [], "unsupported file type .csv"),
+    ],
+)
 def test_bad_input_one_line_exit_2(tmp_path, tiktoken_dir, name, content, extra, message):
     source = str(tmp_path / name) if content is None else bad(tmp_path, name, content)
     out = tmp_path / "out"
@@ -106,7 +115,16 @@ def test_bad_input_one_line_exit_2(tmp_path, tiktoken_dir, name, content, extra,
 def test_bad_tokenizer_hash_cli(tmp_path):
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "o200k_base.tiktoken").write_bytes(b"IQ== 0\n")
-    code, output = run_prepare("--source", bad(tmp_path, "s.txt", b"A story."), "--out", str(tmp_path / "o"), "--tokenizer-dir", str(tmp_path / "tok"), "--val-fraction", "0")
+    code, output = run_prepare(
+        "--source",
+        bad(tmp_path, "s.txt", b"A story."),
+        "--out",
+        str(tmp_path / "o"),
+        "--tokenizer-dir",
+        str(tmp_path / "tok"),
+        "--val-fraction",
+        "0",
+    )
     assert code == 2 and "sha256" in output and not (tmp_path / "o").exists()
 
 
@@ -130,7 +148,11 @@ def test_output_not_writable(tmp_path, tiktoken_dir, monkeypatch):
 
     monkeypatch.setattr(prep_mod.os, "access", lambda *a, **k: False)  # root ignores chmod, so simulate it
     with pytest.raises(PermissionError, match="not writable"):
-        prep_mod.prepare(PrepareConfig(source=bad(tmp_path, "s.txt", b"A story."), out=str(tmp_path / "o"), tokenizer_dir=str(tiktoken_dir)))
+        prep_mod.prepare(
+            PrepareConfig(
+                source=bad(tmp_path, "s.txt", b"A story."), out=str(tmp_path / "o"), tokenizer_dir=str(tiktoken_dir)
+            )
+        )
     file_out = tmp_path / "afile"
     file_out.write_text("x")
     code, output = run_prepare("--source", str(tmp_path / "s.txt"), "--out", str(file_out))
@@ -153,7 +175,9 @@ def test_offline_hub_error_also_names_tokenizer_dir_when_rank_files_are_missing(
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
     code, output = run_prepare("--out", str(tmp_path / "o"))
-    assert code == 2 and "--source PATH" in output and "--tokenizer-dir DIR" in output and "o200k_base.tiktoken" in output
+    assert (
+        code == 2 and "--source PATH" in output and "--tokenizer-dir DIR" in output and "o200k_base.tiktoken" in output
+    )
     code, output = run_prepare("--out", str(tmp_path / "o"), "--tokenizer-dir", str(tiktoken_dir))
     assert code == 2 and "--source PATH" in output and "--tokenizer-dir" not in output
 

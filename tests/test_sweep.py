@@ -1,12 +1,13 @@
 """Sweeps: grid expansion and validation, and a tiny Ray Tune sweep that reports, regenerates and resumes."""
+
 from __future__ import annotations
 
 import csv
 import json
 
 import pytest
-
 from conftest import TIKTOKEN_DIR
+
 from orchestrator.config import TrainConfig
 from orchestrator.sweep import SweepConfig, expand_grid, validate_points
 
@@ -30,8 +31,12 @@ def test_invalid_points_are_named_before_anything_runs():
 
 
 def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
-    cfg = SweepConfig(base=TrainConfig(preset="debug", lr=5e-4), grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]},
-                      name="t", lr_by_arch={"gpt2": 2e-3})
+    cfg = SweepConfig(
+        base=TrainConfig(preset="debug", lr=5e-4),
+        grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]},
+        name="t",
+        lr_by_arch={"gpt2": 2e-3},
+    )
     lrs = {p.arch: p.train_config(cfg.base, "s", 1, "t", cfg.lr_by_arch).lr for p in expand_grid(cfg)}
     assert lrs == {"gptoss": 5e-4, "gpt2": 2e-3}
     swept = SweepConfig(base=cfg.base, grid={"arch": ["gpt2"], "lr": [1e-3]}, name="t", lr_by_arch={"gpt2": 2e-3})
@@ -41,19 +46,26 @@ def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
 
 
 def test_tied_and_untied_heads_and_single_switches_are_axes():
-    cfg = SweepConfig(base=TrainConfig(preset="debug"), grid={"arch": ["gptoss", "gpt2"], "tie_embeddings": [True, False]},
-                      name="t")
+    cfg = SweepConfig(
+        base=TrainConfig(preset="debug"), grid={"arch": ["gptoss", "gpt2"], "tie_embeddings": [True, False]}, name="t"
+    )
     points = expand_grid(cfg)
     assert [p.name for p in points] == ["gptoss-tieTrue", "gptoss-tieFalse", "gpt2-tieTrue", "gpt2-tieFalse"]
     untied = points[3].train_config(cfg.base, "s", 1, "t")
     assert untied.model_overrides == {"tie_embeddings": False}
     validate_points(cfg, points, vocab_size=1000)
-    switches = SweepConfig(base=TrainConfig(preset="debug"), name="t",
-                           grid={"arch": ["gptoss", "gpt2"], "positions": ["rope"], "sliding_window": [0], "sinks": [False]})
+    switches = SweepConfig(
+        base=TrainConfig(preset="debug"),
+        name="t",
+        grid={"arch": ["gptoss", "gpt2"], "positions": ["rope"], "sliding_window": [0], "sinks": [False]},
+    )
     points = expand_grid(switches)
     assert [p.name for p in points] == ["gptoss-w0-posrope-sinksFalse", "gpt2"]
     assert points[0].train_config(switches.base, "s", 1, "t").model_overrides == {
-        "sliding_window": 0, "positions": "rope", "sinks": False}
+        "sliding_window": 0,
+        "positions": "rope",
+        "sinks": False,
+    }
     validate_points(switches, points, vocab_size=1000)
 
 
@@ -68,20 +80,36 @@ def test_trials_get_absolute_local_paths(tmp_path, monkeypatch):
     assert trial_base(TrainConfig(data="s3://bucket/data"), threads=None).data == "s3://bucket/data"
 
 
-@pytest.mark.parametrize("grid, message", [({"n_layers": []}, "is empty"), ({"arch": ["gptoss", "llama"]}, "unknown arch"),
-                                            ({"colour": [1]}, "unknown sweep axis")])
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"n_layers": []}, "is empty"),
+        ({"arch": ["gptoss", "llama"]}, "unknown arch"),
+        ({"colour": [1]}, "unknown sweep axis"),
+    ],
+)
 def test_bad_axes_are_refused(grid, message):
     with pytest.raises(ValueError, match=message):
         _sweep(grid)
 
 
 def test_more_workers_per_trial_than_the_cluster_has_fails_fast(prepared_data, tmp_path, ray_session):
-    from raysetup import ClusterError
     from orchestrator.sweep import run_sweep
+    from raysetup import ClusterError
 
-    cfg = SweepConfig(base=TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64,
-                                       batch_size=8, tokenizer_dir=str(TIKTOKEN_DIR)),
-                      grid={"arch": ["gpt2"], "n_layers": [1]}, name="big", workers_per_trial=3)
+    cfg = SweepConfig(
+        base=TrainConfig(
+            data=str(prepared_data),
+            preset="debug",
+            storage=str(tmp_path),
+            seq_len=64,
+            batch_size=8,
+            tokenizer_dir=str(TIKTOKEN_DIR),
+        ),
+        grid={"arch": ["gpt2"], "n_layers": [1]},
+        name="big",
+        workers_per_trial=3,
+    )
     with pytest.raises(ClusterError, match="--workers-per-trial 3 exceeds"):
         run_sweep(cfg, show_progress=False)
     assert not (tmp_path / "big").exists()
@@ -96,8 +124,18 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     from orchestrator.report import write_report
     from orchestrator.sweep import run_sweep
 
-    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
-                       max_steps=10, eval_every=5, eval_windows=16, sample_tokens=0, tokenizer_dir=str(TIKTOKEN_DIR))
+    base = TrainConfig(
+        data=str(prepared_data),
+        preset="debug",
+        storage=str(tmp_path),
+        seq_len=64,
+        batch_size=8,
+        max_steps=10,
+        eval_every=5,
+        eval_windows=16,
+        sample_tokens=0,
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
     grid = {"arch": ["gptoss", "gpt2"], "n_layers": [1, 2], "num_experts": [2]}
     run_sweep(SweepConfig(base=base, grid=grid, name="tiny"), show_progress=False)
     sweep_dir = tmp_path / "tiny"
@@ -105,8 +143,13 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     assert sorted(r["trial"] for r in rows) == ["gpt2-L1", "gpt2-L2", "gptoss-L1-E2", "gptoss-L2-E2"]
     assert all(int(r["steps"]) == 10 and float(r["final_val_loss"]) > 0 for r in rows)
     report = (sweep_dir / "REPORT.md").read_text()
-    for heading in ("## 1. GPT-OSS vs GPT-2 per depth", "## 2. Architectures", "## 3. Validation loss against parameters",
-                    "## 4. Best expert count per depth", "## 5. Settings"):
+    for heading in (
+        "## 1. GPT-OSS vs GPT-2 per depth",
+        "## 2. Architectures",
+        "## 3. Validation loss against parameters",
+        "## 4. Best expert count per depth",
+        "## 5. Settings",
+    ):
         assert heading in report
     assert "| 2 | 2 |" in report  # the depth-2 row of the headline table
     assert all(int(r["checkpoint_bytes"]) > 0 and float(r["train_s"]) > 0 for r in rows)
@@ -153,6 +196,7 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
 
 def test_the_example_sweep_file_parses_and_flags_override_it():
     from conftest import REPO
+
     from orchestrator.sweep import build_sweep_config
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {"n_layers": [2]}, {"name": None}, {"seq_len": 128})
@@ -184,6 +228,7 @@ def test_the_study_files_compare_like_with_like(name):
     # RESULTS.md's protocol: both archs at every depth with the same width and heads, the same budget, each arch at
     # the lr its lr-sweep file chose; the lr sweep itself covers every arch at one depth.
     from conftest import REPO
+
     from gptoss import build_config
     from orchestrator.sweep import build_sweep_config
 
@@ -209,23 +254,39 @@ def test_the_study_files_compare_like_with_like(name):
 
 
 def test_variants_expand_as_a_gptoss_axis_with_safe_names_and_their_own_lrs():
-    cfg = SweepConfig(base=TrainConfig(preset="debug", lr=2e-3), name="t",
-                      grid={"arch": ["gptoss", "gpt2"], "variant": ["gpt2", "+rope", "+moe"], "seed": [0, 1]},
-                      lr_by_variant={"gpt2": 1.5e-3, "+moe": 3e-3}, lr_by_arch={"gpt2": 1e-3})
+    cfg = SweepConfig(
+        base=TrainConfig(preset="debug", lr=2e-3),
+        name="t",
+        grid={"arch": ["gptoss", "gpt2"], "variant": ["gpt2", "+rope", "+moe"], "seed": [0, 1]},
+        lr_by_variant={"gpt2": 1.5e-3, "+moe": 3e-3},
+        lr_by_arch={"gpt2": 1e-3},
+    )
     assert cfg.grid["variant"] == ["gpt2", "+rope", "gptoss"] and cfg.lr_by_variant == {"gpt2": 1.5e-3, "gptoss": 3e-3}
     points = expand_grid(cfg)
-    assert sorted(p.name for p in points) == ["gpt2-s0", "gpt2-s1", "v-gpt2-s0", "v-gpt2-s1", "v-gptoss-s0",
-                                              "v-gptoss-s1", "v-p-rope-s0", "v-p-rope-s1"]  # arch gpt2: once per seed
+    assert sorted(p.name for p in points) == [
+        "gpt2-s0",
+        "gpt2-s1",
+        "v-gpt2-s0",
+        "v-gpt2-s1",
+        "v-gptoss-s0",
+        "v-gptoss-s1",
+        "v-p-rope-s0",
+        "v-p-rope-s1",
+    ]  # arch gpt2: once per seed
     configs = {p.name: p.train_config(cfg.base, "s", 1, "t", cfg.lr_by_arch, cfg.lr_by_variant) for p in points}
     assert {n: (c.variant, c.lr) for n, c in configs.items() if n.endswith("s0")} == {
-        "v-gpt2-s0": ("gpt2", 1.5e-3), "v-p-rope-s0": ("+rope", 2e-3), "v-gptoss-s0": ("gptoss", 3e-3),
-        "gpt2-s0": (None, 1e-3)}
+        "v-gpt2-s0": ("gpt2", 1.5e-3),
+        "v-p-rope-s0": ("+rope", 2e-3),
+        "v-gptoss-s0": ("gptoss", 3e-3),
+        "gpt2-s0": (None, 1e-3),
+    }
     assert configs["v-p-rope-s1"].resolved_model_overrides()["positions"] == "rope"
     validate_points(cfg, points, vocab_size=512)
 
 
 def test_a_ladder_sweep_file_and_flags_build_the_variant_axis():
     from conftest import REPO
+
     from gptoss.variants import LADDER
     from orchestrator.sweep import build_sweep_config
 
@@ -238,17 +299,34 @@ def test_a_ladder_sweep_file_and_flags_build_the_variant_axis():
     tuning = build_sweep_config(str(REPO / "sweeps" / "ladder-cpu-lr.yaml"), {}, {}, {})
     assert tuning.grid["variant"] == list(LADDER) and len(tuning.grid["lr"]) == 3
     assert tuning.base.max_tokens == cfg.base.max_tokens and tuning.base.preset == cfg.base.preset
-    flags = build_sweep_config(None, {"variant": ["leave-one-out"], "seed": [0]}, {"lr_by_variant": {"gptoss-no-moe": 1e-3}}, {})
-    assert flags.grid == {"variant": ["gptoss", "gptoss-no-untied", "gptoss-no-rope", "gptoss-no-yarn", "gptoss-no-rmsnorm",
-                                      "gptoss-no-gqa", "gptoss-no-sinks", "gptoss-no-window", "gptoss-no-moe"], "seed": [0]}
+    flags = build_sweep_config(
+        None, {"variant": ["leave-one-out"], "seed": [0]}, {"lr_by_variant": {"gptoss-no-moe": 1e-3}}, {}
+    )
+    assert flags.grid == {
+        "variant": [
+            "gptoss",
+            "gptoss-no-untied",
+            "gptoss-no-rope",
+            "gptoss-no-yarn",
+            "gptoss-no-rmsnorm",
+            "gptoss-no-gqa",
+            "gptoss-no-sinks",
+            "gptoss-no-window",
+            "gptoss-no-moe",
+        ],
+        "seed": [0],
+    }
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(grid={"variant": ["llama"]}), "unknown variant 'llama'"),
-    (dict(grid={"arch": ["gpt2"], "variant": ["gpt2"]}), "add gptoss to the archs"),
-    (dict(grid={}, lr_by_variant={"gpt2": 2.0}), "lr_by_variant entry gpt2=2.0 needs an lr in"),
-    (dict(grid={}, lr_by_variant={"bert": 1e-3}), "unknown variant 'bert'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(grid={"variant": ["llama"]}), "unknown variant 'llama'"),
+        (dict(grid={"arch": ["gpt2"], "variant": ["gpt2"]}), "add gptoss to the archs"),
+        (dict(grid={}, lr_by_variant={"gpt2": 2.0}), "lr_by_variant entry gpt2=2.0 needs an lr in"),
+        (dict(grid={}, lr_by_variant={"bert": 1e-3}), "unknown variant 'bert'"),
+    ],
+)
 def test_bad_variant_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SweepConfig(base=TrainConfig(preset="debug"), name="t", **kwargs)
@@ -260,25 +338,44 @@ def test_a_variant_needs_gptoss_and_resolves_under_explicit_overrides():
     cfg = TrainConfig(variant="+moe", model_overrides={"sinks": True})
     assert cfg.variant == "gptoss"
     assert TrainConfig(variant="+window", model_overrides={"mlp": "moe"}).resolved_model_overrides() == {
-        "mlp": "moe", "intermediate_size": None}
+        "mlp": "moe",
+        "intermediate_size": None,
+    }
 
 
 def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_data, tmp_path, ray_session):
     # One seed, and no Tune (`local`), keep this short; the paired arithmetic over seeds is tests/test_ladder.py's.
     from orchestrator.sweep import run_sweep
 
-    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
-                       max_steps=6, eval_every=6, eval_windows=8, sample_tokens=0, tokenizer_dir=str(TIKTOKEN_DIR))
-    cfg = SweepConfig(base=base, grid={"variant": ["gpt2", "gptoss", "gptoss-no-moe"], "seed": [3]}, name="ladder",
-                      lr_by_variant={"gpt2": 2e-3})
+    base = TrainConfig(
+        data=str(prepared_data),
+        preset="debug",
+        storage=str(tmp_path),
+        seq_len=64,
+        batch_size=8,
+        max_steps=6,
+        eval_every=6,
+        eval_windows=8,
+        sample_tokens=0,
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
+    cfg = SweepConfig(
+        base=base,
+        grid={"variant": ["gpt2", "gptoss", "gptoss-no-moe"], "seed": [3]},
+        name="ladder",
+        lr_by_variant={"gpt2": 2e-3},
+    )
     run_sweep(cfg, show_progress=False, local=True)
     sweep_dir = tmp_path / "ladder"
     rows = {r["variant"]: r for r in _rows(sweep_dir / "results.csv")}
     assert sorted(rows) == ["gpt2", "gptoss", "gptoss-no-moe"] and rows["gpt2"]["lr"] == "0.002"
     saved = json.loads((sweep_dir / "trials" / "v-gpt2-s3" / "config.json").read_text())
     assert saved["config"]["variant"] == "gpt2"
-    assert (saved["model_config"]["positions"], saved["model_config"]["mlp"], saved["model_config"]["tie_embeddings"]) == (
-        "learned", "gelu", True)
+    assert (
+        saved["model_config"]["positions"],
+        saved["model_config"]["mlp"],
+        saved["model_config"]["tie_embeddings"],
+    ) == ("learned", "gelu", True)
     report = (sweep_dir / "REPORT.md").read_text().splitlines()
     assert "## Component ladder: where the difference comes from" in report
     step = float(rows["gptoss"]["final_val_loss"]) - float(rows["gpt2"]["final_val_loss"])
@@ -290,20 +387,26 @@ def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("seq_len: sixty\n", "seq_len must be an integer, got 'sixty'"),
-    ("seq_len: 64.5\n", "seq_len must be an integer, got 64.5"),
-    ("lr: 1e-3\n", "lr must be a number or null, got '1e-3' (YAML reads 1e-3 as text; write it with a dot, e.g. 0.001)"),
-    ("cpu: maybe\n", "cpu must be a true/false, got 'maybe'"),
-    ("budget_tokens: lots\n", "budget_tokens must be an integer, got 'lots'"),
-    ("workers_per_trial: two\n", "workers_per_trial must be an integer, got 'two'"),
-    ("asha: 3\n", "asha must be a true/false, got 3"),
-    ("lr_by_arch: 0.001\n", "lr_by_arch must be a mapping, got 0.001"),
-    ("grid:\n  n_layers: 2\n", "sweep axis 'n_layers' must be a list of values such as [2], got 2"),
-    ("grid:\n  n_layers: [2, four]\n", "sweep axis 'n_layers' takes integer values, got 'four'"),
-    ("grid:\n  lr: [1e-3]\n", "sweep axis 'lr' takes number values, got '1e-3' (YAML reads"),
-    ("grid: [2, 4]\n", "grid must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("seq_len: sixty\n", "seq_len must be an integer, got 'sixty'"),
+        ("seq_len: 64.5\n", "seq_len must be an integer, got 64.5"),
+        (
+            "lr: 1e-3\n",
+            "lr must be a number or null, got '1e-3' (YAML reads 1e-3 as text; write it with a dot, e.g. 0.001)",
+        ),
+        ("cpu: maybe\n", "cpu must be a true/false, got 'maybe'"),
+        ("budget_tokens: lots\n", "budget_tokens must be an integer, got 'lots'"),
+        ("workers_per_trial: two\n", "workers_per_trial must be an integer, got 'two'"),
+        ("asha: 3\n", "asha must be a true/false, got 3"),
+        ("lr_by_arch: 0.001\n", "lr_by_arch must be a mapping, got 0.001"),
+        ("grid:\n  n_layers: 2\n", "sweep axis 'n_layers' must be a list of values such as [2], got 2"),
+        ("grid:\n  n_layers: [2, four]\n", "sweep axis 'n_layers' takes integer values, got 'four'"),
+        ("grid:\n  lr: [1e-3]\n", "sweep axis 'lr' takes number values, got '1e-3' (YAML reads"),
+        ("grid: [2, 4]\n", "grid must be a mapping"),
+    ],
+)
 def test_every_yaml_field_is_type_checked_by_name(tmp_path, yaml_text, message):
     from orchestrator.sweep import build_sweep_config
 
@@ -314,16 +417,17 @@ def test_every_yaml_field_is_type_checked_by_name(tmp_path, yaml_text, message):
     assert message in str(info.value)
 
 
-def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the_report(prepared_data, tmp_path,
-                                                                                        ray_session, monkeypatch):
+def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the_report(
+    prepared_data, tmp_path, ray_session, monkeypatch
+):
     """The exit path, with Tune replaced by a stand-in that finishes one trial and then meets Ctrl-C (a real SIGINT
     to `cli.py sweep` was checked by hand: exit 130 and these lines)."""
     import os
 
+    from test_report import _trial_files
     from typer.testing import CliRunner
 
     import cli
-    from test_report import _trial_files
 
     monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")
     seen = {}
@@ -340,9 +444,30 @@ def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the
     import ray.tune
 
     monkeypatch.setattr(ray.tune, "Tuner", InterruptedTuner)  # the sweep imports Tune when a phase starts
-    out = CliRunner().invoke(cli.app, ["sweep", "--data", str(prepared_data), "--preset", "debug", "--archs", "gpt2",
-                                       "--layers", "1,2", "--max-steps", "5", "--seq-len", "64", "--batch-size", "8",
-                                       "--storage", str(tmp_path / "runs"), "--name", "cc"])
+    out = CliRunner().invoke(
+        cli.app,
+        [
+            "sweep",
+            "--data",
+            str(prepared_data),
+            "--preset",
+            "debug",
+            "--archs",
+            "gpt2",
+            "--layers",
+            "1,2",
+            "--max-steps",
+            "5",
+            "--seq-len",
+            "64",
+            "--batch-size",
+            "8",
+            "--storage",
+            str(tmp_path / "runs"),
+            "--name",
+            "cc",
+        ],
+    )
     assert out.exit_code == 130, out.output
     assert seen["tune_sigint_handler_disabled"]  # else Tune swallows Ctrl-C and fit() returns as if done
     assert "sweep cc interrupted: 1 of 2 trials finished (gpt2-L1)" in out.output
@@ -364,8 +489,12 @@ def test_interruption_lines_without_a_finished_trial():
 def _budget_sweep(budgets=(2**20, 2**21, 2**22), **base) -> SweepConfig:
     settings = dict(preset="debug", schedule="wsd", seq_len=256, batch_size=16)
     settings.update(base)
-    return SweepConfig(base=TrainConfig(**settings), grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]}, name="b",
-                       budgets=list(budgets))
+    return SweepConfig(
+        base=TrainConfig(**settings),
+        grid={"arch": ["gptoss", "gpt2"], "n_layers": [1]},
+        name="b",
+        budgets=list(budgets),
+    )
 
 
 def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_starts():
@@ -378,7 +507,9 @@ def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_star
     assert [(s.name, s.total_steps) for s in long_runs] == [("gptoss-L1-D4194304", 1024), ("gpt2-L1-D4194304", 1024)]
     assert long_runs[0].train.branch_points == [205, 410] and long_runs[0].train.max_tokens == 2**22
     assert [(s.name, s.total_steps, s.train.start_step, s.branch_of) for s in branches[:2]] == [
-        ("gptoss-L1-D1048576", 256, 205, "gptoss-L1-D4194304"), ("gptoss-L1-D2097152", 512, 410, "gptoss-L1-D4194304")]
+        ("gptoss-L1-D1048576", 256, 205, "gptoss-L1-D4194304"),
+        ("gptoss-L1-D2097152", 512, 410, "gptoss-L1-D4194304"),
+    ]
     assert branches[0].train.init_from == "/runs/b/trials/gptoss-L1-D4194304/branch_points/step_0000205"
     warmups = {s.train.warmup_steps for s in long_runs + branches}
     assert warmups == {51}  # 5% of the largest budget's steps, for every budget: the stable phases coincide
@@ -390,19 +521,29 @@ def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_star
         same = [lr_at(s, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
         assert same == [lr_at(s, 1024, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
         assert lr_at(start, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) < lr["lr"]
-        assert {k: v for k, v in b.to_dict().items() if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")} \
-            == {k: v for k, v in long_cfg.to_dict().items() if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")}
+        assert {
+            k: v
+            for k, v in b.to_dict().items()
+            if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")
+        } == {
+            k: v
+            for k, v in long_cfg.to_dict().items()
+            if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")
+        }
         b.check_schedule(spec.total_steps)
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(schedule="cosine"), "budgets need --schedule wsd"),
-    (dict(max_tokens=2**20), "give budgets or one budget"),
-    (dict(budgets=[2**20, 2**20]), "repeat a value"),
-    (dict(budgets=[2**20 - 100, 2**20]), "the same step count"),
-    (dict(budgets=[4096 * 10, 2**22], warmup_steps=20), "inside the 20-step warmup"),
-    (dict(budgets=[0]), "positive token counts"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(schedule="cosine"), "budgets need --schedule wsd"),
+        (dict(max_tokens=2**20), "give budgets or one budget"),
+        (dict(budgets=[2**20, 2**20]), "repeat a value"),
+        (dict(budgets=[2**20 - 100, 2**20]), "the same step count"),
+        (dict(budgets=[4096 * 10, 2**22], warmup_steps=20), "inside the 20-step warmup"),
+        (dict(budgets=[0]), "positive token counts"),
+    ],
+)
 def test_bad_budgets_are_refused_before_anything_runs(kw, message):
     from orchestrator.sweep import plan_trials
 
@@ -414,9 +555,12 @@ def test_bad_budgets_are_refused_before_anything_runs(kw, message):
 
 def test_budgets_on_the_command_line_replace_the_files_single_budget():
     from conftest import REPO
+
     from orchestrator.sweep import build_sweep_config
 
-    cfg = build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {"schedule": "wsd"})
+    cfg = build_sweep_config(
+        str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {"schedule": "wsd"}
+    )
     assert cfg.budgets == [2**20, 2**21] and cfg.base.max_tokens is None and cfg.base.schedule == "wsd"
     with pytest.raises(ValueError, match="budgets need --schedule wsd"):
         build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {})
@@ -428,10 +572,24 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
 
     fit_baselines(prepared_data)  # the report draws these as reference lines
     # 512 tokens per step: budgets of 16 and 32 steps; the 16-step budget cools down from step 13 of the long run.
-    base = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path), seq_len=64, batch_size=8,
-                       eval_every=8, eval_windows=16, sample_tokens=0, schedule="wsd", tokenizer_dir=str(TIKTOKEN_DIR))
-    cfg = SweepConfig(base=base, grid={"arch": ["gptoss", "gpt2"], "n_layers": [1], "num_experts": [2]}, name="budgets",
-                      budgets=[8192, 16384])
+    base = TrainConfig(
+        data=str(prepared_data),
+        preset="debug",
+        storage=str(tmp_path),
+        seq_len=64,
+        batch_size=8,
+        eval_every=8,
+        eval_windows=16,
+        sample_tokens=0,
+        schedule="wsd",
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
+    cfg = SweepConfig(
+        base=base,
+        grid={"arch": ["gptoss", "gpt2"], "n_layers": [1], "num_experts": [2]},
+        name="budgets",
+        budgets=[8192, 16384],
+    )
     run_sweep(cfg, show_progress=False, local=True)
     sweep_dir = tmp_path / "budgets"
     trials = sweep_dir / "trials"
@@ -465,6 +623,7 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
 
 def test_the_budget_study_file_plans_long_runs_and_branches():
     from conftest import REPO
+
     from orchestrator.sweep import build_sweep_config, plan_trials
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "tinystories-cpu-budgets.yaml"), {}, {}, {})
@@ -480,6 +639,7 @@ def test_the_budget_study_file_plans_long_runs_and_branches():
 def test_the_study_lr_stage_tunes_each_headline_model_at_a_2m_horizon_with_wsd():
     # Issue 16's protocol: lr per model at >= 2M tokens, >= 3 values a factor of 2 apart, the same schedule shape.
     from conftest import REPO
+
     from orchestrator.sweep import build_sweep_config
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "study-cpu-lr.yaml"), {}, {}, {})
@@ -528,12 +688,19 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     import sys
 
     from conftest import REPO
+
     from data_pipeline.ngram import fit_baselines
     from orchestrator.sweep import best_lrs
 
     fit_baselines(prepared_data)
-    proc = subprocess.run([sys.executable, "-c", _LOCAL_SWEEPS, str(prepared_data), str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOCAL_SWEEPS, str(prepared_data), str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     chosen = out["chosen"]
@@ -541,7 +708,9 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     finals = {}
     for trial in (tmp_path / "lrs" / "trials").iterdir():
         saved = json.loads((trial / "config.json").read_text())
-        finals.setdefault(saved["config"]["variant"], {})[saved["lr"]] = json.loads((trial / "summary.json").read_text())["final_val_loss"]
+        finals.setdefault(saved["config"]["variant"], {})[saved["lr"]] = json.loads(
+            (trial / "summary.json").read_text()
+        )["final_val_loss"]
     assert chosen == {v: min(by_lr, key=by_lr.get) for v, by_lr in finals.items()}
     assert {v: b["lr"] for v, b in best_lrs(str(tmp_path / "lrs")).items()} == chosen
     assert json.loads((tmp_path / "budgets" / "sweep.json").read_text())["lr_from"] == str(tmp_path / "lrs")
@@ -563,23 +732,34 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     # The rebuilt branch trained from step 0 to the same loss; the long run was not touched.
     rebuilt = trials / "v-gpt2-L1-s0-D4096"
     assert json.loads((rebuilt / "config.json").read_text())["config"]["init_from"] is None
-    assert json.loads((rebuilt / "summary.json").read_text())["final_val_loss"] == pytest.approx(out["before"], abs=1e-4)
+    assert json.loads((rebuilt / "summary.json").read_text())["final_val_loss"] == pytest.approx(
+        out["before"], abs=1e-4
+    )
     assert [p.name for p in trials.iterdir() if ".old-" in p.name] == []
 
 
 def _fake_trial(root, name, variant, lr, seed, loss, steps=512, total=512):
     trial = root / "trials" / name
     trial.mkdir(parents=True)
-    (trial / "config.json").write_text(json.dumps(dict(config=dict(arch="gptoss", variant=variant, seed=seed), lr=lr,
-                                                       total_steps=total)))
+    (trial / "config.json").write_text(
+        json.dumps(dict(config=dict(arch="gptoss", variant=variant, seed=seed), lr=lr, total_steps=total))
+    )
     (trial / "summary.json").write_text(json.dumps(dict(steps=steps, final_val_loss=loss)))
 
 
 def test_best_lrs_averages_seeds_skips_unfinished_trials_and_flags_an_edge(tmp_path):
     from orchestrator.sweep import best_lrs
 
-    for i, (variant, lr, seed, loss) in enumerate([("gpt2", 1e-3, 0, 3.0), ("gpt2", 2e-3, 0, 2.9), ("gpt2", 2e-3, 1, 3.3),
-                                                   ("gpt2", 4e-3, 0, 3.05), ("+rope", 1e-3, 0, 2.8), ("+rope", 2e-3, 0, 2.7)]):
+    for i, (variant, lr, seed, loss) in enumerate(
+        [
+            ("gpt2", 1e-3, 0, 3.0),
+            ("gpt2", 2e-3, 0, 2.9),
+            ("gpt2", 2e-3, 1, 3.3),
+            ("gpt2", 4e-3, 0, 3.05),
+            ("+rope", 1e-3, 0, 2.8),
+            ("+rope", 2e-3, 0, 2.7),
+        ]
+    ):
         _fake_trial(tmp_path, f"t{i}", variant, lr, seed, loss)
     _fake_trial(tmp_path, "cut", "gpt2", 8e-3, 0, 1.0, steps=256)  # stopped half way: not a measurement
     found = best_lrs(str(tmp_path))
@@ -614,6 +794,7 @@ def test_the_study_files_tune_every_model_then_reuse_its_lr():
     # Issue 16's protocol: one lr grid (factor 2 apart) at a 2M horizon for every ladder and leave-one-out variant,
     # the same schedule shape everywhere; budgets and ladder train each model at its best lr of that grid.
     from conftest import REPO
+
     from gptoss.variants import expand_variants
     from orchestrator.sweep import best_lrs, build_sweep_config
 
@@ -631,23 +812,37 @@ def test_the_study_files_tune_every_model_then_reuse_its_lr():
         assert lr in grid and ladder.lr_by_variant[variant] == lr
     if (REPO / "studies" / "study-lr" / "trials").is_dir():  # the lrs are the lr sweep's best, once its results are in
         best = best_lrs(str(REPO / "studies" / "study-lr"))
-        assert {v: best[v]["lr"] for v in ladder.lr_by_variant if v in best} == \
-            {v: lr for v, lr in ladder.lr_by_variant.items() if v in best}
+        assert {v: best[v]["lr"] for v in ladder.lr_by_variant if v in best} == {
+            v: lr for v, lr in ladder.lr_by_variant.items() if v in best
+        }
     for cfg in (lrs, budgets, ladder):
-        assert (cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.preset, cfg.base.batch_size, cfg.base.seq_len) == \
-            ("wsd", 0.2, "cpu-tiny", 16, 256) and cfg.base.eval_windows == 0
+        assert (cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.preset, cfg.base.batch_size, cfg.base.seq_len) == (
+            "wsd",
+            0.2,
+            "cpu-tiny",
+            16,
+            256,
+        ) and cfg.base.eval_windows == 0
 
 
 def test_the_seed_scale_files_run_the_same_protocol_on_gpus():
     from conftest import REPO
+
     from orchestrator.sweep import build_sweep_config, plan_trials
 
-    lrs, budgets, ladder = (build_sweep_config(str(REPO / "sweeps" / f"seed-scale-{n}.yaml"), {}, {}, {})
-                            for n in ("lr", "budgets", "ladder"))
+    lrs, budgets, ladder = (
+        build_sweep_config(str(REPO / "sweeps" / f"seed-scale-{n}.yaml"), {}, {}, {})
+        for n in ("lr", "budgets", "ladder")
+    )
     assert lrs.grid["variant"] == ladder.grid["variant"] and len(lrs.grid["lr"]) == 4
     assert budgets.lr_from == ladder.lr_from == f"{lrs.base.storage}/{lrs.name}"
     assert len(budgets.grid["seed"]) >= 2 and len(ladder.grid["seed"]) >= 2
     for cfg in (lrs, budgets, ladder):
-        assert (cfg.base.preset, cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.gpu) == ("seed-8l", "wsd", 0.2, True)
+        assert (cfg.base.preset, cfg.base.schedule, cfg.base.cooldown_frac, cfg.base.gpu) == (
+            "seed-8l",
+            "wsd",
+            0.2,
+            True,
+        )
     long_runs, branches = plan_trials(budgets, expand_grid(budgets), budgets.base, "s")
     assert len(long_runs) == 8 and len(branches) == 24

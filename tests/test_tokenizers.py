@@ -1,4 +1,5 @@
 """data_pipeline/tokenizers.py: offline tiktoken encodings, hash checks, fast failure offline, the compact-vocab tokenizer."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,7 @@ import pytest
 from data_pipeline import tokenizers as tk
 from data_pipeline.tokenizers import ModelTokenizer, TokenizerError, UnknownTokenError, get_encoding
 
-SAMPLE = "Once upon a time, a little girl named Lily found a needle.\nShe said, \"Wow!\" <|endoftext|> 123 café"
+SAMPLE = 'Once upon a time, a little girl named Lily found a needle.\nShe said, "Wow!" <|endoftext|> 123 café'
 
 
 def test_rank_file_hashes_match_tiktoken():
@@ -23,8 +24,15 @@ def test_rank_file_hashes_match_tiktoken():
             assert rank.sha256 in source and rank.url in source
 
 
-@pytest.mark.parametrize("name,n_vocab,eot", [("o200k_harmony", 201088, 199999), ("o200k_base", 200019, 199999),
-                                              ("cl100k_base", 100277, 100257), ("gpt2", 50257, 50256)])
+@pytest.mark.parametrize(
+    "name,n_vocab,eot",
+    [
+        ("o200k_harmony", 201088, 199999),
+        ("o200k_base", 200019, 199999),
+        ("cl100k_base", 100277, 100257),
+        ("gpt2", 50257, 50256),
+    ],
+)
 def test_offline_encodings(tiktoken_dir, name, n_vocab, eot):
     enc = get_encoding(name, tiktoken_dir)
     assert (enc.name, enc.n_vocab, enc.eot_token) == (name, n_vocab, eot)
@@ -130,7 +138,9 @@ def test_portable_vocab_encodes_and_decodes_like_the_full_tokenizer(tiktoken_dir
 def test_load_tokenizer_uses_the_manifests_vocab_without_rank_files(tiktoken_dir, tmp_path, monkeypatch):
     enc = get_encoding("o200k_harmony", tiktoken_dir)
     used = sorted(set(enc.encode_ordinary(SAMPLE)) | {enc.eot_token})
-    manifest = dict(tokenizer="o200k_harmony", compacted=True, compact_to_original=used, vocab=tk.portable_vocab(enc, used))
+    manifest = dict(
+        tokenizer="o200k_harmony", compacted=True, compact_to_original=used, vocab=tk.portable_vocab(enc, used)
+    )
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached
     monkeypatch.delenv("GPTOSS_TOKENIZER_DIR", raising=False)
     monkeypatch.setattr(tk, "_host_reachable", lambda *a, **k: False)

@@ -1,4 +1,5 @@
 """The worker loop without Ray: schedule, optimizer groups, and a local run that learns, checkpoints and resumes."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import TIKTOKEN_DIR
+
 from orchestrator.config import TrainConfig, cooldown_start
 from orchestrator.train_loop import branch_point_path, build_optimizer, lr_at
 
@@ -19,7 +20,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     lrs = [lr_at(s, total, warmup, lr, min_lr) for s in range(total)]
     assert lrs[0] == pytest.approx(lr / warmup)
     assert lrs[warmup - 1] == pytest.approx(lr)
-    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # monotone decay after warmup
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))  # monotone decay after warmup
     assert lr_at(total, total, warmup, lr, min_lr) == pytest.approx(min_lr)
     assert lrs[-1] > min_lr
 
@@ -38,8 +39,20 @@ def test_wsd_warms_up_holds_then_cools_down_along_1_minus_sqrt():
     assert [lr_at(s, total, warmup, lr, min_lr, "constant") for s in range(warmup, total)] == [lr] * (total - warmup)
 
 
-@pytest.mark.parametrize("steps, frac, start", [(100, 0.2, 80), (10, 0.2, 8), (15, 0.2, 12), (64, 0.2, 51), (128, 0.2, 102),
-                                               (7, 0.5, 3), (3, 0.1, 2), (1, 0.2, 0), (40, 1.0, 0)])
+@pytest.mark.parametrize(
+    "steps, frac, start",
+    [
+        (100, 0.2, 80),
+        (10, 0.2, 8),
+        (15, 0.2, 12),
+        (64, 0.2, 51),
+        (128, 0.2, 102),
+        (7, 0.5, 3),
+        (3, 0.1, 2),
+        (1, 0.2, 0),
+        (40, 1.0, 0),
+    ],
+)
 def test_cooldown_start_is_exact_integer_arithmetic(steps, frac, start):
     assert cooldown_start(steps, frac) == start
     # The lr agrees: the step before the cooldown start is at the peak, the cooldown start is below it.
@@ -76,9 +89,20 @@ def test_weight_decay_only_on_matrices():
 
 
 def _cfg(data, **kw) -> TrainConfig:
-    base = dict(data=str(data), arch="gptoss", preset="debug", seq_len=64, batch_size=8, max_steps=30,
-                eval_every=10, eval_windows=16, log_every=5, sample_tokens=0, threads_per_worker=2,
-                tokenizer_dir=str(TIKTOKEN_DIR))
+    base = dict(
+        data=str(data),
+        arch="gptoss",
+        preset="debug",
+        seq_len=64,
+        batch_size=8,
+        max_steps=30,
+        eval_every=10,
+        eval_windows=16,
+        log_every=5,
+        sample_tokens=0,
+        threads_per_worker=2,
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -112,9 +136,13 @@ def test_a_budget_branch_continues_the_long_run_exactly_and_differs_only_through
     assert point == 10
     long_run = run_local(_cfg(prepared_data, max_steps=20, branch_points=[point], **wsd), str(tmp_path / "long"))
     kept = branch_point_path(str(tmp_path / "long"), point)
-    assert os.path.isfile(os.path.join(kept, "model.safetensors")) and os.path.isfile(os.path.join(kept, "optimizer.pt"))
+    assert os.path.isfile(os.path.join(kept, "model.safetensors")) and os.path.isfile(
+        os.path.join(kept, "optimizer.pt")
+    )
     assert json.load(open(os.path.join(kept, "train_state.json")))["step"] == point
-    branch = run_local(_cfg(prepared_data, max_steps=12, init_from=kept, start_step=point, **wsd), str(tmp_path / "branch"))
+    branch = run_local(
+        _cfg(prepared_data, max_steps=12, init_from=kept, start_step=point, **wsd), str(tmp_path / "branch")
+    )
     straight = run_local(_cfg(prepared_data, max_steps=12, **wsd), str(tmp_path / "straight"))
 
     def losses(events):
@@ -135,16 +163,23 @@ def test_a_budget_branch_continues_the_long_run_exactly_and_differs_only_through
     assert lrs[12] == pytest.approx(TrainConfig(preset="debug").resolved_min_lr)
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor's CPU code needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor's CPU code needs a C++ compiler"
+)
 def test_compiled_local_run_matches_the_eager_one(prepared_data, tmp_path):
     """`train --compile`: the whole loop (training steps, evaluation, checkpoint) through gptoss.compile_model."""
     from orchestrator.trainer import run_local
 
     # compile_model sets a process-wide dynamo option: the patch gives the other tests back the value they had
     with torch._dynamo.config.patch(capture_scalar_outputs=torch._dynamo.config.capture_scalar_outputs):
-        runs = {compiled: [e for e in run_local(_cfg(prepared_data, max_steps=10, compile=compiled),
-                                                str(tmp_path / str(compiled))) if e["kind"] == "eval"]
-                for compiled in (False, True)}
+        runs = {
+            compiled: [
+                e
+                for e in run_local(_cfg(prepared_data, max_steps=10, compile=compiled), str(tmp_path / str(compiled)))
+                if e["kind"] == "eval"
+            ]
+            for compiled in (False, True)
+        }
     assert [e["step"] for e in runs[True]] == [10]
     assert runs[True][0]["val_loss"] == pytest.approx(runs[False][0]["val_loss"], abs=1e-4)
     assert runs[True][0]["train_loss"] == pytest.approx(runs[False][0]["train_loss"], abs=1e-4)

@@ -1,19 +1,33 @@
 """Ray Train runs on the shared 2-CPU Ray instance: DDP on two CPU workers, checkpoints, resume, failure recovery."""
+
 from __future__ import annotations
 
 import json
 import os
 
 import pytest
-
 from conftest import TIKTOKEN_DIR
+
 from orchestrator.config import TrainConfig
 
 
 def _cfg(data, storage, name, **kw) -> TrainConfig:
-    base = dict(data=str(data), arch="gptoss", preset="debug", seq_len=64, batch_size=8, max_steps=30, eval_every=10,
-                eval_windows=16, log_every=5, workers=2, storage=str(storage), name=name, sample_tokens=20,
-                tokenizer_dir=str(TIKTOKEN_DIR))
+    base = dict(
+        data=str(data),
+        arch="gptoss",
+        preset="debug",
+        seq_len=64,
+        batch_size=8,
+        max_steps=30,
+        eval_every=10,
+        eval_windows=16,
+        log_every=5,
+        workers=2,
+        storage=str(storage),
+        name=name,
+        sample_tokens=20,
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -43,8 +57,18 @@ def test_two_worker_run_learns_and_keeps_replicas_identical(clean_run):
     for e in evals:
         assert e["replica_max_diff"] == 0.0, "DDP replicas diverged"
         assert len(e["worker_nodes"]) == 2
-        for key in ("train_loss", "val_bpb", "lr", "grad_norm", "tokens_per_s", "gflops", "peak_mem_mb", "aux_loss",
-                    "expert_load_max_mean", "tokens"):
+        for key in (
+            "train_loss",
+            "val_bpb",
+            "lr",
+            "grad_norm",
+            "tokens_per_s",
+            "gflops",
+            "peak_mem_mb",
+            "aux_loss",
+            "expert_load_max_mean",
+            "tokens",
+        ):
             assert key in e, key
     assert evals[-1]["tokens"] == 30 * 8 * 64 * 2
     ckpts = sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_0"))
@@ -58,7 +82,9 @@ def test_killed_worker_is_survived_and_the_run_matches_the_clean_one(clean_run, 
     from orchestrator.trainer import run_training
 
     storage, _ = clean_run
-    summary = run_training(_cfg(prepared_data, storage, "crashy", max_failures=1, inject_failure_at=15), show_progress=False)
+    summary = run_training(
+        _cfg(prepared_data, storage, "crashy", max_failures=1, inject_failure_at=15), show_progress=False
+    )
     assert os.path.exists(storage / "crashy" / ".injected_failure"), "the failure was never injected"
     clean = [r for r in _records(storage / "clean") if r["kind"] == "eval"]
     crashy = [r for r in _records(storage / "crashy") if r["kind"] == "eval"]
@@ -79,8 +105,10 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(clean_run,
 
     storage, _ = clean_run
     shutil.copytree(storage / "clean", storage / "damaged")
-    assert sorted(d for d in os.listdir(storage / "damaged") if d.startswith("checkpoint_0")) == \
-        ["checkpoint_0000020", "checkpoint_0000030"]
+    assert sorted(d for d in os.listdir(storage / "damaged") if d.startswith("checkpoint_0")) == [
+        "checkpoint_0000020",
+        "checkpoint_0000030",
+    ]
     weights = storage / "damaged" / "checkpoint_0000030" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     summary = run_training(_cfg(prepared_data, storage, "damaged", sample_tokens=0), show_progress=False)
@@ -110,7 +138,9 @@ def test_rerun_with_the_same_name_resumes_from_the_latest_checkpoint(clean_run, 
     assert summary["run_wall_s"] == pytest.approx(first["wall_s"] + summary["wall_s"], rel=0.05)
     assert inv["tokens_per_s_wall"] == pytest.approx(inv["tokens"] / summary["wall_s"])
     windows = [r for r in _records(storage / "clean") if not r["first_window"]]
-    assert summary["tokens_per_s"] == pytest.approx(sum(r["window_tokens"] for r in windows) / sum(r["window_s"] for r in windows))
+    assert summary["tokens_per_s"] == pytest.approx(
+        sum(r["window_tokens"] for r in windows) / sum(r["window_s"] for r in windows)
+    )
     assert summary["tokens_per_s"] > inv["tokens_per_s_wall"]  # wall time includes start-up and evals
     assert summary["train_s"] < summary["run_wall_s"]
 
@@ -118,16 +148,28 @@ def test_rerun_with_the_same_name_resumes_from_the_latest_checkpoint(clean_run, 
 def test_throughput_leaves_out_start_up_windows_and_summary_lines_keep_them_apart():
     from orchestrator.trainer import summary_lines, throughput
 
-    records = [dict(kind="step", step=5, window_s=10.0, window_tokens=1000, first_window=True, tokens_per_s=100.0),
-               dict(kind="eval", step=10, window_s=1.0, window_tokens=1000, first_window=False, tokens_per_s=1000.0),
-               dict(kind="step", step=15, window_s=4.0, window_tokens=1000, first_window=True, tokens_per_s=250.0),  # a resume
-               dict(kind="eval", step=20, window_s=1.0, window_tokens=1000, first_window=False, tokens_per_s=1000.0)]
+    records = [
+        dict(kind="step", step=5, window_s=10.0, window_tokens=1000, first_window=True, tokens_per_s=100.0),
+        dict(kind="eval", step=10, window_s=1.0, window_tokens=1000, first_window=False, tokens_per_s=1000.0),
+        dict(kind="step", step=15, window_s=4.0, window_tokens=1000, first_window=True, tokens_per_s=250.0),  # a resume
+        dict(kind="eval", step=20, window_s=1.0, window_tokens=1000, first_window=False, tokens_per_s=1000.0),
+    ]
     assert throughput(records) == dict(train_s=16.0, tokens_per_s=1000.0, steady_windows=2)
     assert throughput(records[:1])["tokens_per_s"] == 100.0  # one window: all there is
     assert throughput([dict(step=5, tokens_per_s=50.0), dict(step=10, tokens_per_s=150.0)])["tokens_per_s"] == 100.0
-    summary = dict(run="r", steps=20, tokens=4000, invocations=2, run_wall_s=90.0, train_s=16.0, tokens_per_s=1000.0,
-                   invocation=dict(start_step=10, end_step=20, steps=10, tokens=2000, wall_s=30.0),
-                   final_val_loss=None, params=dict(total=1e6, active=1e6, embedding=1e5), best_checkpoint="c")
+    summary = dict(
+        run="r",
+        steps=20,
+        tokens=4000,
+        invocations=2,
+        run_wall_s=90.0,
+        train_s=16.0,
+        tokens_per_s=1000.0,
+        invocation=dict(start_step=10, end_step=20, steps=10, tokens=2000, wall_s=30.0),
+        final_val_loss=None,
+        params=dict(total=1e6, active=1e6, embedding=1e5),
+        best_checkpoint="c",
+    )
     text = "\n".join(summary_lines(summary))
     assert "20 steps, 4,000 tokens over 2 invocations, 90s wall in all, 16s of it in training steps" in text
     assert "this invocation: steps 10-20, 2,000 tokens in 30s wall" in text
@@ -135,8 +177,8 @@ def test_throughput_leaves_out_start_up_windows_and_summary_lines_keep_them_apar
 
 
 def test_worker_guard_fails_fast_without_leaving_a_run_dir(prepared_data, tmp_path, ray_session):
-    from raysetup import ClusterError
     from orchestrator.trainer import run_training
+    from raysetup import ClusterError
 
     with pytest.raises(ClusterError, match="cannot place 3 CPU workers"):
         run_training(_cfg(prepared_data, tmp_path, "toomany", workers=3), show_progress=False)
@@ -150,12 +192,38 @@ def test_generate_and_evaluate_the_produced_checkpoint(clean_run, prepared_data,
 
     storage, summary = clean_run
     runner = CliRunner()
-    out = runner.invoke(cli.app, ["generate", str(storage / "clean"), "--prompt", "The cat", "--max-tokens", "15",
-                                  "--temperature", "0", "--tokenizer-dir", str(tiktoken_dir)])
+    out = runner.invoke(
+        cli.app,
+        [
+            "generate",
+            str(storage / "clean"),
+            "--prompt",
+            "The cat",
+            "--max-tokens",
+            "15",
+            "--temperature",
+            "0",
+            "--tokenizer-dir",
+            str(tiktoken_dir),
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert out.output.startswith("The cat") and len(out.output.strip()) > len("The cat")
-    again = runner.invoke(cli.app, ["generate", str(storage / "clean"), "--prompt", "The cat", "--max-tokens", "15",
-                                    "--temperature", "0", "--tokenizer-dir", str(tiktoken_dir)])
+    again = runner.invoke(
+        cli.app,
+        [
+            "generate",
+            str(storage / "clean"),
+            "--prompt",
+            "The cat",
+            "--max-tokens",
+            "15",
+            "--temperature",
+            "0",
+            "--tokenizer-dir",
+            str(tiktoken_dir),
+        ],
+    )
     assert again.output == out.output  # greedy is deterministic
     ev = runner.invoke(cli.app, ["evaluate", str(storage / "clean"), "--data", str(prepared_data), "--json"])
     assert ev.exit_code == 0, ev.output
@@ -170,7 +238,9 @@ def test_wandb_logging_works_offline_without_an_account(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = TrainConfig(arch="gpt2", preset="debug", wandb=True, name="wb", wandb_group="g")
-    logger = _WandbLogger(cfg, RunPlan(cfg=cfg, manifest={}, model_overrides={}, byte_lengths=None, params={"total": 1}))
+    logger = _WandbLogger(
+        cfg, RunPlan(cfg=cfg, manifest={}, model_overrides={}, byte_lengths=None, params={"total": 1})
+    )
     logger.log({"kind": "eval", "step": 10, "val_loss": 2.5, "worker_nodes": ["n0"]})
     logger.finish({"sample": "Once upon a time", "final_val_loss": 2.5})
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -19,6 +20,19 @@ app = typer.Typer(
 
 DEFAULT_DATA = "data/tinystories"
 Opt = typer.Option
+
+
+def _as_flags(exc: BaseException, text: str) -> str:
+    """A config error names fields (as a sweep file spells them); on the command line they are flags."""
+    from orchestrator.config import ConfigError
+
+    if not isinstance(exc, ConfigError):
+        return text
+    flags = {o.dest: o.flags[0].split("/")[0] for o in TRAIN_OPTIONS}
+    if exc.field in flags and text.startswith(exc.field + " "):
+        text = flags[exc.field] + text[len(exc.field) :]
+    words = [w for w in flags if "_" in w]
+    return re.sub(r"\b(" + "|".join(words) + r")\b", lambda m: flags[m.group(1)], text) if words else text
 
 
 def _user_errors(fn):
@@ -36,6 +50,11 @@ def _user_errors(fn):
             NotADirectoryError,
             IsADirectoryError,
         ) as exc:
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(2)
+        except OSError as exc:
+            if type(exc).__name__ != "StorageFull":  # a full, over-quota or read-only disk (orchestrator.storage)
+                raise
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2)
         except RuntimeError as exc:
@@ -59,7 +78,7 @@ def _user_errors(fn):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = _as_flags(exc, str(exc) or type(exc).__name__)
     if isinstance(exc, (FileNotFoundError, PermissionError)) and exc.filename and str(exc.filename) not in text:
         text = f"{text}: {exc.filename}"
     return " ".join(text.split())
@@ -408,12 +427,16 @@ def train(
     name: Annotated[
         Optional[str], Opt("--name", help="Run name (default <arch>-<preset>); the same name resumes.")
     ] = None,
+    local: Annotated[
+        bool,
+        Opt("--local", help="Train in this process without Ray (one worker; e.g. a GPU machine without Ray)."),
+    ] = False,
     options: Optional[dict] = None,
 ):
-    """Train a model with Ray Train (DDP over GPUs, or CPUs when there are none)."""
+    """Train a model with Ray Train (DDP over GPUs, or CPUs when there are none), or in this process (--local)."""
     from orchestrator.trainer import run_training
 
-    run_training(_train_config(options, name=name))
+    run_training(_train_config(options, name=name), local=local)
 
 
 @app.command()
@@ -590,7 +613,8 @@ def sweep(
     """Sweep a grid of training runs with Ray Tune (default: the seed's depth x architecture x experts grid), then
     write the report. Every `train` option applies to every trial; --arch, --seed, --lr and the model overrides take
     comma lists and become grid axes."""
-    from orchestrator.sweep import build_sweep_config, run_sweep
+    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep_file import build_sweep_config
 
     grid, train_flags = {}, {}
     sweep_flags = dict(

@@ -8,6 +8,7 @@ Tokens/s is the median of the logged windows after the first (steady state); sta
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from orchestrator.config import TrainConfig
-    from orchestrator.trainer import run_local, run_training
+    from orchestrator.trainer import run_training
     from raysetup import init_ray
 
     cpus = os.cpu_count() or 1
@@ -77,14 +78,13 @@ def main() -> None:
         f"{cpus} CPUs; Ray start-up {ray_start_s:.1f}s"
     )
 
-    plain = run_local(cfg("plain", 1, cpus), os.path.join(tmp, "plain"))
-    plain_tps = steady_tokens_per_s(plain)
+    run_training(cfg("plain", 1, cpus), show_progress=False, local=True)
+    with open(os.path.join(tmp, "runs", "plain", "metrics.jsonl")) as f:
+        plain_tps = steady_tokens_per_s([json.loads(line) for line in f if line.strip()])
 
     def ray_run(name: str, workers: int, threads: int) -> tuple[float, float]:
         start = time.time()
         run_training(cfg(name, workers, threads), show_progress=False)
-        import json
-
         records = [json.loads(l) for l in open(os.path.join(tmp, "runs", name, "metrics.jsonl")) if l.strip()]
         steps = [r for r in records if r["kind"] == "step"]
         # Time to the first logged window, less the window's own training time: launch and set-up of the worker group.

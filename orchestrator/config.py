@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -12,27 +13,40 @@ DEFAULT_STORAGE = "./runs"
 # Learning rates that train each preset family stably at its scale (small models tolerate larger steps).
 _DEFAULT_LR = {"debug": 3e-3, "cpu": 1e-3, "seed": 3e-4}
 
-# CLI override flag -> model config field.
-# Model-config fields a run may override (the CLI's flags for them are in cli.TRAIN_OPTIONS). The component switches
-# (positions, norm, mlp, sinks, tie_embeddings) are gptoss's, see gptoss/variants.py; sliding_window 0 is no window.
-MODEL_OVERRIDES = (
-    "n_layers",
-    "d_model",
-    "n_heads",
-    "n_kv_heads",
-    "head_dim",
-    "num_experts",
-    "experts_per_token",
-    "intermediate_size",
-    "sliding_window",
-    "dropout",
-    "aux_loss_coef",
-    "positions",
-    "norm",
-    "mlp",
-    "sinks",
-    "tie_embeddings",
-)
+
+class ConfigError(ValueError):
+    """A setting that is wrong, naming its field; the CLI shows the field as its flag, a sweep file as its key."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+def _bad(name: str, message: str) -> ConfigError:
+    return ConfigError(name, f"{name} {message}")
+
+
+@functools.cache
+def model_fields() -> dict[str, dict[str, str]]:
+    """Each architecture's model-config fields and their annotations, from the config dataclasses themselves."""
+    from gptoss.model_gpt2 import GPT2Config
+    from gptoss.model_gptoss import GptOssConfig
+
+    return {cfg.arch: {f.name: str(f.type) for f in fields(cfg)} for cfg in (GptOssConfig, GPT2Config)}
+
+
+def model_overrides_allowed() -> tuple[str, ...]:
+    """Model-config fields a run may override: every field of either architecture's config but the vocabulary size,
+    which comes from the data. The component switches are gptoss's (gptoss/variants.py)."""
+    names = set().union(*(set(f) for f in model_fields().values()))
+    return tuple(sorted(names - {"vocab_size"}))
+
+
+def fields_not_of(arch: str) -> set[str]:
+    """Model fields of the other architectures that `arch`'s config lacks (dropped from its overrides)."""
+    own = set(model_fields()[arch])
+    return {name for other, names in model_fields().items() if other != arch for name in names} - own
+
 
 SCHEDULES = ("cosine", "wsd", "constant")
 
@@ -70,9 +84,6 @@ class TrainConfig:
     warmup_steps: Optional[int] = None  # None: 5% of the steps, at most 200
     schedule: str = "cosine"  # cosine | wsd (warmup, stable, 1-sqrt cooldown) | constant (after warmup)
     cooldown_frac: float = 0.2  # wsd: the last fraction of the steps that cools down to min_lr
-    branch_points: list[int] = field(default_factory=list)  # steps at which the full training state is kept aside
-    init_from: Optional[str] = None  # a kept training state (branch point) to start from when the run has no checkpoint
-    start_step: Optional[int] = None  # the step that state must hold (checked)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -94,7 +105,6 @@ class TrainConfig:
     compile: bool = False
     wandb: bool = False
     wandb_project: str = "nano-gpt-oss"
-    wandb_group: Optional[str] = None
     prompt: str = "Once upon a time"
     sample_tokens: int = 120
     tokenizer_dir: Optional[str] = None
@@ -107,11 +117,11 @@ class TrainConfig:
         from gptoss.variants import canonical_variant
 
         if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+            raise _bad("arch", f"must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.variant is not None:
             if self.arch != "gptoss":
-                raise ValueError(
-                    f"--variant {self.variant} is a gptoss variant; use it with --arch gptoss, not {self.arch}"
+                raise ConfigError(
+                    "variant", f"variant {self.variant} is a gptoss variant; use it with arch gptoss, not {self.arch}"
                 )
             self.variant = canonical_variant(self.variant)
         positive = dict(
@@ -124,40 +134,37 @@ class TrainConfig:
         )
         for name, value in positive.items():
             if value is None or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                raise _bad(name, f"must be >= 1, got {value}")
         if self.workers is not None and self.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+            raise _bad("workers", f"must be >= 1, got {self.workers}")
         for name in ("max_steps", "max_tokens", "warmup_steps", "threads_per_worker"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise _bad(name, f"must be positive, got {value}")
         if self.max_steps is not None and self.max_tokens is not None:
-            raise ValueError("give --max-steps or --max-tokens, not both")
+            raise ConfigError("max_tokens", "give max_steps or max_tokens, not both")
         if self.lr is not None and not (0 < self.lr < 1):
-            raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
+            raise _bad("lr", f"must be in (0, 1), got {self.lr}")
         if self.min_lr is not None and self.min_lr < 0:
-            raise ValueError(f"--min-lr must be >= 0, got {self.min_lr}")
+            raise _bad("min_lr", f"must be >= 0, got {self.min_lr}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise _bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not (0 < self.cooldown_frac <= 1):
-            raise ValueError(f"--cooldown-frac must be in (0, 1], got {self.cooldown_frac}")
-        if any(not isinstance(b, int) or b < 1 for b in self.branch_points):
-            raise ValueError(f"branch_points must be positive step numbers, got {self.branch_points}")
-        if (self.init_from is None) != (self.start_step is None):
-            raise ValueError("init_from and start_step go together: the kept state and the step it holds")
-        if self.start_step is not None and self.start_step < 1:
-            raise ValueError(f"start_step must be >= 1, got {self.start_step}")
+            raise _bad("cooldown_frac", f"must be in (0, 1], got {self.cooldown_frac}")
         if self.eval_windows < 0:
-            raise ValueError(f"--eval-windows must be >= 0, got {self.eval_windows}")
+            raise _bad("eval_windows", f"must be >= 0, got {self.eval_windows}")
         if self.max_failures < -1:
-            raise ValueError(f"--max-failures must be >= -1 (-1: retry forever), got {self.max_failures}")
+            raise _bad("max_failures", f"must be >= -1 (-1: retry forever), got {self.max_failures}")
         if self.cpu and self.gpu:
-            raise ValueError("--cpu and --gpu contradict each other; give one")
+            raise ConfigError("gpu", "cpu and gpu contradict each other; give one")
         if self.name is not None and not _NAME_RE.match(self.name):
-            raise ValueError(f"--name must be letters, digits, '.', '_' or '-' (at most 100), got {self.name!r}")
-        unknown = set(self.model_overrides) - set(MODEL_OVERRIDES) - {"vocab_size", "max_seq_len"}
+            raise _bad("name", f"must be letters, digits, '.', '_' or '-' (at most 100), got {self.name!r}")
+        allowed = model_overrides_allowed()
+        unknown = set(self.model_overrides) - set(allowed) - {"vocab_size"}
         if unknown:
-            raise ValueError(f"unknown model override(s) {sorted(unknown)}; allowed: {sorted(MODEL_OVERRIDES)}")
+            raise ConfigError(
+                "model_overrides", f"unknown model override(s) {sorted(unknown)}; allowed: {', '.join(allowed)}"
+            )
 
     def resolved_model_overrides(self) -> dict[str, Any]:
         """The model config overrides of this run: the variant's switches, then model_overrides on top."""
@@ -195,25 +202,14 @@ class TrainConfig:
         return cooldown_start(steps, self.cooldown_frac)
 
     def check_schedule(self, steps: int) -> None:
-        """What only the step count can tell: a wsd cooldown that would start inside the warmup, branch points past
-        the end, a branch whose start_step is not its cooldown start."""
+        """What only the step count can tell: a wsd cooldown that would start inside the warmup."""
         warmup = self.resolved_warmup(steps)
         if self.schedule == "wsd" and warmup > self.cooldown_start(steps):
-            raise ValueError(
-                f"--schedule wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
-                f"inside the {warmup}-step warmup; lower --warmup-steps or --cooldown-frac"
+            raise ConfigError(
+                "warmup_steps",
+                f"schedule wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
+                f"inside the {warmup}-step warmup; lower warmup_steps or cooldown_frac",
             )
-        late = [b for b in self.branch_points if b > steps]
-        if late:
-            raise ValueError(f"branch points {late} lie beyond the run's {steps} steps")
-        if self.start_step is not None:
-            if self.schedule != "wsd":
-                raise ValueError("a run started from a branch point (init_from) needs --schedule wsd")
-            if self.start_step != self.cooldown_start(steps):
-                raise ValueError(
-                    f"start_step {self.start_step} is not the cooldown start {self.cooldown_start(steps)} "
-                    f"of this {steps}-step run"
-                )
 
     def to_dict(self) -> dict:
         return asdict(self)

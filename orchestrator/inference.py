@@ -12,7 +12,8 @@ from typing import Iterator, Optional
 
 import torch
 
-from orchestrator.train_loop import MANIFEST_FILE, TRAIN_STATE_FILE, evaluate_windows
+from orchestrator.run_dir import MANIFEST_FILE, TRAIN_STATE_FILE, local_checkpoint_dir
+from orchestrator.train_loop import evaluate_windows
 
 
 @dataclass
@@ -23,31 +24,17 @@ class CheckpointBundle:
     state: dict
 
 
-def _is_checkpoint_dir(path: str) -> bool:
-    return os.path.exists(os.path.join(path, "model.safetensors")) and os.path.exists(os.path.join(path, "config.json"))
-
-
 def find_checkpoint(path: str) -> str:
     """A checkpoint directory as given, or the best (lowest val loss) checkpoint of a run directory."""
-    if _is_checkpoint_dir(path):
-        return path
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no checkpoint or run directory at {path}")
-    candidates = [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.startswith("checkpoint_")]
-    candidates = [c for c in candidates if _is_checkpoint_dir(c)]
-    if not candidates:
+    found = local_checkpoint_dir(path)
+    if found is None:
         raise ValueError(
-            f"{path} holds no checkpoint (model.safetensors + config.json); pass a checkpoint_* directory or a run directory"
+            f"{path} holds no checkpoint (model.safetensors + config.json); pass a checkpoint directory or a run "
+            "directory"
         )
-
-    def val_loss(ckpt: str) -> float:
-        try:
-            with open(os.path.join(ckpt, TRAIN_STATE_FILE)) as f:
-                return float(json.load(f).get("val_loss", math.inf))
-        except (OSError, ValueError):
-            return math.inf
-
-    return min(candidates, key=lambda c: (val_loss(c), -candidates.index(c)))
+    return found
 
 
 @contextmanager

@@ -6,11 +6,9 @@ import json
 import math
 import os
 import resource
-import shutil
-import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -20,26 +18,54 @@ import torch.nn.functional as F
 
 from orchestrator.allocator import keep_freed_memory
 from orchestrator.config import TrainConfig, cooldown_start
-
-OPTIMIZER_FILE = "optimizer.pt"
-TRAIN_STATE_FILE = "train_state.json"
-MANIFEST_FILE = "manifest.json"
+from orchestrator.run_dir import (
+    MANIFEST_FILE,
+    OPTIMIZER_FILE,
+    TRAIN_STATE_FILE,
+    RunDir,
+    read_state,
+    temporary_checkpoint_dir,
+)
+from orchestrator.storage import full_disk_is_one_line
 
 # Dense bf16 peak of the GPUs we expect to meet, for MFU. Unknown devices report achieved TFLOP/s only.
 _GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12, "L40S": 362e12}
 
 
+@dataclass
+class WorkerJob:
+    """Everything a worker needs, decided on the driver (orchestrator.trainer.plan_run): one typed, picklable value."""
+
+    config: TrainConfig
+    model_overrides: dict
+    manifest: dict
+    byte_lengths: Any  # numpy int array, UTF-8 bytes per model token id
+    total_steps: int
+    run_dir: str  # path or URI of the run directory; rank 0 writes checkpoints there, every rank restores from it
+    threads_per_worker: int = 1
+    use_gpu: bool = False
+    start_state: Optional[str] = None  # a budget branch: the kept state it starts from when it has no checkpoint
+    start_step: Optional[int] = None  # the step that state must hold
+    keep_states_at: tuple = ()  # steps at which this run keeps its full state for budget branches
+    progress: Any = None  # where rank 0 sends its events: a callable in this process, or a Ray queue
+    inject_failure_at: Optional[int] = None  # testing: the last rank dies once before this step
+    on_ray: bool = False  # launched by Ray Train (ranks, devices and the report barrier come from it)
+
+    @property
+    def failure_marker(self) -> str:
+        return os.path.join(self.run_dir, ".injected_failure")
+
+
 # ----------------------------------------------------------------------------------------------
-# Where the loop runs: rank, device, and how it reports (Ray Train, or a plain local directory).
+# Where the loop runs: rank, device, and how a step's metrics are reported (Ray Train's barrier, or nothing).
 
 
 @dataclass
 class WorkerEnv:
-    rank: int
-    world_size: int
-    device: torch.device
-    report: Callable[[dict, Optional[str]], None]  # (metrics, checkpoint dir written by rank 0 or None)
-    latest_checkpoint: Callable[[], Any]  # -> context manager yielding a local dir, or None
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    report: Callable[[dict], None] = lambda metrics: None
 
     @property
     def is_main(self) -> bool:
@@ -49,55 +75,17 @@ class WorkerEnv:
 def _ray_env() -> WorkerEnv:
     import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
 
     ctx = ray.train.get_context()
-
-    def report(metrics: dict, ckpt_dir: Optional[str]) -> None:
-        ckpt = Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
-        name = f"checkpoint_{metrics['step']:07d}" if ckpt_dir else None
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
-
-    def latest():
-        ckpt = ray.train.get_checkpoint()
-        return ckpt.as_directory() if ckpt else None
-
-    return WorkerEnv(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), report, latest)
+    # Metrics only: checkpoints are this project's (RunDir); report() is the barrier that forwards rank 0's metrics
+    # to Tune when the run is a sweep trial.
+    return WorkerEnv(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), ray.train.report)
 
 
-def _local_env(run_dir: str, keep: int, use_gpu: bool) -> WorkerEnv:
-    """One process, no Ray: checkpoints go to run_dir/checkpoint_*, keeping the latest and the best."""
-    device = torch.device("cuda" if use_gpu else "cpu")
-    os.makedirs(run_dir, exist_ok=True)
-
-    def ckpt_dirs() -> list[str]:
-        return sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_"))
-
-    def report(metrics: dict, ckpt_dir: Optional[str]) -> None:
-        if not ckpt_dir:
-            return
-        target = os.path.join(run_dir, f"checkpoint_{metrics['step']:07d}")
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(ckpt_dir, target + ".tmp")
-        os.replace(target + ".tmp", target)
-        names = ckpt_dirs()
-        scored = sorted(names[:-1], key=lambda n: _read_state(os.path.join(run_dir, n)).get("val_loss", math.inf))
-        for stale in scored[max(0, keep - 1) :]:
-            shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
-
-    def latest():
-        names = ckpt_dirs()
-        return nullcontext(os.path.join(run_dir, names[-1])) if names else None
-
-    return WorkerEnv(0, 1, device, report, latest)
-
-
-def _read_state(ckpt_dir: str) -> dict:
-    try:
-        with open(os.path.join(ckpt_dir, TRAIN_STATE_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+def _worker_env(job: WorkerJob) -> WorkerEnv:
+    if job.on_ray:
+        return _ray_env()
+    return WorkerEnv(device=torch.device("cuda" if job.use_gpu else "cpu"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,7 +119,8 @@ def lr_at(
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only; the model names them (stacked expert biases are 2-D but not decayed)."""
+    """AdamW with weight decay on weight matrices only; the model names them (stacked expert biases are 2-D but not
+    decayed)."""
     decay_names = set(model.decay_param_names())
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if n in decay_names]
@@ -205,270 +194,264 @@ def save_train_checkpoint(out_dir: str, model, optimizer, state: dict, manifest:
         json.dump(manifest, f)
 
 
-BRANCH_DIR = "branch_points"  # beside the checkpoints, out of reach of Ray Train's num_to_keep
-
-
-def branch_point_path(run_dir: str, step: int) -> str:
-    """Where a long run keeps its full training state at `step` for the budget branch that starts there."""
-    return f"{run_dir.rstrip('/')}/{BRANCH_DIR}/step_{step:07d}"
-
-
-def _keep_branch_point(job: dict, step: int, model, optimizer, rng: dict, is_main: bool, state: dict) -> None:
-    """Rank 0 writes the state (model, optimizer, every rank's RNG, step) as a checkpoint directory, atomically."""
-    if not is_main:
-        return
-    from orchestrator.storage import open_storage
-
-    storage = open_storage(job["run_dir"])
-    target = branch_point_path(storage.root, step)
-    with tempfile.TemporaryDirectory(prefix="branch-") as tmp:
-        save_train_checkpoint(tmp, model, optimizer, dict(state, rng=rng), job["manifest"])
-        storage.put_dir(tmp, target)
-
-
-def _local_dir(path: str):
-    """A kept state as a local directory: itself when local, else a temporary download."""
-    from raysetup import is_uri
-
-    if not is_uri(path):
-        if not os.path.isfile(os.path.join(path, TRAIN_STATE_FILE)):
-            raise FileNotFoundError(f"no kept training state at {path} (was the long run's branch point removed?)")
+def _local_copy(run: RunDir, path: str):
+    """A checkpoint (or kept state) of the run's storage as a local directory: itself when local, else a download."""
+    if run.storage.is_local:
         return nullcontext(path)
     import pyarrow.fs as pafs
 
-    tmp = tempfile.TemporaryDirectory(prefix="branch-")
-    fs, root = pafs.FileSystem.from_uri(path)
-    pafs.copy_files(root, tmp.name, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    tmp = temporary_checkpoint_dir()
+    pafs.copy_files(path, tmp.name, source_filesystem=run.storage.fs, destination_filesystem=pafs.LocalFileSystem())
     return tmp
 
 
-# ----------------------------------------------------------------------------------------------
-# The loop.
+@dataclass
+class LoopState:
+    """Where the loop stands: what a checkpoint restores and the next step continues from."""
+
+    step: int = 0
+    tokens: int = 0
+    best_val: float = math.inf
 
 
-def train_worker(job: dict) -> None:
-    """Entry point of every worker. `job` comes from orchestrator.trainer.plan_run (a plain dict, so Ray can ship it)."""
-    from data_pipeline import TokenWindows
-    from gptoss import build_model, compile_model, count_params, flops_per_token, load_checkpoint
+class Trainer:
+    """One worker's model, optimizer, data and schedule, built from a job; `run()` trains to the job's last step."""
 
-    cfg = TrainConfig.from_dict(job["config"])
-    env = (
-        _local_env(job["local_run_dir"], cfg.keep, job.get("use_gpu", torch.cuda.is_available()))
-        if job.get("local_run_dir")
-        else _ray_env()
-    )
-    emit = _event_sink(job.get("progress"), env.is_main)
-    device = env.device
-    if device.type == "cpu":
-        torch.set_num_threads(job["threads_per_worker"])
-        keep_freed_memory()
-    total_steps = job["total_steps"]
+    def __init__(self, job: WorkerJob):
+        from data_pipeline import TokenWindows
+        from gptoss import build_model, flops_per_token
 
-    torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = build_model(cfg.arch, cfg.preset, **job["model_overrides"]).to(device)
-    optimizer = build_optimizer(model, cfg, device)
-    start_step, tokens_seen, best_val = 0, 0, math.inf
+        self.job, self.cfg = job, job.config
+        self.env = _worker_env(job)
+        self.emit = _event_sink(job.progress, self.env.is_main)
+        self.device = self.env.device
+        if self.device.type == "cpu":
+            torch.set_num_threads(job.threads_per_worker)
+            keep_freed_memory()
+        self.run_dir = RunDir.at(job.run_dir)
+        torch.manual_seed(self.cfg.seed)  # identical init on every rank
+        self.model = build_model(self.cfg.arch, self.cfg.preset, **job.model_overrides).to(self.device)
+        self.optimizer = build_optimizer(self.model, self.cfg, self.device)
+        env, cfg = self.env, self.cfg
+        self.train_windows = TokenWindows(cfg.data, "train", cfg.seq_len, env.rank, env.world_size, seed=cfg.seed)
+        self.val_windows = TokenWindows(cfg.data, "validation", cfg.seq_len, env.rank, env.world_size, seed=cfg.seed)
+        self.byte_lengths = torch.as_tensor(np.asarray(job.byte_lengths), dtype=torch.int64, device=self.device)
+        cuda = self.device.type == "cuda"
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+        self.flops_per_token = flops_per_token(self.model, cfg.seq_len)
+        self.peak = peak_flops(self.device)
+        self.warmup = cfg.resolved_warmup(job.total_steps)
+        self.tokens_per_step = cfg.tokens_per_step(env.world_size)
 
-    def restore(ckpt_dir: str) -> tuple[int, int, float]:
-        saved = load_checkpoint(ckpt_dir)
-        model.load_state_dict(saved.state_dict())
-        opt_state = torch.load(os.path.join(ckpt_dir, OPTIMIZER_FILE), map_location=device, weights_only=False)
-        optimizer.load_state_dict(opt_state["optimizer"])
-        state = _read_state(ckpt_dir)
-        _set_rng_state(state.get("rng", {}).get(str(env.rank), {}))
-        return state["step"], state["tokens"], state.get("best_val_loss", math.inf)
+    # -- state ---------------------------------------------------------------------------------------------------
 
-    restored = env.latest_checkpoint()
-    if restored is not None:
-        with restored as ckpt_dir:
-            start_step, tokens_seen, best_val = restore(ckpt_dir)
-    elif cfg.init_from is not None:
-        # A budget branch: continue the long run from its kept state at this branch's cooldown start.
-        with _local_dir(cfg.init_from) as ckpt_dir:
-            start_step, tokens_seen, best_val = restore(ckpt_dir)
-        if start_step != cfg.start_step:
-            raise ValueError(
-                f"the kept state {cfg.init_from} holds step {start_step}, not the branch point {cfg.start_step}"
-            )
-    else:
-        torch.manual_seed(cfg.seed + 1 + env.rank)  # per-rank dropout streams
-    emit(
-        dict(
-            kind="start",
-            step=start_step,
-            total_steps=total_steps,
-            world_size=env.world_size,
-            device=str(device),
-            params=count_params(model),
+    def restore(self, ckpt_dir: str) -> LoopState:
+        from gptoss import load_checkpoint
+
+        self.model.load_state_dict(load_checkpoint(ckpt_dir).state_dict())
+        opt_state = torch.load(os.path.join(ckpt_dir, OPTIMIZER_FILE), map_location=self.device, weights_only=False)
+        self.optimizer.load_state_dict(opt_state["optimizer"])
+        state = read_state(ckpt_dir)
+        _set_rng_state(state.get("rng", {}).get(str(self.env.rank), {}))
+        return LoopState(state["step"], state["tokens"], state.get("best_val_loss", math.inf))
+
+    def starting_state(self) -> LoopState:
+        """The run's newest checkpoint (the driver has set damaged ones aside), else a budget branch's kept state,
+        else step 0."""
+        latest = self.run_dir.latest_checkpoint()
+        if latest is not None:
+            with _local_copy(self.run_dir, latest) as ckpt_dir:
+                return self.restore(ckpt_dir)
+        job = self.job
+        if job.start_state is not None:
+            if not self.run_dir.storage.exists(f"{job.start_state}/{TRAIN_STATE_FILE}"):
+                raise FileNotFoundError(
+                    f"no kept training state at {job.start_state} (was the long run's branch point removed?)"
+                )
+            with _local_copy(self.run_dir, job.start_state) as ckpt_dir:
+                state = self.restore(ckpt_dir)
+            if state.step != job.start_step:
+                raise ValueError(
+                    f"the kept state {job.start_state} holds step {state.step}, not the branch point {job.start_step}"
+                )
+            return state
+        torch.manual_seed(self.cfg.seed + 1 + self.env.rank)  # per-rank dropout streams
+        return LoopState()
+
+    def state_record(self, state: LoopState, **extra) -> dict:
+        cfg, job = self.cfg, self.job
+        scheduler = dict(
+            warmup=self.warmup,
+            total=job.total_steps,
+            lr=cfg.resolved_lr,
+            min_lr=cfg.resolved_min_lr,
+            schedule=cfg.schedule,
+            cooldown_frac=cfg.cooldown_frac,
         )
-    )
+        return dict(
+            step=state.step,
+            tokens=state.tokens,
+            data_position=state.step * cfg.grad_accum,
+            **extra,
+            best_val_loss=state.best_val,
+            config=cfg.to_dict(),
+            total_steps=job.total_steps,
+            scheduler=scheduler,
+            model_overrides=job.model_overrides,
+        )
 
-    raw_model = model
-    if env.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    def keep_state(self, state: LoopState) -> None:
+        """A budget branch starts here: rank 0 keeps the whole training state (every rank's RNG too)."""
+        rng = _gather_rng(self.env.world_size)
+        if not self.env.is_main:
+            return
+        with temporary_checkpoint_dir() as tmp:
+            record = self.state_record(state, rng=rng)
+            with full_disk_is_one_line(tmp):
+                save_train_checkpoint(tmp, self.model, self.optimizer, record, self.job.manifest)
+            self.run_dir.write_branch_state(tmp, state.step)
 
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        model = compile_model(model)
+    def checkpoint(self, state: LoopState, val_loss: float, metrics: dict) -> None:
+        """Rank 0 writes the checkpoint into the run directory; every rank then reports (Ray's barrier)."""
+        rng = _gather_rng(self.env.world_size)
+        if self.env.is_main:
+            with temporary_checkpoint_dir() as tmp:
+                record = self.state_record(state, val_loss=val_loss, rng=rng)
+                with full_disk_is_one_line(tmp):
+                    save_train_checkpoint(tmp, self.model, self.optimizer, record, self.job.manifest)
+                self.run_dir.write_checkpoint(tmp, state.step, self.cfg.keep)
+        self.env.report(metrics)
 
-    train_windows = TokenWindows(
-        cfg.data, "train", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed
-    )
-    val_windows = TokenWindows(
-        cfg.data, "validation", cfg.seq_len, rank=env.rank, world_size=env.world_size, seed=cfg.seed
-    )
-    byte_lengths = torch.as_tensor(np.asarray(job["byte_lengths"]), dtype=torch.int64, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    fpt = flops_per_token(raw_model, cfg.seq_len)
-    peak = peak_flops(device)
-    warmup = cfg.resolved_warmup(total_steps)
-    lr0, min_lr = cfg.resolved_lr, cfg.resolved_min_lr
-    tokens_per_step = cfg.tokens_per_step(env.world_size)
-    eval_max = cfg.eval_windows or None
-    branch_points = set(cfg.branch_points)
+    # -- the loop ------------------------------------------------------------------------------------------------
 
-    window_loss, window_steps, window_tokens = 0.0, 0, 0
-    window_start = time.perf_counter()
-    first_window = True  # start-up (allocation, caches, compile) lands in it: not steady-state throughput
-    last_grad_norm = 0.0
-    model.train()
-    for step in range(start_step, total_steps):
-        _maybe_inject_failure(cfg, job, env, step)
-
-        lr = lr_at(step, total_steps, warmup, lr0, min_lr, cfg.schedule, cfg.cooldown_frac)
-        for group in optimizer.param_groups:
+    def step(self, step: int, model) -> float:
+        """One optimizer step (grad_accum micro-steps); returns its mean loss."""
+        cfg = self.cfg
+        lr = lr_at(step, self.job.total_steps, self.warmup, cfg.resolved_lr, cfg.resolved_min_lr, cfg.schedule,
+                   cfg.cooldown_frac)  # fmt: skip
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
-            x, y = train_windows.batch(step * cfg.grad_accum + micro, cfg.batch_size)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sync = micro == cfg.grad_accum - 1 or env.world_size == 1
-            with nullcontext() if sync else model.no_sync(), autocast:
+            x, y = self.train_windows.batch(step * cfg.grad_accum + micro, cfg.batch_size)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            sync = micro == cfg.grad_accum - 1 or self.env.world_size == 1
+            with nullcontext() if sync else model.no_sync(), self.autocast:
                 _, loss = model(x, y)
                 (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
-        last_grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens_seen += tokens_per_step
-        window_loss += step_loss
-        window_steps += 1
-        window_tokens += tokens_per_step
-        done = step + 1
-        if done in branch_points:
-            _keep_branch_point(
-                job,
-                done,
-                raw_model,
-                optimizer,
-                _gather_rng(env.world_size),
-                env.is_main,
-                dict(
-                    step=done,
-                    tokens=tokens_seen,
-                    data_position=done * cfg.grad_accum,
-                    best_val_loss=best_val,
-                    config=cfg.to_dict(),
-                    total_steps=total_steps,
-                    scheduler=dict(
-                        warmup=warmup,
-                        total=total_steps,
-                        lr=lr0,
-                        min_lr=min_lr,
-                        schedule=cfg.schedule,
-                        cooldown_frac=cfg.cooldown_frac,
-                    ),
-                    model_overrides=job["model_overrides"],
-                ),
-            )
+        self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last_lr = lr
+        return step_loss
 
-        is_eval = done % cfg.eval_every == 0 or done == total_steps
-        if done % cfg.log_every == 0 or is_eval:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - window_start
-            tps = window_tokens / max(elapsed, 1e-9)
-            metrics = dict(
-                step=done,
-                time=time.time(),
-                tokens=tokens_seen,
-                train_loss=window_loss / window_steps,
-                lr=lr,
-                grad_norm=last_grad_norm,
-                tokens_per_s=tps,
-                window_s=elapsed,
-                window_tokens=window_tokens,
-                first_window=first_window,
-                epoch=(step * cfg.grad_accum) // max(1, train_windows.batches_per_epoch(cfg.batch_size)),
-            )
-            first_window = False
-            metrics.update(_throughput(fpt, tps, peak, env.world_size, device))
-            metrics.update(_moe_metrics(raw_model))
-            if not is_eval:
-                emit(dict(kind="step", **metrics))
-            window_loss, window_steps, window_tokens = 0.0, 0, 0
-            window_start = time.perf_counter()
+    def window_metrics(self, state: LoopState, window: "_Window") -> dict:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - window.start
+        tps = window.tokens / max(elapsed, 1e-9)
+        epoch_len = max(1, self.train_windows.batches_per_epoch(self.cfg.batch_size))
+        metrics = dict(
+            step=state.step,
+            time=time.time(),
+            tokens=state.tokens,
+            train_loss=window.loss / window.steps,
+            lr=self.last_lr,
+            grad_norm=self.last_grad_norm,
+            tokens_per_s=tps,
+            window_s=elapsed,
+            window_tokens=window.tokens,
+            first_window=window.first,
+            epoch=((state.step - 1) * self.cfg.grad_accum) // epoch_len,
+        )
+        metrics.update(_throughput(self.flops_per_token, tps, self.peak, self.env.world_size, self.device))
+        metrics.update(_moe_metrics(self.model))
+        return metrics
 
-        if is_eval:
-            ev = evaluate_windows(
-                raw_model,
-                val_windows.eval_batches(cfg.batch_size, eval_max),
-                byte_lengths,
-                device,
-                autocast,
-                env.world_size,
-            )
-            train_loss = torch.tensor([metrics["train_loss"]], device=device)
-            if env.world_size > 1:
-                dist.all_reduce(train_loss)
-            metrics.update(
-                train_loss=train_loss.item() / env.world_size,
-                val_loss=ev["loss"],
-                val_bpb=ev["bpb"],
-                val_tokens=ev["tokens"],
-                peak_mem_mb=peak_memory_mb(device),
-            )
-            metrics.update(_replica_report(raw_model, env.world_size))
-            best_val = min(best_val, ev["loss"])
-            metrics["best_val_loss"] = best_val
-            rng = _gather_rng(env.world_size)
-            with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
-                ckpt_dir = None
-                if env.is_main:
-                    state = dict(
-                        step=done,
-                        tokens=tokens_seen,
-                        data_position=done * cfg.grad_accum,
-                        val_loss=ev["loss"],
-                        best_val_loss=best_val,
-                        rng=rng,
-                        config=cfg.to_dict(),
-                        total_steps=total_steps,
-                        scheduler=dict(
-                            warmup=warmup,
-                            total=total_steps,
-                            lr=lr0,
-                            min_lr=min_lr,
-                            schedule=cfg.schedule,
-                            cooldown_frac=cfg.cooldown_frac,
-                        ),
-                        model_overrides=job["model_overrides"],
-                    )
-                    save_train_checkpoint(tmp, raw_model, optimizer, state, job["manifest"])
-                    ckpt_dir = tmp
-                env.report(metrics, ckpt_dir)
-            emit(dict(kind="eval", **metrics))
-            window_start = time.perf_counter()  # eval time is not training throughput
-    _maybe_inject_failure(cfg, job, env, total_steps)  # at total_steps: after the last checkpoint
-    emit(dict(kind="done", step=total_steps))
+    def evaluate(self, state: LoopState, metrics: dict) -> dict:
+        """Validation loss on the configured windows, folded into the step's metrics; then a checkpoint."""
+        env = self.env
+        batches = self.val_windows.eval_batches(self.cfg.batch_size, self.cfg.eval_windows or None)
+        ev = evaluate_windows(self.model, batches, self.byte_lengths, self.device, self.autocast, env.world_size)
+        train_loss = torch.tensor([metrics["train_loss"]], device=self.device)
+        if env.world_size > 1:
+            dist.all_reduce(train_loss)
+        metrics.update(
+            train_loss=train_loss.item() / env.world_size,
+            val_loss=ev["loss"],
+            val_bpb=ev["bpb"],
+            val_tokens=ev["tokens"],
+            peak_mem_mb=peak_memory_mb(self.device),
+        )
+        metrics.update(_replica_report(self.model, env.world_size))
+        state.best_val = min(state.best_val, ev["loss"])
+        metrics["best_val_loss"] = state.best_val
+        self.checkpoint(state, ev["loss"], metrics)
+        return metrics
+
+    def run(self) -> None:
+        from gptoss import compile_model, count_params
+
+        job, cfg, env = self.job, self.cfg, self.env
+        state = self.starting_state()
+        start = dict(kind="start", step=state.step, total_steps=job.total_steps, world_size=env.world_size)
+        self.emit(dict(start, device=str(self.device), params=count_params(self.model)))
+        model = self.model
+        if env.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            model = compile_model(model)
+        keep_at = set(job.keep_states_at)
+        window = _Window(first=True)  # start-up (allocation, caches, compile) lands in it
+        model.train()
+        for step in range(state.step, job.total_steps):
+            _maybe_inject_failure(job, env, step)
+            window.add(self.step(step, model), self.tokens_per_step)
+            state.step, state.tokens = step + 1, state.tokens + self.tokens_per_step
+            if state.step in keep_at:
+                self.keep_state(state)
+            is_eval = state.step % cfg.eval_every == 0 or state.step == job.total_steps
+            if state.step % cfg.log_every == 0 or is_eval:
+                metrics = self.window_metrics(state, window)
+                if is_eval:
+                    self.emit(dict(kind="eval", **self.evaluate(state, metrics)))
+                else:
+                    self.emit(dict(kind="step", **metrics))
+                window = _Window()  # evaluation time is not training throughput
+        _maybe_inject_failure(job, env, job.total_steps)  # at total_steps: after the last checkpoint
+        self.emit(dict(kind="done", step=job.total_steps))
 
 
-def _maybe_inject_failure(cfg: TrainConfig, job: dict, env: WorkerEnv, step: int) -> None:
+@dataclass
+class _Window:
+    """One logging window of training steps: its loss, steps and tokens since `start`."""
+
+    loss: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    first: bool = False
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.steps, self.tokens = self.loss + loss, self.steps + 1, self.tokens + tokens
+
+
+def train_worker(job) -> None:
+    """Entry point of every worker: a WorkerJob (Ray Train passes its train_loop_config, {"job": WorkerJob})."""
+    if isinstance(job, dict):
+        job = job["job"]
+    Trainer(job).run()
+
+
+def _maybe_inject_failure(job: WorkerJob, env: WorkerEnv, step: int) -> None:
     """Testing (--inject-failure-at): the last rank dies once, hard, before `step` (or after the last step's
     checkpoint when step == total_steps), as a lost node would make it."""
-    if cfg.inject_failure_at is None or step != cfg.inject_failure_at or env.rank != env.world_size - 1:
+    if job.inject_failure_at is None or step != job.inject_failure_at or env.rank != env.world_size - 1:
         return
-    marker = job["failure_marker"]
+    marker = job.failure_marker
     if not os.path.exists(marker):
         open(marker, "w").close()
         os._exit(17)

@@ -7,8 +7,8 @@ import time
 
 from ray import tune
 
+from orchestrator.console import say
 from orchestrator.failures import failure_reason
-from orchestrator.trainer import say
 
 
 class SweepConsole(tune.Callback):

@@ -62,25 +62,13 @@ def quiet_ray_env(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _mute_raylet_messages() -> None:
-    """Without --verbose, drop the messages the raylet pushes to the driver ("(raylet) A worker died or was killed
-    ...", worker-pool warnings). Ray prints them from a listener thread it always starts, whatever log_to_driver
-    says, and has no setting to turn them off; our commands report failures in their own one-line words."""
-    try:
-        from ray._private import worker as ray_worker
-    except ImportError:
-        return
-    original = getattr(ray_worker, "print_to_stdstream", None)
-    if original is None or getattr(original, "_mutes_raylet", False):
-        return
-
-    def print_unless_raylet(data, *args, **kwargs):
-        if isinstance(data, dict) and data.get("pid") == "raylet":
-            return None
-        return original(data, *args, **kwargs)
-
-    print_unless_raylet._mutes_raylet = True
-    ray_worker.print_to_stdstream = print_unless_raylet
+def quiet_tune(verbose: bool = False) -> None:
+    """Before a Tune experiment: Tune's own "Trials did not complete: [...]" line off (the sweep names each failure
+    and its reason itself), and Ctrl-C left to us: Tune's handler would stop the trials "gracefully" and return as if
+    the sweep had ended (exit 0, half the trials), where each trial's checkpoints are its resume state."""
+    if not verbose:
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
@@ -157,7 +145,9 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
     import ray
 
     if not verbose:
-        _mute_raylet_messages()
+        from .ray_private import mute_raylet_messages
+
+        mute_raylet_messages()
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():

@@ -16,6 +16,18 @@ TINYSTORIES = SHARED / "data" / "tinystories"
 TIKTOKEN_DIR = SHARED / "data" / "tiktoken"
 
 
+# Tests that start Ray (or use data prepared through Ray Data) take seconds to minutes each: they are the slow tier.
+_SLOW_FIXTURES = {"ray_session", "prepared_data", "two_nodes"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`pytest -m "not slow"` is the fast inner loop: every test that needs Ray or prepared data is marked slow here,
+    besides those marked by hand (trainings of their own, subprocesses)."""
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tinystories_dir() -> Path:
     if not (TINYSTORIES / "train.txt").exists():

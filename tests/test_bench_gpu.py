@@ -31,6 +31,7 @@ def run_script(*args, env_extra=None):
     )
 
 
+@pytest.mark.slow
 def test_without_cuda_it_exits_0_with_one_line():
     done = run_script()
     assert done.returncode == 0, done.stderr
@@ -39,6 +40,7 @@ def test_without_cuda_it_exits_0_with_one_line():
     ]
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2_with_one_line_even_without_cuda():
     done = run_script("--experts", "loop,fast")
     assert done.returncode == 2 and done.stdout == ""
@@ -47,6 +49,7 @@ def test_bad_arguments_exit_2_with_one_line_even_without_cuda():
     ]
 
 
+@pytest.mark.slow
 def test_its_import_path_has_no_ray():
     # A GPU box may have no Ray: the script and everything it imports (also lazily) must not pull it in.
     code = (
@@ -245,6 +248,7 @@ def test_largest_micro_batch_that_fits_after_oom(bench, monkeypatch):
     assert row["status"] == "OOM even at micro-batch 4" and row["micro_batch"] is None
 
 
+@pytest.mark.slow
 def test_a_whole_run_on_the_cpu_with_a_tiny_model(bench, tmp_path):
     args = bench.parse_args(
         [

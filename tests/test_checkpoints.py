@@ -1,5 +1,5 @@
-"""Checkpoint health without Ray: verification, the resume decision (damaged checkpoints, other data), Ray's snapshot
-kept in step with the disk, and data identity."""
+"""Checkpoint health without Ray: verification, the resume decision (damaged checkpoints, other data), and data
+identity."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import TIKTOKEN_DIR
 from orchestrator.config import TrainConfig
 from orchestrator.storage import open_storage
 
-RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's name; also checked against ours below
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # what Ray Train left in run directories written before
 
 
 def _permuted(manifest: dict) -> dict:
@@ -42,25 +42,17 @@ def _save(ckpt_dir, manifest: dict, step: int, val_loss: float) -> None:
 
 
 def _snapshot(names: list[str], latest: str) -> dict:
+    """Ray Train's bookkeeping as older versions of this project left it in a run directory."""
     entry = lambda n: dict(version=0, checkpoint_dir_name=n, metrics={"step": int(n.split("_")[1])})  # noqa: E731
-    return dict(
-        ray_version="2.60.0",
-        checkpoint_results=[entry(n) for n in names],
-        checkpoint_report_indices=list(range(len(names))),
-        latest_checkpoint_result=entry(latest),
-        pending_training_results=[],
-        pending_validation_specs=[],
-        current_report_index=len(names),
-        validated_checkpoint_dir_names=[],
-        timed_out_validation_checkpoint_dir_names=[],
-        failed_validation_checkpoint_dir_names=[],
-    )
+    return dict(checkpoint_results=[entry(n) for n in names], latest_checkpoint_result=entry(latest))
 
 
 @pytest.fixture()
 def existing_run(prepared_data, tmp_path):
-    """A run directory as a finished run leaves it: config.json, metrics, checkpoints at 10 and 20, Ray's snapshot."""
-    from orchestrator.trainer import RunDir, plan_run
+    """A run directory as a finished run leaves it: config.json, metrics, checkpoints at 10 and 20 (and the Ray
+    snapshot an older version left, which nothing reads any more)."""
+    from orchestrator.run_dir import RunDir
+    from orchestrator.trainer import plan_run
 
     cfg = TrainConfig(
         data=str(prepared_data),
@@ -101,9 +93,9 @@ def test_a_truncated_checkpoint_is_named_and_the_newest_valid_one_chosen(existin
     assert scan.latest is None and len(scan.damaged) == 2
 
 
-def test_resume_falls_back_to_the_newest_valid_checkpoint_and_repairs_rays_snapshot(existing_run):
-    from orchestrator.checkpoints import DAMAGED_PREFIX
-    from orchestrator.trainer import RunDir, plan_run
+def test_resume_falls_back_to_the_newest_valid_checkpoint(existing_run):
+    from orchestrator.run_dir import DAMAGED_PREFIX, RunDir
+    from orchestrator.trainer import plan_run
 
     cfg, run_dir = existing_run
     config_before = (run_dir / "config.json").read_text()
@@ -124,38 +116,62 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint_and_repairs_rays_snaps
         "warning: checkpoint checkpoint_0000020 of run r is unusable (model.safetensors is damaged"
     )
     assert said[-1] == "resuming run r from its checkpoint at step 10"
-    snap = json.loads((run_dir / RAY_SNAPSHOT_FILE).read_text())
-    assert [r["checkpoint_dir_name"] for r in snap["checkpoint_results"]] == ["checkpoint_0000010"]
-    assert snap["checkpoint_report_indices"] == [0]
-    assert snap["latest_checkpoint_result"]["checkpoint_dir_name"] == "checkpoint_0000010"
+    assert run.latest_checkpoint().endswith("checkpoint_0000010")  # what the workers restore
     assert json.loads((run_dir / "config.json").read_text())["total_steps"] == 30
 
 
-def test_a_checkpoint_deleted_by_hand_is_dropped_from_rays_snapshot(tmp_path):
+def test_ray_train_bookkeeping_is_fresh_per_invocation_so_ray_never_restores_a_stale_snapshot(tmp_path):
+    """Ray Train V2 restores its checkpoint list from a snapshot under RunConfig(storage_path, name) and fails on
+    entries whose directories are gone; each invocation gets a name of its own, so only this project's run
+    directory decides what a run resumes from."""
     from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-    from orchestrator.checkpoints import RAY_SNAPSHOT_FILE as ours
-    from orchestrator.checkpoints import repair_ray_snapshot
+    from orchestrator.run_dir import RunDir
 
-    assert ours == RAY_SNAPSHOT_FILE == CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
-    storage = open_storage(str(tmp_path))
-    names = ["checkpoint_0000010", "checkpoint_0000020", "checkpoint_0000030"]
-    (tmp_path / RAY_SNAPSHOT_FILE).write_text(json.dumps(_snapshot(names, "checkpoint_0000030")))
-    assert repair_ray_snapshot(
-        storage, str(tmp_path), [str(tmp_path / "checkpoint_0000010"), str(tmp_path / "checkpoint_0000020")]
-    )
-    snap = json.loads((tmp_path / RAY_SNAPSHOT_FILE).read_text())
-    assert [r["checkpoint_dir_name"] for r in snap["checkpoint_results"]] == names[:2]
-    assert snap["checkpoint_report_indices"] == [0, 1]
-    assert snap["latest_checkpoint_result"]["checkpoint_dir_name"] == "checkpoint_0000020"
-    # Nothing to repair: the file is left as it is.
-    assert not repair_ray_snapshot(
-        storage, str(tmp_path), [str(tmp_path / "checkpoint_0000010"), str(tmp_path / "checkpoint_0000020")]
-    )
+    assert CHECKPOINT_MANAGER_SNAPSHOT_FILENAME == RAY_SNAPSHOT_FILE
+    run = RunDir(open_storage(str(tmp_path)), "r")
+    first, second = run.ray_train_location(0), run.ray_train_location(1)
+    assert first != second and first[0].startswith(run.uri + "/")
+    assert first[0] + "/" + first[1] != run.uri  # never the run directory, where old snapshots lie
+
+
+def test_best_checkpoint_and_pruning_keep_the_latest_and_the_best(tmp_path):
+    from orchestrator.run_dir import RunDir, checkpoint_name
+
+    run = RunDir(open_storage(str(tmp_path)), "r")
+    assert run.best_checkpoint() is None and run.latest_checkpoint() is None
+    for step, loss in ((10, 5.0), (20, 3.0), (30, 4.0), (40, 4.5)):
+        d = tmp_path / "src"
+        d.mkdir()
+        (d / "train_state.json").write_text(json.dumps(dict(step=step, tokens=step, val_loss=loss)))
+        run.write_checkpoint(str(d), step, keep=2)
+        (d / "train_state.json").unlink()
+        d.rmdir()
+    assert [os.path.basename(p) for p in run.checkpoints()] == [checkpoint_name(20), checkpoint_name(40)]
+    assert run.best_checkpoint().endswith(checkpoint_name(20)) and run.latest_checkpoint().endswith("0000040")
+    (tmp_path / "r" / "checkpoint_0000050.tmp-abcd").mkdir()  # an unfinished copy is not a checkpoint
+    assert len(run.checkpoints()) == 2
+
+
+def test_checkpoint_directory_names_are_spelled_in_one_module():
+    """The run layout has one owner: no other module writes or parses the checkpoint directory name."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    literal = re.compile(r"checkpoint_(?:[{*\d]|[\"'])")  # checkpoint_{step}, checkpoint_*, "checkpoint_"
+    spelled = [
+        str(p.relative_to(repo))
+        for p in [repo / "cli.py", *repo.glob("orchestrator/*.py"), *repo.glob("gptoss/*.py")]
+        + [*repo.glob("data_pipeline/*.py"), *repo.glob("raysetup/*.py")]
+        if literal.search(p.read_text())
+    ]
+    assert spelled == ["orchestrator/run_dir.py"]
 
 
 def test_no_valid_checkpoint_starts_over_and_keeps_the_old_run(existing_run):
-    from orchestrator.trainer import RunDir, plan_run
+    from orchestrator.run_dir import RunDir
+    from orchestrator.trainer import plan_run
 
     cfg, run_dir = existing_run
     for step in (10, 20):
@@ -170,7 +186,8 @@ def test_no_valid_checkpoint_starts_over_and_keeps_the_old_run(existing_run):
 
 
 def test_resume_on_re_prepared_data_is_refused_with_how_to_start_over(existing_run):
-    from orchestrator.trainer import RunDir, plan_run
+    from orchestrator.run_dir import RunDir
+    from orchestrator.trainer import plan_run
 
     cfg, run_dir = existing_run
     # The data directory was prepared again in place: same path, same vocabulary size, another map.

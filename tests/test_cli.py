@@ -141,24 +141,30 @@ def test_every_train_flag_is_a_sweep_flag():
     assert train - {"--name"} <= sweep, sorted(train - sweep)
 
 
-def test_every_user_setting_of_train_config_and_every_model_override_has_a_flag():
-    from orchestrator.config import MODEL_OVERRIDES, TrainConfig
+def test_every_user_setting_of_train_config_has_a_flag_and_model_flags_name_real_model_fields():
+    from orchestrator.config import TrainConfig, model_fields, model_overrides_allowed
 
-    internal = {
-        "model_overrides",
-        "beta1",
-        "beta2",
-        "log_every",
-        "wandb_group",
-        "name",
-        "branch_points",
-        "init_from",
-        "start_step",
-    }  # set by sweeps for budget branches
+    internal = {"model_overrides", "beta1", "beta2", "log_every", "name"}
     dests = {o.dest for o in cli.TRAIN_OPTIONS}
     assert set(TrainConfig.__dataclass_fields__) - internal <= dests
     model = {o.dest for o in cli.TRAIN_OPTIONS if o.model}
-    assert model == set(MODEL_OVERRIDES)
+    assert model <= set(model_overrides_allowed())
+    # The overrides are the model configs' own fields (all of them but the vocabulary, which the data sets).
+    assert set(model_overrides_allowed()) == set().union(*map(set, model_fields().values())) - {"vocab_size"}
+    assert {"n_layers", "num_experts", "dropout", "rope_theta"} <= set(model_overrides_allowed())
+
+
+def test_config_errors_name_fields_and_the_cli_shows_them_as_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="^seq_len must be >= 1, got 0$"):
+        TrainConfig(seq_len=0)
+    out = CliRunner().invoke(cli.app, ["train", "--data", str(tmp_path), "--seq-len", "0"])
+    assert out.exit_code == 2 and "error: --seq-len must be >= 1, got 0" in out.output
+    out = CliRunner().invoke(cli.app, ["train", "--data", str(tmp_path), "--cooldown-frac", "0"])
+    assert "error: --cooldown-frac must be in (0, 1], got 0" in out.output
 
 
 def test_sweep_flags_reach_every_trial(monkeypatch, tmp_path):
@@ -224,9 +230,11 @@ def test_sweep_flags_reach_every_trial(monkeypatch, tmp_path):
     )
     assert b.compile and not b.resume and b.prompt == "Hi" and b.sample_tokens == 0 and b.wandb_project == "p"
     # ... and through the trial's own TrainConfig (an arch-specific axis lands only on its arch).
-    points = {p.arch: p for p in sweep_mod.expand_grid(cfg)}  # (the seed's default depth/expert axes too)
-    gpt2 = points["gpt2"].train_config(b, "s", cfg.workers_per_trial, cfg.name)
-    oss = points["gptoss"].train_config(b, "s", cfg.workers_per_trial, cfg.name)
+    from orchestrator.sweep_plan import expand_grid
+
+    points = {p.arch: p for p in expand_grid(cfg)}  # (the seed's default depth/expert axes too)
+    gpt2 = points["gpt2"].train_config(b, "s", cfg.workers_per_trial)
+    oss = points["gptoss"].train_config(b, "s", cfg.workers_per_trial)
     assert gpt2.model_overrides["dropout"] == 0.1 and "sliding_window" not in gpt2.model_overrides
     assert oss.model_overrides["sliding_window"] == 64 and "dropout" not in oss.model_overrides
     assert not gpt2.resume and gpt2.grad_clip == 0.5 and gpt2.workers == 2
@@ -350,6 +358,7 @@ def _offline_env(tmp_path):
     return env
 
 
+@pytest.mark.slow
 def test_the_readme_offline_path_end_to_end(tmp_path, tinystories_dir, tiktoken_dir):
     """prepare with --tokenizer-dir, then train, generate, evaluate, export, a 2-trial sweep and report, each a fresh
     `python cli.py` process with no tokenizer flag, no rank files reachable and no network."""
@@ -469,6 +478,7 @@ def _interrupt_when(args, cwd, env, ready, timeout=400):
     return proc.returncode, out
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_prepare_and_train_ends_in_one_line_saying_what_was_kept(tmp_path, tinystories_dir, tiktoken_dir):
     env = _offline_env(tmp_path)
     staging = tmp_path / "data" / ".prepare-staging" / "train"

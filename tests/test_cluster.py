@@ -67,6 +67,7 @@ def test_cluster_command_lists_both_nodes(two_nodes):
     assert env_proc.returncode == 0 and "total: 2 nodes" in env_proc.stdout, env_proc.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_or_wrong_address_fails_fast_in_one_line():
     # Nothing listening.
     started = time.monotonic()

@@ -39,6 +39,7 @@ def test_overrides_and_errors():
         config_from_dict({"n_layers": 2})
 
 
+@pytest.mark.slow
 def test_compile_model_traces_the_moe_loop_whole_and_matches_eager():
     """The loop path's group sizes (.tolist()) and counts (bincount) used to split each MoE layer's graph; compiled
     with compile_model there is one graph (dynamo's own backend: the tracing is what is tested, not inductor)."""

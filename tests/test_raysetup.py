@@ -6,6 +6,7 @@ import ast
 import os
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 LAYERS = {
@@ -63,3 +64,17 @@ def test_a_ray_start_up_timeout_is_one_line(monkeypatch):
     monkeypatch.setattr(ray, "init", timed_out)
     with pytest.raises(ClusterError, match="timed out during start-up, which happens when the machine is overloaded"):
         init_ray()
+
+
+def test_the_private_ray_names_this_project_relies_on_still_exist():
+    """raysetup/ray_private.py is the one place a private Ray API is used; this fails, naming the Ray version, the
+    day an upgrade removes one of them."""
+    from raysetup.ray_private import PRIVATE_NAMES, RayPrivateApiMissing, check_private_apis
+
+    check_private_apis()
+    PRIVATE_NAMES["ray._private.worker"] += ("no_such_name",)
+    try:
+        with pytest.raises(RayPrivateApiMissing, match=r"Ray \d+\.\d+.* lacks ray._private.worker.no_such_name"):
+            check_private_apis()
+    finally:
+        PRIVATE_NAMES["ray._private.worker"] = PRIVATE_NAMES["ray._private.worker"][:-1]

@@ -9,7 +9,7 @@ import pytest
 from conftest import TIKTOKEN_DIR
 
 from orchestrator.config import TrainConfig
-from orchestrator.sweep import SweepConfig, expand_grid, validate_points
+from orchestrator.sweep_plan import SweepConfig, expand_grid, validate_points
 
 
 def _sweep(grid, **base) -> SweepConfig:
@@ -37,10 +37,10 @@ def test_each_arch_gets_its_own_lr_unless_the_grid_sweeps_lr():
         name="t",
         lr_by_arch={"gpt2": 2e-3},
     )
-    lrs = {p.arch: p.train_config(cfg.base, "s", 1, "t", cfg.lr_by_arch).lr for p in expand_grid(cfg)}
+    lrs = {p.arch: p.train_config(cfg.base, "s", 1, lr_by_arch=cfg.lr_by_arch).lr for p in expand_grid(cfg)}
     assert lrs == {"gptoss": 5e-4, "gpt2": 2e-3}
     swept = SweepConfig(base=cfg.base, grid={"arch": ["gpt2"], "lr": [1e-3]}, name="t", lr_by_arch={"gpt2": 2e-3})
-    assert [p.train_config(swept.base, "s", 1, "t", swept.lr_by_arch).lr for p in expand_grid(swept)] == [1e-3]
+    assert [p.train_config(swept.base, "s", 1, lr_by_arch=swept.lr_by_arch).lr for p in expand_grid(swept)] == [1e-3]
     with pytest.raises(ValueError, match="lr_by_arch entry llama"):
         SweepConfig(base=cfg.base, grid={}, name="t", lr_by_arch={"llama": 1e-3})
 
@@ -51,7 +51,7 @@ def test_tied_and_untied_heads_and_single_switches_are_axes():
     )
     points = expand_grid(cfg)
     assert [p.name for p in points] == ["gptoss-tieTrue", "gptoss-tieFalse", "gpt2-tieTrue", "gpt2-tieFalse"]
-    untied = points[3].train_config(cfg.base, "s", 1, "t")
+    untied = points[3].train_config(cfg.base, "s", 1)
     assert untied.model_overrides == {"tie_embeddings": False}
     validate_points(cfg, points, vocab_size=1000)
     switches = SweepConfig(
@@ -61,7 +61,7 @@ def test_tied_and_untied_heads_and_single_switches_are_axes():
     )
     points = expand_grid(switches)
     assert [p.name for p in points] == ["gptoss-w0-posrope-sinksFalse", "gpt2"]
-    assert points[0].train_config(switches.base, "s", 1, "t").model_overrides == {
+    assert points[0].train_config(switches.base, "s", 1).model_overrides == {
         "sliding_window": 0,
         "positions": "rope",
         "sinks": False,
@@ -74,10 +74,10 @@ def test_trials_get_absolute_local_paths(tmp_path, monkeypatch):
     from orchestrator.sweep import trial_base
 
     monkeypatch.chdir(tmp_path)
-    base = trial_base(TrainConfig(data="data/tinystories", tokenizer_dir="tok"), threads=1)
+    base = trial_base(TrainConfig(data="data/tinystories", tokenizer_dir="tok"))
     assert base.data == str(tmp_path / "data" / "tinystories") and base.tokenizer_dir == str(tmp_path / "tok")
-    assert base.threads_per_worker == 1
-    assert trial_base(TrainConfig(data="s3://bucket/data"), threads=None).data == "s3://bucket/data"
+    assert base.verify_data is False  # checked once by the sweep, not by every trial
+    assert trial_base(TrainConfig(data="s3://bucket/data")).data == "s3://bucket/data"
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,7 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
 def test_the_example_sweep_file_parses_and_flags_override_it():
     from conftest import REPO
 
-    from orchestrator.sweep import build_sweep_config
+    from orchestrator.sweep_file import build_sweep_config
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "example.yaml"), {"n_layers": [2]}, {"name": None}, {"seq_len": 128})
     assert cfg.name == "example-cpu" and cfg.base.seq_len == 128 and cfg.base.max_tokens == 1048576
@@ -212,14 +212,16 @@ def test_the_example_sweep_file_parses_and_flags_override_it():
 def test_a_trials_workers_leave_room_for_the_trial_itself(prepared_data, tmp_path):
     # Two trials on two CPUs: each trial holds TRIAL_CPU, so its worker must reserve 1 - TRIAL_CPU, or the second
     # trial's worker waits for the first trial to end (the sweep silently runs one trial at a time).
+    from orchestrator.executors import TRIAL_CPU, RayExecutor
+    from orchestrator.run_dir import RunDir
     from orchestrator.storage import open_storage
-    from orchestrator.sweep import TRIAL_CPU
-    from orchestrator.trainer import make_trainer, plan_run
+    from orchestrator.trainer import plan_run
 
     plan = plan_run(TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path)), workers=1)
-    trainer = make_trainer(plan, open_storage(str(tmp_path)), None, cpu_held_by_caller=TRIAL_CPU)
+    run = RunDir(open_storage(str(tmp_path)), "r")
+    trainer = RayExecutor(in_trial=True)._trainer(plan, run, None, 0)
     assert 2 * (TRIAL_CPU + trainer.scaling_config.resources_per_worker["CPU"]) <= 2
-    alone = make_trainer(plan, open_storage(str(tmp_path)), None)
+    alone = RayExecutor()._trainer(plan, run, None, 0)
     assert alone.scaling_config.resources_per_worker == {"CPU": 1}
 
 
@@ -230,7 +232,7 @@ def test_the_study_files_compare_like_with_like(name):
     from conftest import REPO
 
     from gptoss import build_config
-    from orchestrator.sweep import build_sweep_config
+    from orchestrator.sweep_file import build_sweep_config
 
     study = build_sweep_config(str(REPO / "sweeps" / f"{name}.yaml"), {}, {}, {})
     lr_sweep = build_sweep_config(str(REPO / "sweeps" / f"{name}-lr.yaml"), {}, {}, {})
@@ -241,7 +243,7 @@ def test_the_study_files_compare_like_with_like(name):
     validate_points(study, points, vocab_size=10_000)
     shapes = {}
     for p in points:
-        cfg = p.train_config(study.base, "s", 1, study.name, study.lr_by_arch)
+        cfg = p.train_config(study.base, "s", 1, lr_by_arch=study.lr_by_arch)
         model = build_config(p.arch, cfg.preset, **cfg.model_overrides)
         shapes.setdefault(model.n_layers, set()).add((model.d_model, model.n_heads))
         assert cfg.lr == study.lr_by_arch[p.arch]
@@ -273,7 +275,10 @@ def test_variants_expand_as_a_gptoss_axis_with_safe_names_and_their_own_lrs():
         "v-p-rope-s0",
         "v-p-rope-s1",
     ]  # arch gpt2: once per seed
-    configs = {p.name: p.train_config(cfg.base, "s", 1, "t", cfg.lr_by_arch, cfg.lr_by_variant) for p in points}
+    configs = {
+        p.name: p.train_config(cfg.base, "s", 1, lr_by_arch=cfg.lr_by_arch, lr_by_variant=cfg.lr_by_variant)
+        for p in points
+    }
     assert {n: (c.variant, c.lr) for n, c in configs.items() if n.endswith("s0")} == {
         "v-gpt2-s0": ("gpt2", 1.5e-3),
         "v-p-rope-s0": ("+rope", 2e-3),
@@ -288,7 +293,7 @@ def test_a_ladder_sweep_file_and_flags_build_the_variant_axis():
     from conftest import REPO
 
     from gptoss.variants import LADDER
-    from orchestrator.sweep import build_sweep_config
+    from orchestrator.sweep_file import build_sweep_config
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "ladder-cpu.yaml"), {}, {}, {})
     assert cfg.grid["variant"] == list(LADDER) and len(cfg.grid["seed"]) >= 3
@@ -408,7 +413,7 @@ def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_
     ],
 )
 def test_every_yaml_field_is_type_checked_by_name(tmp_path, yaml_text, message):
-    from orchestrator.sweep import build_sweep_config
+    from orchestrator.sweep_file import build_sweep_config
 
     path = tmp_path / "sweep.yaml"
     path.write_text("name: t\n" + yaml_text + ("" if "grid" in yaml_text else "grid:\n  n_layers: [2]\n"))
@@ -478,7 +483,8 @@ def test_ctrl_c_during_a_sweep_exits_130_names_the_finished_trials_and_marks_the
 
 
 def test_interruption_lines_without_a_finished_trial():
-    from orchestrator.sweep import TrialPoint, interruption_line
+    from orchestrator.sweep import interruption_line
+    from orchestrator.sweep_plan import TrialPoint
 
     points = [TrialPoint("gpt2-L1", "gpt2", ()), TrialPoint("gpt2-L2", "gpt2", ())]
     assert interruption_line("s", points, [], "runs/s").startswith("sweep s interrupted: 0 of 2 trials finished; ")
@@ -498,39 +504,33 @@ def _budget_sweep(budgets=(2**20, 2**21, 2**22), **base) -> SweepConfig:
 
 
 def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_starts():
-    from orchestrator.sweep import plan_trials
+    from orchestrator.sweep_plan import plan_trials
     from orchestrator.train_loop import lr_at
 
     cfg = _budget_sweep()
     long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "/runs/b/trials")
     # 4,096 tokens per step: 256, 512 and 1,024 steps; the 20% cooldowns start at 256 - 51 and 512 - 102.
     assert [(s.name, s.total_steps) for s in long_runs] == [("gptoss-L1-D4194304", 1024), ("gpt2-L1-D4194304", 1024)]
-    assert long_runs[0].train.branch_points == [205, 410] and long_runs[0].train.max_tokens == 2**22
-    assert [(s.name, s.total_steps, s.train.start_step, s.branch_of) for s in branches[:2]] == [
+    assert long_runs[0].keep_states_at == (205, 410) and long_runs[0].train.max_tokens == 2**22
+    assert [(s.name, s.total_steps, s.branch.step, s.branch.run) for s in branches[:2]] == [
         ("gptoss-L1-D1048576", 256, 205, "gptoss-L1-D4194304"),
         ("gptoss-L1-D2097152", 512, 410, "gptoss-L1-D4194304"),
     ]
-    assert branches[0].train.init_from == "/runs/b/trials/gptoss-L1-D4194304/branch_points/step_0000205"
+    assert all(s.train.storage == "/runs/b/trials" for s in long_runs + branches)
     warmups = {s.train.warmup_steps for s in long_runs + branches}
     assert warmups == {51}  # 5% of the largest budget's steps, for every budget: the stable phases coincide
     by_name = {s.name: s.train for s in long_runs}
     for spec in branches:
-        long_cfg = by_name[spec.branch_of]
-        b, start = spec.train, spec.train.start_step
+        long_cfg = by_name[spec.branch.run]
+        b, start = spec.train, spec.branch.step
         lr = dict(warmup=51, lr=b.resolved_lr, min_lr=b.resolved_min_lr)
         same = [lr_at(s, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
         assert same == [lr_at(s, 1024, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) for s in range(start)]
         assert lr_at(start, spec.total_steps, 51, lr["lr"], lr["min_lr"], "wsd", 0.2) < lr["lr"]
-        assert {
-            k: v
-            for k, v in b.to_dict().items()
-            if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")
-        } == {
-            k: v
-            for k, v in long_cfg.to_dict().items()
-            if k not in ("name", "max_tokens", "branch_points", "init_from", "start_step")
+        assert {k: v for k, v in b.to_dict().items() if k not in ("name", "max_tokens")} == {
+            k: v for k, v in long_cfg.to_dict().items() if k not in ("name", "max_tokens")
         }
-        b.check_schedule(spec.total_steps)
+        spec.check(spec.total_steps)
 
 
 @pytest.mark.parametrize(
@@ -545,7 +545,7 @@ def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_star
     ],
 )
 def test_bad_budgets_are_refused_before_anything_runs(kw, message):
-    from orchestrator.sweep import plan_trials
+    from orchestrator.sweep_plan import plan_trials
 
     budgets = kw.pop("budgets", [2**20, 2**21])
     with pytest.raises(ValueError, match=message):
@@ -556,7 +556,7 @@ def test_bad_budgets_are_refused_before_anything_runs(kw, message):
 def test_budgets_on_the_command_line_replace_the_files_single_budget():
     from conftest import REPO
 
-    from orchestrator.sweep import build_sweep_config
+    from orchestrator.sweep_file import build_sweep_config
 
     cfg = build_sweep_config(
         str(REPO / "sweeps" / "example.yaml"), {}, {"budgets": [2**20, 2**21]}, {"schedule": "wsd"}
@@ -600,7 +600,7 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
         # The branch trained only its cooldown: its records start after the long run's step 13.
         branch = [json.loads(l) for l in open(trials / f"{arch}-D8192" / "metrics.jsonl") if l.strip()]
         assert branch[0]["step"] > 13 and [e["step"] for e in branch if e["kind"] == "eval"] == [16]
-        assert json.load(open(trials / f"{arch}-D8192" / "config.json"))["config"]["start_step"] == 13
+        assert json.load(open(trials / f"{arch}-D8192" / "config.json"))["spec"]["branch"]["step"] == 13
         long_evals = [json.loads(l) for l in open(trials / f"{arch}-D16384" / "metrics.jsonl") if l.strip()]
         assert [e["step"] for e in long_evals if e["kind"] == "eval"] == [8, 16, 24, 32]
         assert not (trials / f"{arch}-D16384" / "branch_points").exists(), "the kept state outlived its branch"
@@ -624,15 +624,16 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
 def test_the_budget_study_file_plans_long_runs_and_branches():
     from conftest import REPO
 
-    from orchestrator.sweep import build_sweep_config, plan_trials
+    from orchestrator.sweep_file import build_sweep_config
+    from orchestrator.sweep_plan import plan_trials
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "tinystories-cpu-budgets.yaml"), {}, {}, {})
     assert cfg.budgets == [2**20, 2**21, 2**22, 2**23] and cfg.base.schedule == "wsd" and cfg.baseline == "gpt2"
     long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "s")
     assert len(long_runs) == 6 and len(branches) == 18
-    assert long_runs[0].train.branch_points == [205, 410, 819] and long_runs[0].total_steps == 2048
+    assert long_runs[0].keep_states_at == (205, 410, 819) and long_runs[0].total_steps == 2048
     # Cost: the long run plus each branch's cooldown, against four separate runs.
-    cost = long_runs[0].total_steps + sum(b.total_steps - b.train.start_step for b in branches[:3])
+    cost = long_runs[0].total_steps + sum(b.total_steps - b.branch.step for b in branches[:3])
     assert cost / long_runs[0].total_steps == pytest.approx(1 + 0.2 * (256 + 512 + 1024) / 2048, abs=0.01)
 
 
@@ -640,7 +641,7 @@ def test_the_study_lr_stage_tunes_each_headline_model_at_a_2m_horizon_with_wsd()
     # Issue 16's protocol: lr per model at >= 2M tokens, >= 3 values a factor of 2 apart, the same schedule shape.
     from conftest import REPO
 
-    from orchestrator.sweep import build_sweep_config
+    from orchestrator.sweep_file import build_sweep_config
 
     cfg = build_sweep_config(str(REPO / "sweeps" / "study-cpu-lr.yaml"), {}, {}, {})
     assert cfg.grid["variant"] == ["gpt2", "+untied", "gptoss-no-moe", "gptoss"]
@@ -660,7 +661,8 @@ _LOCAL_SWEEPS = """
 import json, sys
 sys.modules["ray"] = None  # any import of Ray fails: the machine this path is for has torch but not Ray
 from orchestrator.config import TrainConfig
-from orchestrator.sweep import SweepConfig, run_sweep
+from orchestrator.sweep import run_sweep
+from orchestrator.sweep_plan import SweepConfig
 
 data, storage = sys.argv[1], sys.argv[2]
 base = dict(data=data, preset="debug", storage=storage, seq_len=64, batch_size=8, eval_every=8, eval_windows=16,
@@ -690,7 +692,7 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     from conftest import REPO
 
     from data_pipeline.ngram import fit_baselines
-    from orchestrator.sweep import best_lrs
+    from orchestrator.lr_selection import best_lrs
 
     fit_baselines(prepared_data)
     proc = subprocess.run(
@@ -720,7 +722,8 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
         assert long_cfg["lr"] == chosen[variant] and long_cfg["use_gpu"] is False
         # The 4096-token branch trained only its cooldown, from the long run's kept state at its cooldown start
         # (gpt2's branch was rebuilt from step 0 below).
-        start = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "config.json").read_text())["config"]["start_step"]
+        branch_start = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "config.json").read_text())["spec"]["branch"]
+        start = branch_start and branch_start["step"]
         branch = [json.loads(l) for l in open(trials / f"v-{variant}-L1-s0-D4096" / "metrics.jsonl") if l.strip()]
         assert [e["step"] for e in branch if e["kind"] == "eval"] == [8]
         assert (0 < start < 8 and branch[0]["step"] > start) if variant == "gptoss" else start is None
@@ -731,7 +734,7 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
     assert "Unfinished" not in report and "## 4b. Loss against budget" in report
     # The rebuilt branch trained from step 0 to the same loss; the long run was not touched.
     rebuilt = trials / "v-gpt2-L1-s0-D4096"
-    assert json.loads((rebuilt / "config.json").read_text())["config"]["init_from"] is None
+    assert json.loads((rebuilt / "config.json").read_text())["spec"]["branch"] is None
     assert json.loads((rebuilt / "summary.json").read_text())["final_val_loss"] == pytest.approx(
         out["before"], abs=1e-4
     )
@@ -748,7 +751,7 @@ def _fake_trial(root, name, variant, lr, seed, loss, steps=512, total=512):
 
 
 def test_best_lrs_averages_seeds_skips_unfinished_trials_and_flags_an_edge(tmp_path):
-    from orchestrator.sweep import best_lrs
+    from orchestrator.lr_selection import best_lrs
 
     for i, (variant, lr, seed, loss) in enumerate(
         [
@@ -768,7 +771,7 @@ def test_best_lrs_averages_seeds_skips_unfinished_trials_and_flags_an_edge(tmp_p
 
 
 def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path, capfd):
-    from orchestrator.sweep import apply_lr_from
+    from orchestrator.lr_selection import apply_lr_from
 
     _fake_trial(tmp_path, "t0", "gpt2", 2e-3, 0, 3.0)
     cfg = _sweep({"arch": ["gptoss"], "variant": ["gpt2", "+rope"]}, max_steps=8)
@@ -796,7 +799,8 @@ def test_the_study_files_tune_every_model_then_reuse_its_lr():
     from conftest import REPO
 
     from gptoss.variants import expand_variants
-    from orchestrator.sweep import best_lrs, build_sweep_config
+    from orchestrator.lr_selection import best_lrs
+    from orchestrator.sweep_file import build_sweep_config
 
     lrs = build_sweep_config(str(REPO / "sweeps" / "study-lr.yaml"), {}, {}, {})
     grid = sorted(lrs.grid["lr"])
@@ -828,7 +832,8 @@ def test_the_study_files_tune_every_model_then_reuse_its_lr():
 def test_the_seed_scale_files_run_the_same_protocol_on_gpus():
     from conftest import REPO
 
-    from orchestrator.sweep import build_sweep_config, plan_trials
+    from orchestrator.sweep_file import build_sweep_config
+    from orchestrator.sweep_plan import plan_trials
 
     lrs, budgets, ladder = (
         build_sweep_config(str(REPO / "sweeps" / f"seed-scale-{n}.yaml"), {}, {}, {})

@@ -12,7 +12,8 @@ import torch
 from conftest import TIKTOKEN_DIR
 
 from orchestrator.config import TrainConfig, cooldown_start
-from orchestrator.train_loop import branch_point_path, build_optimizer, lr_at
+from orchestrator.spec import BranchStart, RunSpec
+from orchestrator.train_loop import build_optimizer, lr_at
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
@@ -62,16 +63,18 @@ def test_cooldown_start_is_exact_integer_arithmetic(steps, frac, start):
 
 
 def test_schedule_settings_are_validated():
-    with pytest.raises(ValueError, match="--schedule must be one of"):
+    with pytest.raises(ValueError, match="schedule must be one of"):
         TrainConfig(schedule="linear")
-    with pytest.raises(ValueError, match="--cooldown-frac must be in"):
+    with pytest.raises(ValueError, match="cooldown_frac must be in"):
         TrainConfig(cooldown_frac=0)
-    with pytest.raises(ValueError, match="init_from and start_step go together"):
-        TrainConfig(init_from="x")
+    with pytest.raises(ValueError, match="branch start step must be a positive"):
+        BranchStart("long", 0)
     with pytest.raises(ValueError, match="inside the 30-step warmup"):
         TrainConfig(schedule="wsd", warmup_steps=30, max_steps=32).check_schedule(32)
-    with pytest.raises(ValueError, match="start_step 5 is not the cooldown start 8"):
-        TrainConfig(schedule="wsd", init_from="x", start_step=5).check_schedule(10)
+    with pytest.raises(ValueError, match="branch start step 5 is not the cooldown start 8"):
+        RunSpec(TrainConfig(schedule="wsd"), branch=BranchStart("long", 5)).check(10)
+    with pytest.raises(ValueError, match=r"branch points \[12\] lie beyond"):
+        RunSpec(TrainConfig(schedule="wsd"), keep_states_at=(12,)).check(10)
 
 
 def test_weight_decay_only_on_matrices():
@@ -107,9 +110,20 @@ def _cfg(data, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_local_run_learns_checkpoints_and_resumes_exactly(prepared_data, tmp_path):
-    from orchestrator.trainer import run_local
+def run_local(spec, run_dir: str) -> list[dict]:
+    """The worker loop in this process on a run directory, as an executor runs it; returns rank 0's events."""
+    from orchestrator.run_dir import RunDir
+    from orchestrator.train_loop import train_worker
+    from orchestrator.trainer import plan_run
 
+    events: list[dict] = []
+    plan = plan_run(spec)
+    plan.threads_per_worker = plan.cfg.threads_per_worker
+    train_worker(plan.job(RunDir.at(run_dir), progress=events.append))
+    return events
+
+
+def test_local_run_learns_checkpoints_and_resumes_exactly(prepared_data, tmp_path):
     straight = run_local(_cfg(prepared_data), str(tmp_path / "straight"))
     evals = [e for e in straight if e["kind"] == "eval"]
     assert [e["step"] for e in evals] == [10, 20, 30]
@@ -129,20 +143,20 @@ def test_local_run_learns_checkpoints_and_resumes_exactly(prepared_data, tmp_pat
 
 
 def test_a_budget_branch_continues_the_long_run_exactly_and_differs_only_through_the_lr(prepared_data, tmp_path):
-    from orchestrator.trainer import run_local
+    from orchestrator.run_dir import RunDir
 
     wsd = dict(schedule="wsd", warmup_steps=2, log_every=1, eval_every=6)
     point = cooldown_start(12, 0.2)  # the 12-step budget cools down over its last 2 steps: branch at step 10
     assert point == 10
-    long_run = run_local(_cfg(prepared_data, max_steps=20, branch_points=[point], **wsd), str(tmp_path / "long"))
-    kept = branch_point_path(str(tmp_path / "long"), point)
+    long_spec = RunSpec(_cfg(prepared_data, max_steps=20, **wsd), keep_states_at=(point,))
+    long_run = run_local(long_spec, str(tmp_path / "long"))
+    kept = RunDir.at(str(tmp_path / "long")).branch_state(point)
     assert os.path.isfile(os.path.join(kept, "model.safetensors")) and os.path.isfile(
         os.path.join(kept, "optimizer.pt")
     )
     assert json.load(open(os.path.join(kept, "train_state.json")))["step"] == point
-    branch = run_local(
-        _cfg(prepared_data, max_steps=12, init_from=kept, start_step=point, **wsd), str(tmp_path / "branch")
-    )
+    branch_spec = RunSpec(_cfg(prepared_data, max_steps=12, **wsd), branch=BranchStart("long", point))
+    branch = run_local(branch_spec, str(tmp_path / "branch"))
     straight = run_local(_cfg(prepared_data, max_steps=12, **wsd), str(tmp_path / "straight"))
 
     def losses(events):
@@ -168,8 +182,6 @@ def test_a_budget_branch_continues_the_long_run_exactly_and_differs_only_through
 )
 def test_compiled_local_run_matches_the_eager_one(prepared_data, tmp_path):
     """`train --compile`: the whole loop (training steps, evaluation, checkpoint) through gptoss.compile_model."""
-    from orchestrator.trainer import run_local
-
     # compile_model sets a process-wide dynamo option: the patch gives the other tests back the value they had
     with torch._dynamo.config.patch(capture_scalar_outputs=torch._dynamo.config.capture_scalar_outputs):
         runs = {

@@ -97,10 +97,10 @@ def test_killed_worker_is_survived_and_the_run_matches_the_clean_one(clean_run, 
 
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(clean_run, prepared_data):
     """Before the rerun test extends `clean`: a copy of it whose step-30 weights were cut short resumes from step 20,
-    through Ray's own snapshot (repaired), and reaches the clean run's numbers."""
+    and reaches the clean run's numbers."""
     import shutil
 
-    from orchestrator.checkpoints import DAMAGED_PREFIX
+    from orchestrator.run_dir import DAMAGED_PREFIX
     from orchestrator.trainer import run_training
 
     storage, _ = clean_run
@@ -146,7 +146,7 @@ def test_rerun_with_the_same_name_resumes_from_the_latest_checkpoint(clean_run, 
 
 
 def test_throughput_leaves_out_start_up_windows_and_summary_lines_keep_them_apart():
-    from orchestrator.trainer import summary_lines, throughput
+    from orchestrator.run_summary import summary_lines, throughput
 
     records = [
         dict(kind="step", step=5, window_s=10.0, window_tokens=1000, first_window=True, tokens_per_s=100.0),
@@ -233,14 +233,15 @@ def test_generate_and_evaluate_the_produced_checkpoint(clean_run, prepared_data,
 
 
 def test_wandb_logging_works_offline_without_an_account(tmp_path, monkeypatch):
-    from orchestrator.trainer import RunPlan, _WandbLogger
+    from orchestrator.console import WandbLogger
+    from orchestrator.spec import RunSpec
+    from orchestrator.trainer import RunPlan
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    cfg = TrainConfig(arch="gpt2", preset="debug", wandb=True, name="wb", wandb_group="g")
-    logger = _WandbLogger(
-        cfg, RunPlan(cfg=cfg, manifest={}, model_overrides={}, byte_lengths=None, params={"total": 1})
-    )
+    cfg = TrainConfig(arch="gpt2", preset="debug", wandb=True, name="wb")
+    plan = RunPlan(spec=RunSpec(cfg), manifest={}, model_overrides={}, byte_lengths=None, params={"total": 1})
+    logger = WandbLogger(cfg, plan, group="g")
     logger.log({"kind": "eval", "step": 10, "val_loss": 2.5, "worker_nodes": ["n0"]})
     logger.finish({"sample": "Once upon a time", "final_val_loss": 2.5})
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

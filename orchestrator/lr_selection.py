@@ -1,0 +1,81 @@
+"""Learning rates chosen by an earlier sweep: each model's best lr in a finished lr sweep (`lr_from`), applied to a
+new sweep's points."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from orchestrator.console import say
+from orchestrator.report import TRIALS_DIR
+from orchestrator.run_dir import CONFIG_FILE, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from orchestrator.sweep_plan import SweepConfig, TrialPoint
+
+
+def best_lrs(sweep_dir: str) -> dict[str, dict]:
+    """Each model's best lr in a finished sweep (a local directory or a storage URI): model (variant, else arch) ->
+    {lr, val_loss (mean over seeds), grid (the lrs tried), edge (the best is the smallest or largest tried)}. Only
+    trials that ran all their steps count."""
+    from orchestrator.storage import open_storage
+
+    storage = open_storage(sweep_dir)
+    trials = storage.path(TRIALS_DIR)
+    if not storage.is_dir(trials):
+        raise ValueError(
+            f"lr_from {sweep_dir}: no {TRIALS_DIR}/ folder there; name a sweep directory "
+            f"(<storage>/<sweep name>) whose lr sweep has finished"
+        )
+    losses: dict[str, dict[float, list[float]]] = {}
+    for trial in sorted(storage.list_dirs(trials)):
+        if ".old-" in trial.rsplit("/", 1)[-1]:
+            continue  # a run moved aside when it was started over
+        try:
+            saved = json.loads(storage.read_text(f"{trial}/{CONFIG_FILE}"))
+            summary = json.loads(storage.read_text(f"{trial}/{SUMMARY_FILE}"))
+        except (OSError, ValueError):
+            continue  # unfinished or damaged: not a measurement
+        if summary.get("final_val_loss") is None or summary.get("steps") != saved.get("total_steps"):
+            continue
+        model = saved["config"].get("variant") or saved["config"]["arch"]
+        losses.setdefault(model, {}).setdefault(float(saved["lr"]), []).append(float(summary["final_val_loss"]))
+    if not losses:
+        raise ValueError(f"lr_from {sweep_dir}: no finished trial there yet; run (or resume) that sweep first")
+    out = {}
+    for model, by_lr in losses.items():
+        means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
+        best = min(means, key=means.get)
+        out[model] = dict(
+            lr=best, val_loss=means[best], grid=sorted(means), edge=len(means) > 1 and best in (min(means), max(means))
+        )
+    return out
+
+
+def apply_lr_from(cfg: "SweepConfig", points: list["TrialPoint"]) -> dict[str, dict]:
+    """Fill lr_by_variant / lr_by_arch from cfg.lr_from's best lrs (explicit entries win); every point's model must
+    be there. Warns where a chosen lr is at the edge of its grid. Returns the choices taken from lr_from."""
+    found = best_lrs(cfg.lr_from)
+    models = sorted({dict(p.params).get("variant") or p.arch for p in points})
+    missing = [m for m in models if m not in found and m not in cfg.lr_by_variant and m not in cfg.lr_by_arch]
+    if missing:
+        raise ValueError(
+            f"lr_from {cfg.lr_from} has no finished trial of {', '.join(missing)}; it has {', '.join(sorted(found))}"
+        )
+    for p in points:
+        variant = dict(p.params).get("variant")
+        model = variant or p.arch
+        if model in found:
+            (cfg.lr_by_variant if variant else cfg.lr_by_arch).setdefault(model, found[model]["lr"])
+    chosen = {
+        m: found[m]
+        for m in models
+        if m in found and (cfg.lr_by_variant.get(m) or cfg.lr_by_arch.get(m)) == found[m]["lr"]
+    }
+    edge = [f"{m} ({c['lr']:g})" for m, c in chosen.items() if c["edge"]]
+    if edge:
+        say(
+            f"warning: lr_from {cfg.lr_from}: the best lr of {', '.join(edge)} is at the edge of its grid, so a better "
+            f"one may lie beyond it; extend that sweep's lr grid to be sure"
+        )
+    return chosen

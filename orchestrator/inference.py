@@ -37,7 +37,8 @@ def find_checkpoint(path: str) -> str:
     candidates = [c for c in candidates if _is_checkpoint_dir(c)]
     if not candidates:
         raise ValueError(
-            f"{path} holds no checkpoint (model.safetensors + config.json); pass a checkpoint_* directory or a run directory"
+            f"{path} holds no checkpoint (model.safetensors + config.json); "
+            "pass a checkpoint_* directory or a run directory"
         )
 
     def val_loss(ckpt: str) -> float:
@@ -241,7 +242,8 @@ def evaluate_on_cluster(
 
 
 def export_checkpoint(path: str, out_dir: str) -> str:
-    """Hugging Face directory for a checkpoint, with the token map a compacted vocabulary needs; returns a summary line."""
+    """Hugging Face directory for a checkpoint, with the token map a compacted vocabulary needs; returns a summary
+    line."""
     import shutil
 
     from gptoss import export_hf
@@ -259,4 +261,7 @@ def export_checkpoint(path: str, out_dir: str) -> str:
             os.rmdir(out_dir)
         os.replace(tmp, out_dir)
         arch = bundle.model.config.arch
-    return f"exported {arch} checkpoint {bundle.path} -> {out_dir} (Hugging Face format; tokenizer map in tokenizer_manifest.json)"
+    return (
+        f"exported {arch} checkpoint {bundle.path} -> {out_dir} "
+        "(Hugging Face format; tokenizer map in tokenizer_manifest.json)"
+    )

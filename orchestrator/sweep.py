@@ -1,4 +1,5 @@
-"""Ray Tune sweeps: expand the grid (arch x depth x experts x ...), run each point as a Ray Train run, resume, report."""
+"""Ray Tune sweeps: expand the grid (arch x depth x experts x ...), run each point as a Ray Train run, resume,
+report."""
 
 from __future__ import annotations
 
@@ -318,7 +319,8 @@ class TrialSpec:
 
 
 def budget_steps(base: TrainConfig, budgets: list[int], workers: int) -> dict[int, int]:
-    """Optimizer steps of each budget (ceil of budget / global batch); two budgets of the same step count are refused."""
+    """Optimizer steps of each budget (ceil of budget / global batch); two budgets of the same step count are
+    refused."""
     steps = {
         b: TrainConfig.from_dict({**base.to_dict(), "max_tokens": b, "max_steps": None}).total_steps(workers)
         for b in sorted(budgets)
@@ -720,7 +722,8 @@ def run_sweep(cfg: SweepConfig, show_progress: bool = True, local: bool = False)
     except ValueError:
         if not errors:
             raise
-        # No trial finished: there is nothing to report on, and the report's advice (run the sweep) would be this command.
+        # No trial finished: there is nothing to report on, and the report's advice (run the sweep) would be this
+        # command.
         raise ClusterError(
             f"all {len(errors)} trial(s) of sweep {cfg.name} failed; {errors[0][0]}: {errors[0][1]}"
             + _rerun_hint(cfg.name)
@@ -898,7 +901,10 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def _rerun_hint(name: str) -> str:
-    return f"; fix the cause and run the same command again (same --name {name}): finished trials are kept, failed ones resume"
+    return (
+        f"; fix the cause and run the same command again (same --name {name}): "
+        "finished trials are kept, failed ones resume"
+    )
 
 
 def interruption_line(name: str, points: list, finished: list[str], sweep_uri: str) -> str:

@@ -131,7 +131,8 @@ def lr_at(
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only; the model names them (stacked expert biases are 2-D but not decayed)."""
+    """AdamW with weight decay on weight matrices only; the model names them (stacked expert biases are 2-D but not
+    decayed)."""
     decay_names = set(model.decay_param_names())
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if n in decay_names]
@@ -247,7 +248,8 @@ def _local_dir(path: str):
 
 
 def train_worker(job: dict) -> None:
-    """Entry point of every worker. `job` comes from orchestrator.trainer.plan_run (a plain dict, so Ray can ship it)."""
+    """Entry point of every worker. `job` comes from orchestrator.trainer.plan_run (a plain dict, so Ray can ship
+    it)."""
     from data_pipeline import TokenWindows
     from gptoss import build_model, compile_model, count_params, flops_per_token, load_checkpoint
 

@@ -1,4 +1,5 @@
-"""The driver side of a training run: validate, place workers, launch Ray Train's TorchTrainer, show progress, summarise."""
+"""The driver side of a training run: validate, place workers, launch Ray Train's TorchTrainer, show progress,
+summarise."""
 
 from __future__ import annotations
 
@@ -751,7 +752,8 @@ def summary_lines(summary: dict) -> list[str]:
     if inv:
         if inv["steps"] == 0:
             lines.append(
-                f"  this invocation: no steps left to train (already at step {inv['end_step']}), {inv['wall_s']:.0f}s wall"
+                f"  this invocation: no steps left to train (already at step {inv['end_step']}), "
+                f"{inv['wall_s']:.0f}s wall"
             )
         else:
             lines.append(
@@ -771,7 +773,10 @@ def summary_lines(summary: dict) -> list[str]:
     else:
         lines.append("  no evaluation ran")
     lines += [
-        f"  params {p['total'] / 1e6:.2f}M total, {p['active'] / 1e6:.2f}M active, {p['embedding'] / 1e6:.2f}M embedding",
+        (
+            f"  params {p['total'] / 1e6:.2f}M total, {p['active'] / 1e6:.2f}M active, "
+            f"{p['embedding'] / 1e6:.2f}M embedding"
+        ),
         f"  checkpoint {summary['best_checkpoint']}",
     ]
     if summary.get("sample"):
@@ -784,7 +789,8 @@ def print_summary(summary: dict) -> None:
 
 
 class _WandbLogger:
-    """Optional Weights & Biases logging from the driver; never required (WANDB_MODE=offline works without an account)."""
+    """Optional Weights & Biases logging from the driver; never required (WANDB_MODE=offline works without an
+    account)."""
 
     def __init__(self, cfg: TrainConfig, plan: RunPlan):
         try:

@@ -108,7 +108,11 @@ def prepare(
         Optional[str],
         typer.Option(
             "--source",
-            help="A .txt (stories separated by <|endoftext|> lines), .jsonl/.json or .parquet file, a directory (train.* + validation.* map to the splits) or a glob. Default: the Hugging Face dataset roneneldan/TinyStories.",
+            help=(
+                "A .txt (stories separated by <|endoftext|> lines), .jsonl/.json or .parquet file, a directory "
+                "(train.* + validation.* map to the splits) or a glob. "
+                "Default: the Hugging Face dataset roneneldan/TinyStories."
+            ),
         ),
     ] = None,
     out: Annotated[
@@ -187,7 +191,8 @@ def baseline(
         Optional[int], typer.Option("--train-tokens", help="Fit on the first N training tokens (default: all).")
     ] = None,
 ):
-    """Fit unigram and Kneser-Ney bigram/trigram models on the training tokens; score validation; write baselines.json."""
+    """Fit unigram and Kneser-Ney bigram/trigram models on the training tokens; score validation; \
+write baselines.json."""
     from data_pipeline.ngram import BASELINES_NAME, fit_baselines
 
     result = fit_baselines(data_dir, train_tokens)
@@ -580,21 +585,30 @@ def sweep(
         Optional[str],
         Opt(
             "--budgets",
-            help="Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point to the largest, each smaller budget's cooldown branched off it.",
+            help=(
+                "Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): "
+                "one run per point to the largest, each smaller budget's cooldown branched off it."
+            ),
         ),
     ] = None,
     baseline: Annotated[
         Optional[str],
         Opt(
             "--baseline",
-            help="The report's multipliers are measured against this arch, variant or model; several comma-separated, the first also for the per-budget differences (default gpt2).",
+            help=(
+                "The report's multipliers are measured against this arch, variant or model; "
+                "several comma-separated, the first also for the per-budget differences (default gpt2)."
+            ),
         ),
     ] = None,
     lr_from: Annotated[
         Optional[str],
         Opt(
             "--lr-from",
-            help="A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis).",
+            help=(
+                "A finished lr sweep's directory: "
+                "each variant (or arch) trains at its best lr there (without an --lr axis)."
+            ),
         ),
     ] = None,
     max_concurrent: Annotated[
@@ -604,7 +618,10 @@ def sweep(
         bool,
         Opt(
             "--local",
-            help="Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files.",
+            help=(
+                "Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); "
+                "same plan and files."
+            ),
         ),
     ] = False,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
@@ -646,7 +663,10 @@ def report(
         Optional[str],
         Opt(
             "--baseline",
-            help="Measure data/compute multipliers against this arch (the same depth's model), variant or model label; several comma-separated (default: the sweep's own, else gpt2).",
+            help=(
+                "Measure data/compute multipliers against this arch (the same depth's model), variant or model label; "
+                "several comma-separated (default: the sweep's own, else gpt2)."
+            ),
         ),
     ] = None,
 ):

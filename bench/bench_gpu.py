@@ -1,4 +1,5 @@
-"""GPU benchmark on one CUDA device with torch only (no Ray): tokens/s, MFU, memory, compile, bf16 vs fp32, MoE dispatch.
+"""GPU benchmark on one CUDA device with torch only (no Ray): tokens/s, MFU, memory, compile, bf16 vs fp32, \
+MoE dispatch.
 
 Usage: python bench/bench_gpu.py [--data DIR] [--out bench_gpu.json] [--attn sdpa,flex] [--experts loop,grouped]
        [--archs gpt2,gptoss] [--presets cpu-tiny,seed-6l,seed-12l] [--compile off,on] [--seq-len 512]
@@ -201,7 +202,10 @@ def check_args(args: argparse.Namespace) -> str | None:
     for arch in _csv(args.archs):
         bad = [p for p in presets if p not in PRESETS[arch]]
         if not presets or bad:
-            return f"--presets: unknown for {arch}: {', '.join(bad) or '(none given)'}; allowed: {', '.join(sorted(PRESETS[arch]))}"
+            return (
+                f"--presets: unknown for {arch}: {', '.join(bad) or '(none given)'}; "
+                f"allowed: {', '.join(sorted(PRESETS[arch]))}"
+            )
     try:
         batches = [int(b) for b in _csv(args.micro_batches)]
     except ValueError:

@@ -89,14 +89,17 @@ def main() -> None:
         many.append(layout(args.model, args.threads, 1, args))
     a, b = statistics.median(one), statistics.median(many)
     print(
-        f"{args.model}, batch {args.batch} x {args.seq_len}, {args.steps} timed steps per process, {args.rounds} rounds, "
+        f"{args.model}, batch {args.batch} x {args.seq_len}, {args.steps} timed steps per process, "
+        f"{args.rounds} rounds, "
         f"load average {os.getloadavg()[0]:.1f} at the end"
     )
     print(
-        f"A: 1 process x {args.threads} threads     {a:9,.0f} tokens/s   (rounds: {', '.join(f'{v:,.0f}' for v in one)})"
+        f"A: 1 process x {args.threads} threads     {a:9,.0f} tokens/s   "
+        f"(rounds: {', '.join(f'{v:,.0f}' for v in one)})"
     )
     print(
-        f"B: {args.threads} processes x 1 thread     {b:9,.0f} tokens/s   (rounds: {', '.join(f'{v:,.0f}' for v in many)})"
+        f"B: {args.threads} processes x 1 thread     {b:9,.0f} tokens/s   "
+        f"(rounds: {', '.join(f'{v:,.0f}' for v in many)})"
     )
     print(f"B / A = {b / a:.2f}: {'trials side by side' if b > a else 'one trial at a time'} uses these cores better")
 

@@ -1,6 +1,8 @@
-"""Benchmark: `prepare` tokens/s against the machine's tokenizing limit (cores x single-core tiktoken), measured in the same run.
+"""Benchmark: `prepare` tokens/s against the machine's tokenizing limit (cores x single-core tiktoken), \
+measured in the same run.
 
-    python bench/bench_prepare.py [--copies 10] [--large-copies 40] [--tokenizer o200k_harmony] [--tokenizer-dir DIR] [--source-dir DIR]
+    python bench/bench_prepare.py [--copies 10] [--large-copies 40] [--tokenizer o200k_harmony]
+        [--tokenizer-dir DIR] [--source-dir DIR]
 
 Builds a corpus of >= 100 MB by replicating the shared TinyStories train text into a temporary folder (removed after),
 runs single-process tiktoken `encode_ordinary_batch(num_threads=1)` over the same stories, then `prepare` with Ray
@@ -74,7 +76,8 @@ def measure(copies: int, args, work: Path, cores: int, ray_s: float) -> float:
     limit = cores * single_rate
     ratio = prepare_rate / limit
     print(
-        f"corpus: {size_mb:.1f} MB ({copies} x train.txt), {n_stories:,} stories, {tokens:,} tokens (end-of-text included); {cores} cores;"
+        f"corpus: {size_mb:.1f} MB ({copies} x train.txt), {n_stories:,} stories, "
+        f"{tokens:,} tokens (end-of-text included); {cores} cores;"
         f" load average before prepare {load:.2f}"
     )
     print(
@@ -82,7 +85,8 @@ def measure(copies: int, args, work: Path, cores: int, ray_s: float) -> float:
         f" (encode_to_numpy, as prepare's workers use it: {numpy_rate / 1e6:.2f}M tokens/s)"
     )
     print(
-        f"prepare (Ray already up; start-up {ray_s:.1f} s not counted): {prepare_s:.1f} s = {prepare_rate / 1e6:.2f}M tokens/s,"
+        f"prepare (Ray already up; start-up {ray_s:.1f} s not counted): "
+        f"{prepare_s:.1f} s = {prepare_rate / 1e6:.2f}M tokens/s,"
         f" {size_mb / prepare_s:.1f} MB/s"
     )
     print("prepare phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.get("phases", {}).items()))

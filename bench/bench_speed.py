@@ -351,7 +351,8 @@ def main() -> None:
     rotation = runs + list(parts.values())
 
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
         f"allocator: {'freed memory kept (as in training)' if kept else 'the C library default'}"
     )

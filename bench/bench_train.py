@@ -74,7 +74,8 @@ def main() -> None:
         )
 
     print(
-        f"model {args.arch}/{args.preset}, batch {args.batch_size} x seq {args.seq_len} per worker, {args.steps} steps, "
+        f"model {args.arch}/{args.preset}, batch {args.batch_size} x seq {args.seq_len} per worker, "
+        f"{args.steps} steps, "
         f"{cpus} CPUs; Ray start-up {ray_start_s:.1f}s"
     )
 
@@ -85,7 +86,7 @@ def main() -> None:
     def ray_run(name: str, workers: int, threads: int) -> tuple[float, float]:
         start = time.time()
         run_training(cfg(name, workers, threads), show_progress=False)
-        records = [json.loads(l) for l in open(os.path.join(tmp, "runs", name, "metrics.jsonl")) if l.strip()]
+        records = [json.loads(line) for line in open(os.path.join(tmp, "runs", name, "metrics.jsonl")) if line.strip()]
         steps = [r for r in records if r["kind"] == "step"]
         # Time to the first logged window, less the window's own training time: launch and set-up of the worker group.
         startup = steps[0]["time"] - start - steps[0]["tokens"] / steps[0]["tokens_per_s"]
@@ -97,7 +98,8 @@ def main() -> None:
     print(f"plain single process ({cpus} threads):   {plain_tps:8,.0f} tokens/s")
     print(f"Ray Train, 1 worker x {cpus} threads:     {ray1_tps:8,.0f} tokens/s   (start-up {ray1_start:.1f}s)")
     print(
-        f"Ray Train, 2 workers x {max(1, cpus // 2)} thread(s):   {ray2_tps:8,.0f} tokens/s   (start-up {ray2_start:.1f}s)"
+        f"Ray Train, 2 workers x {max(1, cpus // 2)} thread(s):   {ray2_tps:8,.0f} tokens/s   "
+        f"(start-up {ray2_start:.1f}s)"
     )
     print(f"overhead ratio  Ray 1 worker / plain   = {ray1_tps / plain_tps:.2f}   (goal >= 0.9)")
     print(f"scaling ratio   Ray 2 workers / 1      = {ray2_tps / ray1_tps:.2f}")

@@ -157,7 +157,8 @@ def check_shards(data_dir: str | os.PathLike, manifest: dict, splits=None) -> in
             if not _shard_matches(file, shard):
                 raise DataError(
                     f"shard {shard['file']} in {data_dir} does not match the checksum prepare recorded (corrupted or "
-                    f"changed since); rebuild it with `python cli.py prepare --out {data_dir} --force` (same sources and settings)"
+                    f"changed since); rebuild it with `python cli.py prepare --out {data_dir} --force` "
+                    "(same sources and settings)"
                 )
             checked += shard["bytes"]
     return checked

@@ -1,4 +1,5 @@
-"""The prepare pipeline: Ray Data tasks read runs of stories, tokenize them with tiktoken and write them as Arrow parts; the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
+"""The prepare pipeline: Ray Data tasks read runs of stories, tokenize them with tiktoken and write them as Arrow parts;
+the driver then compacts the vocabulary, cuts final shards and writes the manifest last."""
 
 from __future__ import annotations
 
@@ -498,7 +499,8 @@ def _write_final_shards(
 
 
 def _install(out: Path, final_dir: Path, manifest: dict) -> None:
-    """Swap the new shards in: drop the old manifest first (the directory is then invalid), then shards, then the manifest last."""
+    """Swap the new shards in: drop the old manifest first (the directory is then invalid), then shards, then the
+    manifest last."""
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     for p in out.iterdir():
         if SHARD_RE.match(p.name):
@@ -562,7 +564,8 @@ def print_summary(summary: dict, echo=print) -> None:
         )
     for split in SPLITS:
         echo(
-            f"{split:>10}: {summary['stories'][split]:,} stories, {summary['tokens'][split]:,} tokens in {summary['shards'][split]} shard(s)"
+            f"{split:>10}: {summary['stories'][split]:,} stories, {summary['tokens'][split]:,} tokens "
+            f"in {summary['shards'][split]} shard(s)"
         )
     vocab = (
         f"compact vocab {summary['vocab_size']:,} of {summary['tokenizer_vocab_size']:,}"
@@ -570,7 +573,8 @@ def print_summary(summary: dict, echo=print) -> None:
         else f"full vocab {summary['vocab_size']:,}"
     )
     echo(
-        f" tokenizer: {summary['tokenizer']}, {summary['distinct_tokens']:,} distinct tokens, {vocab}, {summary['dtype']} shards"
+        f" tokenizer: {summary['tokenizer']}, {summary['distinct_tokens']:,} distinct tokens, {vocab}, "
+        f"{summary['dtype']} shards"
     )
     if summary["compacted"]:
         for line in _param_savings(summary["tokenizer_vocab_size"], summary["vocab_size"]):

@@ -1,4 +1,5 @@
-"""Reading prepared shards for training: memory-mapped (input, target) windows sharded by rank, and a Ray Data dataset for streaming."""
+"""Reading prepared shards for training: memory-mapped (input, target) windows sharded by rank, and a Ray Data dataset
+for streaming."""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ class TokenWindows:
         if self.num_windows < self.world_size * batch_size:
             raise ValueError(
                 f"batch larger than the data: {self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens, "
-                f"fewer than world_size x batch_size = {self.world_size} x {batch_size}; lower the batch size or seq_len, or prepare more data"
+                f"fewer than world_size x batch_size = {self.world_size} x {batch_size}; "
+                "lower the batch size or seq_len, or prepare more data"
             )
 
     def batches_per_epoch(self, batch_size: int) -> int:
@@ -109,7 +111,8 @@ class TokenWindows:
         n -= n % self.world_size
         if n == 0:
             raise ValueError(
-                f"{self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens: too few for {self.world_size} rank(s)"
+                f"{self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens: "
+                f"too few for {self.world_size} rank(s)"
             )
         mine = np.arange(self.rank, n, self.world_size)
         for b in range(0, len(mine), batch_size):
@@ -121,7 +124,8 @@ def _shard_datasource(paths: list[str]):
     from ray.data.datasource import Datasource, ReadTask
 
     class TokenShardDatasource(Datasource):
-        """One read task per shard; rows are fixed-size token blocks of the shard (zero-copy slices of the mapped file)."""
+        """One read task per shard; rows are fixed-size token blocks of the shard (zero-copy slices of the mapped
+        file)."""
 
         def estimate_inmemory_data_size(self):
             return int(sum(Path(p).stat().st_size for p in paths))
@@ -156,7 +160,8 @@ def _read_shard_rows(path: str, tokens_per_row: int = 4096, rows_per_block: int 
 
 
 def ray_dataset(data_dir, split: str):
-    """A ray.data.Dataset over a split's shards, in order: rows of up to 4,096 tokens (`tokens`) with their `start` offset in the shard."""
+    """A ray.data.Dataset over a split's shards, in order: rows of up to 4,096 tokens (`tokens`) with their `start`
+    offset in the shard."""
     import ray
 
     manifest = load_manifest(data_dir)

@@ -1,4 +1,5 @@
-"""Finding, validating and splitting story sources (.txt, .jsonl/.json, .parquet, the Hugging Face dataset) into read chunks, all on the driver before Ray starts."""
+"""Finding, validating and splitting story sources (.txt, .jsonl/.json, .parquet, the Hugging Face dataset) into read
+chunks, all on the driver before Ray starts."""
 
 from __future__ import annotations
 
@@ -195,7 +196,8 @@ def read_chunk(chunk: StoryChunk) -> list[str]:
         raise DataError(f"{chunk.path}: unsupported format {chunk.fmt}")
     if len(stories) < chunk.n_stories:
         raise DataError(
-            f"{chunk.path} changed while being prepared (expected {chunk.n_stories} stories in a chunk, found {len(stories)}); re-run"
+            f"{chunk.path} changed while being prepared "
+            f"(expected {chunk.n_stories} stories in a chunk, found {len(stories)}); re-run"
         )
     return stories[: chunk.n_stories]
 
@@ -355,7 +357,8 @@ def _scan_file(path: Path, split: str | None, cfg: PrepareConfig) -> _Scanned:
             raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
         if cfg.text_field not in pf.schema_arrow.names:
             raise DataError(
-                f"{path}: no column {cfg.text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); pass --text-field NAME"
+                f"{path}: no column {cfg.text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); "
+                "pass --text-field NAME"
             )
         counts = np.asarray(
             [len(_column_stories(_parquet_column(str(path), [g], cfg.text_field))) for g in range(pf.num_row_groups)],
@@ -444,7 +447,8 @@ def _spread_indices(n: int, k: int) -> np.ndarray:
 
 
 def _take_stories(scanned: list, budget: int | None, split: str | None, cfg, plan_chunks: list) -> int:
-    """Take stories from the scanned files in order, at most `budget` (None: all); append their chunks; return the count."""
+    """Take stories from the scanned files in order, at most `budget` (None: all); append their chunks; return the
+    count."""
     index = 0
     for s in scanned:
         if budget is not None and index >= budget:
@@ -497,7 +501,8 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
             other = by_hash.get(s.file.sha256)
             if other is not None and other.file.split != s.file.split:
                 raise DataError(
-                    f"{s.file.path} and {other.file.path} have the same content; a source cannot be both train and validation"
+                    f"{s.file.path} and {other.file.path} have the same content; "
+                    "a source cannot be both train and validation"
                 )
             by_hash[s.file.sha256] = s
 
@@ -523,7 +528,8 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
             n_val = max(1, n_val)
             if n_val >= index:
                 raise DataError(
-                    f"only {index} stories: too few to hold out a validation fraction of {cfg.val_fraction}; pass more data or --val-fraction 0"
+                    f"only {index} stories: too few to hold out a validation fraction of {cfg.val_fraction}; "
+                    "pass more data or --val-fraction 0"
                 )
         val_indices = _spread_indices(index, n_val)
         stories = {"train": index - n_val, "validation": n_val}
@@ -554,7 +560,8 @@ def _offline_tokenizer_hint(cfg: PrepareConfig) -> str:
 
 
 def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
-    """The default source: load (download or reuse the cache of) the Hub dataset, then plan over its Arrow cache files."""
+    """The default source: load (download or reuse the cache of) the Hub dataset, then plan over its Arrow cache
+    files."""
     _check_limit_covers_both_splits(cfg.limit)
     offline = any(
         os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -572,7 +579,8 @@ def plan_huggingface(cfg: PrepareConfig) -> SourcePlan:
         dsd = datasets.load_dataset(cfg.hf_dataset)
     except Exception as exc:
         raise DataError(
-            f"loading {cfg.hf_dataset} from the Hugging Face Hub failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); pass local files with --source PATH"
+            f"loading {cfg.hf_dataset} from the Hugging Face Hub failed "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); pass local files with --source PATH"
         ) from None
     split_names = {
         "train": "train",

@@ -86,7 +86,8 @@ def _read_verified(path: Path, rank: RankFile) -> bytes:
     digest = hashlib.sha256(data).hexdigest()
     if digest != rank.sha256:
         raise TokenizerError(
-            f"{path} has sha256 {digest[:16]}…, not the {rank.sha256[:16]}… tiktoken requires for {rank.filename}; replace it with the official file"
+            f"{path} has sha256 {digest[:16]}…, not the {rank.sha256[:16]}… tiktoken requires for {rank.filename}; "
+            "replace it with the official file"
         )
     return data
 
@@ -120,7 +121,8 @@ def load_rank_files(
     """The verified bytes of every rank file `name` needs, keyed by tiktoken's download URL.
 
     Looks in tokenizer_dir (or $GPTOSS_TOKENIZER_DIR), then tiktoken's cache, then downloads (unless allow_download is
-    False: then a file that is not local is a TokenizerError at once, without touching the network); never hangs offline.
+    False: then a file that is not local is a TokenizerError at once, without touching the network); never hangs
+    offline.
     """
     if name not in SUPPORTED_TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(SUPPORTED_TOKENIZERS)}")
@@ -136,7 +138,8 @@ def load_rank_files(
         missing = [r.filename for r in needed if not (folder / r.filename).is_file()]
         if missing:
             raise TokenizerError(
-                f"tokenizer {name!r} needs {' and '.join(missing)} in {folder} (--tokenizer-dir / ${TOKENIZER_DIR_ENV}); it is not there"
+                f"tokenizer {name!r} needs {' and '.join(missing)} in {folder} "
+                f"(--tokenizer-dir / ${TOKENIZER_DIR_ENV}); it is not there"
             )
         return {r.url: _read_verified(folder / r.filename, r) for r in needed}
 
@@ -151,7 +154,8 @@ def load_rank_files(
         # tiktoken would retry a dead host for a long time; a short TCP probe answers in seconds.
         if not allow_download or not _host_reachable(_BLOB_HOST):
             raise TokenizerError(
-                f"tokenizer {name!r} needs {rank.filename}, which is not cached and cannot be downloaded ({_BLOB_HOST} unreachable); "
+                f"tokenizer {name!r} needs {rank.filename}, which is not cached and cannot be downloaded "
+                f"({_BLOB_HOST} unreachable); "
                 f"pass --tokenizer-dir DIR (or set ${TOKENIZER_DIR_ENV}) to a folder holding {rank.filename}"
             )
         import tiktoken.load
@@ -160,7 +164,8 @@ def load_rank_files(
             out[rank.url] = tiktoken.load.read_file_cached(rank.url, rank.sha256)
         except Exception as exc:  # network errors of every kind: one line
             raise TokenizerError(
-                f"downloading {rank.filename} for tokenizer {name!r} failed ({type(exc).__name__}: {exc}); pass --tokenizer-dir DIR"
+                f"downloading {rank.filename} for tokenizer {name!r} failed ({type(exc).__name__}: {exc}); "
+                "pass --tokenizer-dir DIR"
             ) from None
     return out
 
@@ -169,7 +174,8 @@ _PATCH_LOCK = threading.Lock()
 
 
 def build_encoding(name: str, rank_files: dict[str, bytes]):
-    """A tiktoken.Encoding for `name` from already verified rank-file bytes (keyed by URL); no file or network access."""
+    """A tiktoken.Encoding for `name` from already verified rank-file bytes (keyed by URL); no file or network
+    access."""
     import tiktoken
     import tiktoken.load
     from tiktoken_ext import openai_public
@@ -260,8 +266,10 @@ class ModelTokenizer:
                 for t in np.asarray(ids)[unknown][:5]
             ]
             raise UnknownTokenError(
-                f"{int(unknown.sum())} token(s) of this text never occur in the training data, so the compact vocabulary has no id for them: "
-                f"{', '.join(repr(p) for p in pieces)}{' …' if unknown.sum() > 5 else ''}; rephrase, or prepare with --full-vocab"
+                f"{int(unknown.sum())} token(s) of this text never occur in the training data, "
+                "so the compact vocabulary has no id for them: "
+                f"{', '.join(repr(p) for p in pieces)}{' …' if unknown.sum() > 5 else ''}; "
+                "rephrase, or prepare with --full-vocab"
             )
         return mapped.tolist()
 
@@ -277,7 +285,8 @@ class ModelTokenizer:
         return self.encoding.decode(self.to_original(ids).tolist())
 
     def token_byte_lengths(self) -> np.ndarray:
-        """UTF-8 byte length of each model id's token (special tokens, end-of-text included, count 0): for bits per byte."""
+        """UTF-8 byte length of each model id's token (special tokens, end-of-text included, count 0): for bits per
+        byte."""
         originals = self.compact_to_original if self.compacted else np.arange(self.encoding.n_vocab)
         special = set(self.encoding._special_tokens.values())
         lengths = np.zeros(len(originals), dtype=np.int64)

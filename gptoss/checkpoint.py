@@ -1,4 +1,5 @@
-"""Checkpoints: model.safetensors + config.json (config fields and "arch"), written atomically; loading rebuilds the model."""
+"""Checkpoints: model.safetensors + config.json (config fields and "arch"), written atomically; loading rebuilds the
+model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Export to a Hugging Face transformers directory (GptOssForCausalLM / GPT2LMHeadModel) without importing transformers."""
+"""Export to a Hugging Face transformers directory (GptOssForCausalLM / GPT2LMHeadModel) without importing
+transformers."""
 
 from __future__ import annotations
 

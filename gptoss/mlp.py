@@ -22,7 +22,8 @@ class GeluMLP(nn.Module):
 
 
 class SwiGLUMLP(nn.Module):
-    """One GPT-OSS expert as a dense MLP: gate_up d -> 2I (interleaved glu/linear columns), clamped SwiGLU, down I -> d."""
+    """One GPT-OSS expert as a dense MLP: gate_up d -> 2I (interleaved glu/linear columns), clamped SwiGLU,
+    down I -> d."""
 
     def __init__(self, d_model: int, intermediate_size: int, alpha: float = 1.702, limit: float = 7.0):
         super().__init__()

@@ -56,7 +56,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def cooldown_start(steps: int, cooldown_frac: float) -> int:
     """First step of a WSD cooldown: the last round(cooldown_frac * steps) steps (at least one) cool down.
 
-    The lr function and the budget branches both use this, so a branch starts exactly where its lr leaves the long run's."""
+    The lr function and the budget branches both use this, so a branch starts exactly where its lr leaves the long
+    run's."""
     return steps - min(steps, max(1, round(cooldown_frac * steps)))
 
 

@@ -228,7 +228,8 @@ def evaluate_on_cluster(
 
 
 def export_checkpoint(path: str, out_dir: str) -> str:
-    """Hugging Face directory for a checkpoint, with the token map a compacted vocabulary needs; returns a summary line."""
+    """Hugging Face directory for a checkpoint, with the token map a compacted vocabulary needs; returns a summary
+    line."""
     import shutil
 
     from gptoss import export_hf
@@ -246,4 +247,7 @@ def export_checkpoint(path: str, out_dir: str) -> str:
             os.rmdir(out_dir)
         os.replace(tmp, out_dir)
         arch = bundle.model.config.arch
-    return f"exported {arch} checkpoint {bundle.path} -> {out_dir} (Hugging Face format; tokenizer map in tokenizer_manifest.json)"
+    return (
+        f"exported {arch} checkpoint {bundle.path} -> {out_dir} "
+        "(Hugging Face format; tokenizer map in tokenizer_manifest.json)"
+    )

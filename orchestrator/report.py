@@ -96,7 +96,7 @@ def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[di
     metrics_path = f"{trial_path}/metrics.jsonl"
     if storage.exists(metrics_path):
         try:
-            records = [json.loads(l) for l in storage.read_text(metrics_path).splitlines() if l.strip()]
+            records = [json.loads(line) for line in storage.read_text(metrics_path).splitlines() if line.strip()]
         except (ValueError, UnicodeDecodeError):
             raise DamagedTrial(f"{metrics_path} has a line that is not valid JSON (truncated or damaged)") from None
     return summary, config, records
@@ -288,7 +288,8 @@ def headline_table(rows: list[dict]) -> list[str]:
     by_depth: dict = defaultdict(lambda: defaultdict(list))
     for r in best_lr_rows(rows):
         if r["arch"] == "gpt2" and (not r.get("tied", True) or r.get("dropout")):
-            continue  # GPT-2 as the seed defines it (tied head, no dropout) is the reference; other GPT-2s: budget tables
+            # GPT-2 as the seed defines it (tied head, no dropout) is the reference; other GPT-2s: budget tables
+            continue
         key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
         by_depth[(r.get("budget") or 0, r["n_layers"])][key].append(r)
     lines = [
@@ -313,14 +314,17 @@ def headline_table(rows: list[dict]) -> list[str]:
                 else ["n/a"] * 3
             )
             lines.append(
-                f"| {_budget_text(budget)} | {depth} | {key[1]} | {mean_pm(oss_loss)} | {mean_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
+                f"| {_budget_text(budget)} | {depth} | {key[1]} | {mean_pm(oss_loss)} | "
+                f"{mean_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
                 f"{' | '.join(gains)} | "
-                f"{mean_pm([r['val_bpb'] for r in oss])} | {mean_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
+                f"{mean_pm([r['val_bpb'] for r in oss])} | "
+                f"{mean_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
                 f"{len(oss)} / {len(gpt2)} |"
             )
         if not any(k[0] == "gptoss" for k in groups) and gpt2:
             lines.append(
-                f"| {_budget_text(budget)} | {depth} | | n/a | {mean_pm([r['final_val_loss'] for r in gpt2])} | n/a | n/a | n/a | "
+                f"| {_budget_text(budget)} | {depth} | | n/a | {mean_pm([r['final_val_loss'] for r in gpt2])} | "
+                "n/a | n/a | n/a | "
                 f"n/a | {mean_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |"
             )
     return lines
@@ -330,7 +334,8 @@ def architecture_table(rows: list[dict]) -> list[str]:
     seen, lines = (
         set(),
         [
-            "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | FLOPs/token | "
+            "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | "
+            "FLOPs/token | "
             "size bf16 | checkpoint on disk | tokens/s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ],
@@ -348,8 +353,10 @@ def architecture_table(rows: list[dict]) -> list[str]:
         on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"
         arch = f"{r['arch']} ({r['variant']})" if r.get("variant") else r["arch"]
         lines.append(
-            f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | {_millions(r['total_params'])} | "
-            f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {fpt} | {r['bytes_bf16'] / 2**20:.1f} MiB | "
+            f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | "
+            f"{_millions(r['total_params'])} | "
+            f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {fpt} | "
+            f"{r['bytes_bf16'] / 2**20:.1f} MiB | "
             f"{on_disk} | {speed} |"
         )
     return lines
@@ -373,7 +380,8 @@ def params_table(rows: list[dict]) -> list[str]:
     for r in sorted(rows, key=lambda r: r["active_params"]):
         flops = f"{r['train_flops']:.3g}" if r.get("train_flops") else "n/a"
         lines.append(
-            f"| {r['trial']} | {_millions(r['active_params'])} | {_millions(r['total_params'])} | {flops} | {r['final_val_loss']:.4f} |"
+            f"| {r['trial']} | {_millions(r['active_params'])} | {_millions(r['total_params'])} | {flops} | "
+            f"{r['final_val_loss']:.4f} |"
         )
     return lines
 
@@ -520,7 +528,8 @@ def ngram_references(
     for fit in fits:
         for key, m in fit["models"].items():
             table.append(
-                f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} |"
+                f"| {names.get(key, key)} | {fit['train_tokens']:,} | {m['nats_per_token']:.4f} | "
+                f"{m['bits_per_byte']:.4f} |"
             )
     return refs, table, (split[0] if split else None)
 
@@ -590,10 +599,11 @@ def render_markdown(
     out = [
         f"# Sweep report: {sweep.get('name', '?')}",
         "",
-        f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: positive means GPT-OSS is better. "
+        f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: "
+        "positive means GPT-OSS is better. "
         "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
-        "deviation over seeds; on the improvement it is that of the per-seed differences (trials with the same seed see the "
-        "same batches in the same order).",
+        "deviation over seeds; on the improvement it is that of the per-seed differences "
+        "(trials with the same seed see the same batches in the same order).",
         "",
         *ladder_part,
         "## 1. GPT-OSS vs GPT-2 per depth",
@@ -609,7 +619,8 @@ def render_markdown(
         "",
         "## 3. Validation loss against parameters and compute",
         "",
-        "Judge 'better per parameter' on both counts: an MoE model has more total parameters than it activates per token.",
+        "Judge 'better per parameter' on both counts: "
+        "an MoE model has more total parameters than it activates per token.",
         "",
         *params_table(rows),
         "",
@@ -639,7 +650,8 @@ def render_markdown(
             [
                 "## 4c. Count-based reference models (horizontal lines on every loss plot)",
                 "",
-                "Fitted on the sweep's training tokens and scored on the whole validation split by `python cli.py baseline`. "
+                "Fitted on the sweep's training tokens and scored on the whole validation split "
+                "by `python cli.py baseline`. "
                 "A model above the trigram line has not yet learned more than local word statistics.",
                 "",
                 *reference_table,

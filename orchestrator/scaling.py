@@ -358,7 +358,8 @@ def budget_section(
         fit = fits[name]
         if fit:
             lines.append(
-                f"| {name} | {len(c.budgets)} | {fit['E']:.4f} | {fit['B']:.4g} | {fit['beta']:.4f} | {fit['rmse']:.2g} |"
+                f"| {name} | {len(c.budgets)} | {fit['E']:.4f} | {fit['B']:.4g} | {fit['beta']:.4f} | "
+                f"{fit['rmse']:.2g} |"
             )
         else:
             lines.append(f"| {name} | {len(c.budgets)} | - | - | - | - |")

@@ -1,4 +1,5 @@
-"""Ray runtime set-up shared by data_pipeline and orchestrator: joining or starting a cluster quietly, and reading its resources."""
+"""Ray runtime set-up shared by data_pipeline and orchestrator: joining or starting a cluster quietly, and reading its
+resources."""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
     host, port = parsed.hostname, parsed.port
     if not host or not port:
         raise ClusterError(
-            f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT); pass the head node's GCS address, e.g. 10.0.0.5:6379"
+            f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT); "
+            "pass the head node's GCS address, e.g. 10.0.0.5:6379"
         )
     try:
         with socket.create_connection((host, port), timeout=timeout_s):

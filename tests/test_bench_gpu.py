@@ -54,7 +54,8 @@ def test_its_import_path_has_no_ray():
     # A GPU box may have no Ray: the script and everything it imports (also lazily) must not pull it in.
     code = (
         "import importlib.util, sys; sys.path.insert(0, '.');"
-        f"spec = importlib.util.spec_from_file_location('b', {str(SCRIPT)!r}); m = importlib.util.module_from_spec(spec);"
+        f"spec = importlib.util.spec_from_file_location('b', {str(SCRIPT)!r}); "
+        "m = importlib.util.module_from_spec(spec);"
         "spec.loader.exec_module(m); import data_pipeline, gptoss.flex_attention, gptoss.attention;"
         "from data_pipeline import TokenWindows, load_manifest;"
         "bad = sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')); print(bad); sys.exit(bool(bad))"

@@ -35,12 +35,12 @@ def test_version_names_project_torch_and_ray():
     out = runner.invoke(cli.app, ["version"])
     assert out.exit_code == 0
     lines = out.output.splitlines()
-    assert [l.split()[0] for l in lines] == ["nano-gpt-oss", "torch", "ray"]
+    assert [line.split()[0] for line in lines] == ["nano-gpt-oss", "torch", "ray"]
 
 
 def _one_line_error(result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
-    lines = [l for l in result.output.splitlines() if l.strip()]
+    lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "Traceback" not in result.output
     for fragment in fragments:

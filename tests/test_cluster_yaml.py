@@ -1,5 +1,6 @@
 """cluster.yaml passes the checks `ray up` makes before it talks to a cloud: Ray's own defaults merge
-(prepare_config) and Ray's own schema and consistency checks (validate_config, ray-schema.json). Offline, no credentials."""
+(prepare_config) and Ray's own schema and consistency checks (validate_config, ray-schema.json). Offline, no
+credentials."""
 
 from __future__ import annotations
 

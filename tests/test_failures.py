@@ -15,7 +15,8 @@ _SNIPPET = (
     + '  File "torch/nn/functional.py", line 2615, in embedding\nIndexError: index out of range in self\n'
 )
 _DIED = (
-    "A worker health check failed.\nWorker info: Worker(\n  log_file_path='/tmp/ray/session_x/logs/train/worker-1.log',\n)\n"
+    "A worker health check failed.\nWorker info: Worker(\n"
+    "  log_file_path='/tmp/ray/session_x/logs/train/worker-1.log',\n)\n"
     "The actor died unexpectedly before finishing this task.\nThe actor is dead because its worker process has died. "
     "Worker exit type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error code 2. "
     "End of file. Some common causes include: (1) the process was killed by the OOM killer"

@@ -4,11 +4,11 @@ from gptoss import build_model, count_params, flops_per_token
 
 
 def test_gptoss_debug_param_count_by_hand():
-    V, d, L, H, KV, hd, E, k, I = 512, 64, 2, 4, 2, 16, 4, 2, 64
+    V, d, L, H, KV, hd, E, k, inter = 512, 64, 2, 4, 2, 16, 4, 2, 64
     qkv = d * (H + 2 * KV) * hd + (H + 2 * KV) * hd  # 8320
     out = H * hd * d + d  # 4160
     router = d * E + E  # 260
-    expert = d * 2 * I + 2 * I + I * d + d  # 12480 per expert
+    expert = d * 2 * inter + 2 * inter + inter * d + d  # 12480 per expert
     layer = d + qkv + H + out + d + router + E * expert  # norms, qkv, sinks, out, norm, router, experts = 62792
     embedding = 2 * V * d  # untied embedding + unembedding = 65536
     total = embedding + L * layer + d  # + final norm = 191184
@@ -47,8 +47,8 @@ def test_ladder_mixes_by_hand():
         return d * (H + 2 * kv) * hd + (H + 2 * kv) * hd + H * hd * d + d + (H if sinks else 0)
 
     gelu = d * 4 * d + 4 * d + 4 * d * d + d  # 33088
-    I = 176  # swiglu dense: round(8 * 64 / 3 / 16) * 16
-    swiglu = d * 2 * I + 2 * I + I * d + d  # 34176
+    inter = 176  # swiglu dense: round(8 * 64 / 3 / 16) * 16
+    swiglu = d * 2 * inter + 2 * inter + inter * d + d  # 34176
 
     # gpt2 rung: tied head, learned 1024-row table, LayerNorm, GELU, 4 kv heads, no sinks or window. Arch gpt2
     # (149,248 with its 256-row table) plus 768 more table rows of 64.

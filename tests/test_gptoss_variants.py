@@ -1,4 +1,5 @@
-"""Tests for gptoss/variants.py: the ladder is cumulative from GPT-2 to gptoss, leave-one-outs differ in one component."""
+"""Tests for gptoss/variants.py: the ladder is cumulative from GPT-2 to gptoss, leave-one-outs differ in one
+component."""
 
 import re
 

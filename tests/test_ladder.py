@@ -83,16 +83,16 @@ def test_the_tables_say_what_is_resolved():
     text = "\n".join(ladder_section(ROWS))
     assert "| gpt2 | 4.0000 ± 0.1000 | 1.3333 ± 0.0333 | | | | | 3 | start |" in text
     assert (
-        "| +untied | 3.9000 ± 0.0500 | 1.3000 ± 0.0167 | -0.1000 | 0.0500 | [-0.2242, +0.0242] | -0.0333 | 3 | not resolved |"
-        in text
+        "| +untied | 3.9000 ± 0.0500 | 1.3000 ± 0.0167 | -0.1000 | 0.0500 | [-0.2242, +0.0242] | -0.0333 | 3 | "
+        "not resolved |" in text
     )
     assert (
         "| +rope | 3.8000 ± 0.0600 | 1.2667 ± 0.0200 | -0.1000 | 0.0100 | [-0.1248, -0.0752] | -0.0333 | 3 | resolved |"
         in text
     )
     assert (
-        "| gptoss-no-moe | 3.3800 ± 0.0424 | 1.1267 ± 0.0141 | +0.0300 | 0.0283 | [-0.2241, +0.2841] | +0.0100 | 2 | not resolved |"
-        in text
+        "| gptoss-no-moe | 3.3800 ± 0.0424 | 1.1267 ± 0.0141 | +0.0300 | 0.0283 | [-0.2241, +0.2841] | +0.0100 | 2 | "
+        "not resolved |" in text
     )
     assert "| gptoss-no-sinks | 3.3200 | 1.1067 | +0.0200 | - | - | +0.0067 | 1 | not resolved (1 seed) |" in text
     assert "gpt2 -> gptoss: -0.7000 nats (-0.2333 bits/byte) over 2 paired seed(s), resolved." in text

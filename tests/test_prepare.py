@@ -1,4 +1,5 @@
-"""data_pipeline/prepare.py end to end on Ray (few runs, shared): token counts, decode round trip, compaction, idempotence, ray_dataset."""
+"""data_pipeline/prepare.py end to end on Ray (few runs, shared): token counts, decode round trip, compaction,
+idempotence, ray_dataset."""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ def test_manifest_carries_the_vocabulary_and_shard_checksums(compact_run, tmp_pa
 
 
 def test_summary_embedding_savings_use_the_cpu_presets_shapes():
-    # prepare's summary keeps the CPU presets' embedding shapes itself (importing gptoss imports torch): same as gptoss's.
+    # prepare's summary keeps the CPU presets' embedding shapes itself (importing gptoss imports torch): same as
+    # gptoss's.
     from data_pipeline.prepare import CPU_PRESET_EMBEDDINGS
     from gptoss.presets import PRESETS, build_config
 

@@ -1,4 +1,5 @@
-"""raysetup: Ray start-up lives below data_pipeline and orchestrator, and its quiet environment silences the raylet's warnings."""
+"""raysetup: Ray start-up lives below data_pipeline and orchestrator, and its quiet environment silences the raylet's
+warnings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""data_pipeline/reader.py and manifest.py: memory-mapped windows, rank sharding, determinism, eval batches, manifest checks."""
+"""data_pipeline/reader.py and manifest.py: memory-mapped windows, rank sharding, determinism, eval batches, manifest
+checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""data_pipeline/sources.py and the prepare command's input checks: formats, splits, --limit, and one-line errors before Ray starts."""
+"""data_pipeline/sources.py and the prepare command's input checks: formats, splits, --limit, and one-line errors
+before Ray starts."""
 
 from __future__ import annotations
 

@@ -176,8 +176,8 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     message = str(failed.value)
     assert "\n" not in message and message.startswith("2 of 6 trial(s) failed") and "same command again" in message
     assert "Traceback" not in message and "Traceback" not in console.out + console.err, console.out + console.err
-    failures = [l for l in (console.out + console.err).splitlines() if l.startswith("[failed")]
-    assert len(failures) == 2 and all("training failed" in l for l in failures), failures
+    failures = [line for line in (console.out + console.err).splitlines() if line.startswith("[failed")]
+    assert len(failures) == 2 and all("training failed" in line for line in failures), failures
     interrupted = sweep_dir / "trials" / "gptoss-L2-E4"
     assert (interrupted / "checkpoint_0000010").is_dir() and not (interrupted / "summary.json").exists()
     assert finished.stat().st_mtime_ns == stamp, "a finished trial was trained again"
@@ -188,7 +188,7 @@ def test_tiny_sweep_reports_regenerates_and_resumes(prepared_data, tmp_path, ray
     assert len(rows) == 6 and len({r["trial"] for r in rows}) == 6
     assert all(int(r["steps"]) == 10 for r in rows)
     assert finished.stat().st_mtime_ns == stamp, "a finished trial was trained again"
-    evals = [json.loads(l) for l in open(interrupted / "metrics.jsonl") if l.strip()]
+    evals = [json.loads(line) for line in open(interrupted / "metrics.jsonl") if line.strip()]
     assert [e["step"] for e in evals if e["kind"] == "eval"] == [5, 10]
     summary = json.loads((interrupted / "summary.json").read_text())
     assert summary["invocation"]["steps"] == 0 and summary["invocations"] == 2 and summary["steps"] == 10
@@ -384,10 +384,10 @@ def test_tiny_ladder_sweep_reports_the_decomposition_and_the_waterfall(prepared_
     report = (sweep_dir / "REPORT.md").read_text().splitlines()
     assert "## Component ladder: where the difference comes from" in report
     step = float(rows["gptoss"]["final_val_loss"]) - float(rows["gpt2"]["final_val_loss"])
-    ladder_row = next(l for l in report if l.startswith("| gptoss |"))
+    ladder_row = next(line for line in report if line.startswith("| gptoss |"))
     assert f"| {step:+.4f} |" in ladder_row and ladder_row.endswith("| 1 | not resolved (1 seed) |")
     loo = float(rows["gptoss-no-moe"]["final_val_loss"]) - float(rows["gptoss"]["final_val_loss"])
-    assert f"| {loo:+.4f} |" in next(l for l in report if l.startswith("| gptoss-no-moe |"))
+    assert f"| {loo:+.4f} |" in next(line for line in report if line.startswith("| gptoss-no-moe |"))
     png = (sweep_dir / "ladder.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -598,17 +598,19 @@ def test_budget_sweep_branches_fits_and_compares(prepared_data, tmp_path, ray_se
     assert {(int(r["budget"]), int(r["steps"])) for r in rows.values()} == {(8192, 16), (16384, 32)}
     for arch in ("gpt2-L1", "gptoss-L1-E2"):
         # The branch trained only its cooldown: its records start after the long run's step 13.
-        branch = [json.loads(l) for l in open(trials / f"{arch}-D8192" / "metrics.jsonl") if l.strip()]
+        branch = [json.loads(line) for line in open(trials / f"{arch}-D8192" / "metrics.jsonl") if line.strip()]
         assert branch[0]["step"] > 13 and [e["step"] for e in branch if e["kind"] == "eval"] == [16]
         assert json.load(open(trials / f"{arch}-D8192" / "config.json"))["spec"]["branch"]["step"] == 13
-        long_evals = [json.loads(l) for l in open(trials / f"{arch}-D16384" / "metrics.jsonl") if l.strip()]
+        long_evals = [json.loads(line) for line in open(trials / f"{arch}-D16384" / "metrics.jsonl") if line.strip()]
         assert [e["step"] for e in long_evals if e["kind"] == "eval"] == [8, 16, 24, 32]
         assert not (trials / f"{arch}-D16384" / "branch_points").exists(), "the kept state outlived its branch"
     report = (sweep_dir / "REPORT.md").read_text()
     assert "## 4b. Loss against budget (gpt2 as the baseline)" in report and "get no fit" in report
-    fit_row = [l for l in report.splitlines() if l.startswith("| gptoss-L1-E2k2-d64-h4 | 2 | - |")]
-    multipliers = [l for l in report.splitlines() if l.startswith("| gptoss-L1-E2k2-d64-h4 | ") and "x |" in l]
-    assert len(fit_row) == 1 and [l.split(" | ")[1] for l in multipliers] == ["8.19k", "16.4k"]
+    fit_row = [line for line in report.splitlines() if line.startswith("| gptoss-L1-E2k2-d64-h4 | 2 | - |")]
+    multipliers = [
+        line for line in report.splitlines() if line.startswith("| gptoss-L1-E2k2-d64-h4 | ") and "x |" in line
+    ]
+    assert len(fit_row) == 1 and [line.split(" | ")[1] for line in multipliers] == ["8.19k", "16.4k"]
     assert "data multiplier **" in report
     assert "## 4c. Count-based reference models" in report and "| KN trigram |" in report
     assert "| 8.19k | 1 | 2 |" in report and "| 16.4k | 1 | 2 |" in report  # a headline row per budget
@@ -722,9 +724,11 @@ def test_a_local_sweep_runs_without_ray_branches_and_trains_each_model_at_its_be
         assert long_cfg["lr"] == chosen[variant] and long_cfg["use_gpu"] is False
         # The 4096-token branch trained only its cooldown, from the long run's kept state at its cooldown start
         # (gpt2's branch was rebuilt from step 0 below).
-        branch_start = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "config.json").read_text())["spec"]["branch"]
-        start = branch_start and branch_start["step"]
-        branch = [json.loads(l) for l in open(trials / f"v-{variant}-L1-s0-D4096" / "metrics.jsonl") if l.strip()]
+        saved = json.loads((trials / f"v-{variant}-L1-s0-D4096" / "config.json").read_text())
+        start = saved["spec"]["branch"] and saved["spec"]["branch"]["step"]
+        branch = [
+            json.loads(line) for line in open(trials / f"v-{variant}-L1-s0-D4096" / "metrics.jsonl") if line.strip()
+        ]
         assert [e["step"] for e in branch if e["kind"] == "eval"] == [8]
         assert (0 < start < 8 and branch[0]["step"] > start) if variant == "gptoss" else start is None
         assert not (trials / f"v-{variant}-L1-s0-D8192" / "branch_points").exists()

@@ -1,4 +1,5 @@
-"""data_pipeline/tokenizers.py: offline tiktoken encodings, hash checks, fast failure offline, the compact-vocab tokenizer."""
+"""data_pipeline/tokenizers.py: offline tiktoken encodings, hash checks, fast failure offline, the compact-vocab
+tokenizer."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def _cfg(data, storage, name, **kw) -> TrainConfig:
 
 
 def _records(run_dir) -> list[dict]:
-    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
+    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")) if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -529,7 +529,7 @@ def plan_files(cfg: PrepareConfig) -> SourcePlan:
             if n_val >= index:
                 raise DataError(
                     f"only {index} stories: too few to hold out a validation fraction of {cfg.val_fraction}; "
-                    "pass more data or --val-fraction 0"
+                    "pass more data or a smaller --val-fraction"
                 )
         val_indices = _spread_indices(index, n_val)
         stories = {"train": index - n_val, "validation": n_val}

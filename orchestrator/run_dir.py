@@ -362,10 +362,15 @@ class RunDir:
             say(f"resuming run {self.name} from its checkpoint at step {checkpoint_step(decision.checkpoint)}")
             self.records = self.load_records()
         elif self.storage.exists(self.path):
+            link = self.storage.is_local and os.path.islink(self.path)
+            target = os.path.realpath(self.path) if link else None
             aside = self.storage.move_aside(self.path)
             if decision.had_checkpoints:
                 why = "no checkpoint of it can be restored, " if decision.damaged and plan.cfg.resume else ""
                 say(f"{why}starting {self.name} over; the previous run was moved to {aside}")
+            else:
+                what = f"a link to {target}" if link else "a directory with no checkpoint"
+                say(f"starting {self.name}: what was at {self.path} ({what}) was moved to {aside}")
         self.write_config(plan.saved_config())
 
 

@@ -11,15 +11,40 @@ from orchestrator.setting_types import check_setting_types, is_type
 from orchestrator.sweep_plan import SweepConfig
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys_loader():
+    """yaml's SafeLoader, refusing a key given twice in one mapping (YAML itself lets the last one win in silence):
+    `seq_len: 64` then `seq_len: 32`, or two `seed:` lines under `grid:`, is a mistake to name, not to guess."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise DuplicateKey(f"key {key!r} is given twice, on lines {seen[key] + 1} and "
+                                       f"{key_node.start_mark.line + 1}; keep one")  # fmt: skip
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_sweep_yaml(path: str) -> dict:
     """A sweep file: train flags at the top level (names as in TrainConfig) and a `grid:` of axis -> list."""
     import yaml
 
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=_unique_keys_loader()) or {}
     except FileNotFoundError:
         raise FileNotFoundError(f"sweep config {path} does not exist") from None
+    except DuplicateKey as exc:
+        raise ValueError(f"sweep config {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"sweep config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):

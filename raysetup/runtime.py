@@ -176,11 +176,26 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
                 # Seen on an overloaded 2-core machine: Ray's raylet/GCS miss their start-up deadline.
                 if "timed out during startup" not in str(exc):
                     raise
-                raise ClusterError(
-                    "Ray could not start on this machine: its node timed out during start-up, which "
-                    "happens when the machine is overloaded; rerun when it is less busy"
-                ) from None
+                raise ClusterError(_startup_failure()) from None
     return cluster_info()
+
+
+def _startup_failure() -> str:
+    """Why Ray's node may have missed its start-up deadline: a file-size limit kills its processes as soon as a log
+    or its object store outgrows it (SIGXFSZ); otherwise an overloaded machine."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        return (
+            f"Ray could not start on this machine: its node timed out during start-up, and this shell limits files to "
+            f"{soft / 2**20:.1f} MiB (ulimit -f), which Ray's own files exceed; raise it (ulimit -f unlimited) and "
+            "rerun"
+        )
+    return (
+        "Ray could not start on this machine: its node timed out during start-up, which happens when the machine "
+        "is overloaded; rerun when it is less busy"
+    )
 
 
 def cluster_info() -> ClusterInfo:

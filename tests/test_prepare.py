@@ -80,6 +80,10 @@ def test_rerun_is_noop_then_force_rebuilds_identically(compact_run):
     again = prepare(cfg, echo=lambda s: None)
     assert again["noop"] and time.perf_counter() - t < 5
     assert {p.name: (p.stat().st_mtime_ns, sha256_of(p)) for p in out.glob("*.arrow")} == before
+    # A killed `prepare --force` leaves its staging beside an intact manifest: the next (no-op) run removes it.
+    (out / ".prepare-staging" / "train").mkdir(parents=True)
+    (out / ".prepare-staging" / "train" / "part-0.arrow").write_bytes(b"x" * 1000)
+    assert prepare(cfg, echo=lambda s: None)["noop"] and not (out / ".prepare-staging").exists()
     # A half-written earlier run (stray staging, temp file, manifest gone) is cleaned up by the rebuild.
     (out / ".prepare-staging").mkdir()
     (out / ".train-00000.arrow.tmp.1").write_bytes(b"junk")
@@ -168,6 +172,21 @@ def test_manifest_carries_the_vocabulary_and_shard_checksums(compact_run, tmp_pa
         for s in sp["shards"]:
             s.pop("xxh3_64"), s.pop("sha256")
     check_shards(copy, old)
+
+
+def test_a_prepare_without_a_validation_split_is_refused_before_anything_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    (tmp_path / "stories.txt").write_text("One." + "\n<|endoftext|>\n" + "Two." + "\n<|endoftext|>\n")
+    out = CliRunner().invoke(
+        cli.app,
+        ["prepare", "--source", str(tmp_path / "stories.txt"), "--out", str(tmp_path / "o"), "--val-fraction", "0"],
+    )
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+    assert "no validation split (--val-fraction 0 and no validation file)" in out.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_summary_embedding_savings_use_the_cpu_presets_shapes():

@@ -79,3 +79,25 @@ def test_the_private_ray_names_this_project_relies_on_still_exist():
             check_private_apis()
     finally:
         PRIVATE_NAMES["ray._private.worker"] = PRIVATE_NAMES["ray._private.worker"][:-1]
+
+
+def test_a_start_up_timeout_under_a_file_size_limit_names_the_limit(monkeypatch):
+    import resource
+
+    import ray
+
+    from raysetup import ClusterError, init_ray
+
+    def timed_out(**kwargs):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", timed_out)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**30, hard))
+    try:
+        with pytest.raises(ClusterError, match=r"limits files to 1024.0 MiB \(ulimit -f\).*ulimit -f unlimited"):
+            init_ray()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

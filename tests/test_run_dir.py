@@ -200,3 +200,20 @@ def test_a_full_disk_is_one_line_exit_2_leaves_nothing_half_written_and_resumes_
     assert "resuming run full from its checkpoint at step 5" in again.stderr + again.stdout
     summary = json.loads((small_tmpfs / "full" / "summary.json").read_text())
     assert summary["steps"] == 15 and summary["final_val_loss"] is not None
+
+
+def test_a_run_directory_that_is_a_link_to_an_empty_folder_is_moved_aside_and_said(prepared_data, tmp_path):
+    from orchestrator.config import TrainConfig
+    from orchestrator.trainer import plan_run
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r").symlink_to(empty)
+    cfg = TrainConfig(data=str(prepared_data), preset="debug", storage=str(tmp_path / "runs"), name="r")
+    plan = plan_run(cfg)
+    said: list[str] = []
+    RunDir(open_storage(cfg.storage), "r").prepare(plan, said.append)
+    assert len(said) == 1 and said[0].startswith(f"starting r: what was at {tmp_path / 'runs' / 'r'} (a link to ")
+    assert str(empty) in said[0] and ".old-" in said[0]
+    assert (tmp_path / "runs" / "r" / "config.json").is_file() and empty.is_dir()

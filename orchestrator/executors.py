@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from orchestrator.console import say
 from orchestrator.run_dir import RunDir
@@ -220,25 +220,25 @@ class RayExecutor(Executor):
         # On the driver's own node: a queue on a node that dies mid-run would take the run's metrics with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        callbacks = []
+        if self.in_trial:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            callbacks.append(TuneReportCallback())
         try:
-            _fit_with_progress(self._trainer(plan, run, queue, invocation), queue, on_event)
+            _fit_with_progress(self._trainer(plan, run, queue, invocation, callbacks), queue, on_event)
         finally:
             try:
                 ray.kill(queue.actor)
             except Exception:
                 pass
 
-    def _trainer(self, plan: "RunPlan", run: RunDir, queue, invocation: int):
+    def _trainer(self, plan: "RunPlan", run: RunDir, queue, invocation: int, callbacks: Optional[list] = None):
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
         from orchestrator.train_loop import train_worker
 
-        callbacks = []
-        if self.in_trial:
-            from ray.tune.integration.ray_train import TuneReportCallback
-
-            callbacks.append(TuneReportCallback())
         # A caller that itself holds a sliver of CPU (a Tune trial) gives it back here: trials x (sliver + whole
         # CPUs) would not fit the cluster, and the second trial's workers would wait for the first trial to end.
         held = TRIAL_CPU if self.in_trial else 0.0
@@ -254,7 +254,7 @@ class RayExecutor(Executor):
                 name=name,
                 storage_path=storage_path,
                 failure_config=FailureConfig(max_failures=plan.cfg.max_failures),
-                callbacks=callbacks,
+                callbacks=callbacks or [],
             ),
         )
 

@@ -72,7 +72,7 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
 
 
 def _trial_dir(spec: RunSpec) -> RunDir:
-    return RunDir(open_storage(spec.train.storage), spec.name)
+    return RunDir(open_storage(spec.train.storage, writable=False), spec.name)  # reads only: creates nothing
 
 
 def is_finished(spec: RunSpec) -> bool:
@@ -87,7 +87,7 @@ def unfinished(specs: list[RunSpec]) -> list[RunSpec]:
     todo = []
     for spec in specs:
         if is_finished(spec):
-            release_branch_state(spec, open_storage(spec.train.storage))
+            release_branch_state(spec, _trial_dir(spec).storage)
         else:
             todo.append(spec)
     return todo

@@ -146,9 +146,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
 
 @torch.no_grad()
 def evaluate_windows(model, batches, byte_lengths: torch.Tensor, device, autocast, world_size: int) -> dict:
-    """Sum of token losses, tokens and target bytes over the given batches, summed across ranks."""
+    """Sum of token losses, tokens, target bytes and windows over the given batches, summed across ranks (a rank may
+    have fewer batches than another: the sums meet in one all_reduce after the loop)."""
     model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
@@ -157,12 +158,26 @@ def evaluate_windows(model, batches, byte_lengths: torch.Tensor, device, autocas
         totals[0] += nats.double()
         totals[1] += y.numel()
         totals[2] += byte_lengths[y].sum().double()
+        totals[3] += y.size(0)
     if world_size > 1:
         dist.all_reduce(totals)
     model.train()
-    nats, tokens, nbytes = totals.tolist()
+    nats, tokens, nbytes, windows = totals.tolist()
     loss = nats / max(tokens, 1)
-    return dict(loss=loss, tokens=int(tokens), bytes=int(nbytes), bpb=nats / max(nbytes, 1) / math.log(2))
+    return dict(
+        loss=loss, tokens=int(tokens), bytes=int(nbytes), windows=int(windows), bpb=nats / max(nbytes, 1) / math.log(2)
+    )
+
+
+def eval_scope_fields(tokens: int, windows: int, split_targets: int, whole: bool) -> dict:
+    """What an evaluation's loss is over, for metrics records: val_tokens (target tokens scored), val_windows,
+    val_fraction (of the split's target tokens) and val_scope ("whole split" or "first N windows")."""
+    return dict(
+        val_tokens=tokens,
+        val_windows=windows,
+        val_fraction=tokens / max(1, split_targets),
+        val_scope="whole split" if whole else f"first {windows} windows",
+    )
 
 
 def peak_flops(device: torch.device) -> Optional[float]:
@@ -412,9 +427,12 @@ def train_worker(job: dict) -> None:
             window_start = time.perf_counter()
 
         if is_eval:
+            # Intermediate evals score eval_windows fixed windows (cheap); the run's last one scores the whole split.
+            final = done == total_steps
+            scope_max = None if final else eval_max
             ev = evaluate_windows(
                 raw_model,
-                val_windows.eval_batches(cfg.batch_size, eval_max),
+                val_windows.eval_batches(cfg.batch_size, scope_max),
                 byte_lengths,
                 device,
                 autocast,
@@ -427,9 +445,12 @@ def train_worker(job: dict) -> None:
                 train_loss=train_loss.item() / env.world_size,
                 val_loss=ev["loss"],
                 val_bpb=ev["bpb"],
-                val_tokens=ev["tokens"],
                 peak_mem_mb=peak_memory_mb(device),
             )
+            whole = val_windows.eval_plan(scope_max)["fraction"] == 1.0
+            metrics.update(eval_scope_fields(ev["tokens"], ev["windows"], val_windows.total_tokens - 1, whole))
+            if final:
+                metrics["final_eval"] = metrics["val_scope"]
             metrics.update(_replica_report(raw_model, env.world_size))
             best_val = min(best_val, ev["loss"])
             metrics["best_val_loss"] = best_val

@@ -200,8 +200,9 @@ class _UniformModel(torch.nn.Module):
 
 
 def test_evaluation_counts_every_target_token_and_window(tmp_path):
-    from orchestrator.train_loop import eval_scope_fields, evaluate_windows
     from test_reader import make_prepared
+
+    from orchestrator.train_loop import eval_scope_fields, evaluate_windows
 
     d, total = make_prepared(tmp_path, sizes=(1000, 540))  # 24 full windows and a tail of 3 targets
     w = TokenWindows(d, "train", 64)

@@ -520,7 +520,8 @@ def evaluate(
     else:
         typer.echo(
             f"{result['split']}: loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
-            f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, seq {result['seq_len']})"
+            f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens in {result['windows']} windows, "
+            f"{result['split_fraction']:.0%} of the split's target tokens, seq {result['seq_len']})"
         )
 
 

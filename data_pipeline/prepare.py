@@ -201,16 +201,15 @@ def _tokenize_chunks(batch, name: str, tokenizer_dir: str | None, staging: str):
 
 def _chunk_results(rows: list[dict]) -> list[dict]:
     """The task rows (one per part) as one result per chunk, in story order: order keys, its parts' counts per split,
-    and the distinct token ids of its parts."""
+    and the distinct token ids of its parts per split."""
     chunks: dict[int, dict] = {}
     for row in rows:
-        r = chunks.setdefault(row["seq"], dict(first_seq=row["seq"], last_seq=row["last_seq"], parts={}, distinct=[]))
-        r["parts"][SPLITS[row["split"]]] = dict(
+        r = chunks.setdefault(row["seq"], dict(first_seq=row["seq"], last_seq=row["last_seq"], parts={}, distinct={}))
+        split = SPLITS[row["split"]]
+        r["parts"][split] = dict(
             file=row["file"], stories=row["stories"], tokens=row["tokens"], utf8_bytes=row["utf8_bytes"]
         )
-        r["distinct"].append(np.frombuffer(row["distinct"], dtype=np.uint32))
-    for r in chunks.values():
-        r["distinct"] = np.unique(np.concatenate(r["distinct"])).astype(np.int64)
+        r["distinct"][split] = np.frombuffer(row["distinct"], dtype=np.uint32).astype(np.int64)
     return sorted(chunks.values(), key=lambda r: r["first_seq"])
 
 
@@ -222,6 +221,7 @@ def _fingerprint(cfg: PrepareConfig, plan: SourcePlan, rank_files: dict[str, byt
         format=FORMAT,
         settings={k: getattr(cfg, k) for k in _OUTPUT_SETTINGS},
         source=plan.fingerprint_items(),
+        compaction="train split + reserved id",  # data compacted over both splits is not up to date
         tokenizer_files=sorted(hashlib.sha256(v).hexdigest() for v in rank_files.values()),
     )
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -520,6 +520,46 @@ CPU_PRESET_EMBEDDINGS = {
 }
 
 
+UNKNOWN_TEXT = "\ufffd"  # what the reserved id decodes to: the replacement character, the usual mark of "unknown"
+
+
+def compact_vocabulary(train_ids, validation_ids, encoding) -> dict:
+    """The compact vocabulary, built from the training split alone: the distinct ids of train (and end-of-text),
+    sorted by original id, then one reserved id (`unk_id`, the last) that every other original id maps to, the
+    validation tokens that never occur in train among them. The reserved id is an ordinary target: the model is
+    scored on it like on any token, so the loss still counts those tokens (as one class: the model cannot tell them
+    apart, which is right, since it never saw them), and no validation text decides the vocabulary the model has.
+    It decodes to U+FFFD. Returns compact_to_original, lut (original -> compact id), unk_id, and the validation-only
+    ids (count and their mean UTF-8 length, the byte length the reserved id counts for bits/byte)."""
+    eot = int(encoding.eot_token)
+    kept = np.unique(np.concatenate([np.asarray(train_ids, dtype=np.int64), [eot]]))
+    unknown_original = encoding.encode_ordinary(UNKNOWN_TEXT)
+    if len(unknown_original) != 1:
+        raise DataError(f"the tokenizer {encoding.name} has no single token for U+FFFD to decode the reserved id to")
+    compact_to_original = np.concatenate([kept, unknown_original]).astype(np.int64)
+    unk_id = len(kept)
+    dtype = token_dtype(unk_id + 1)
+    lut = np.full(encoding.n_vocab, unk_id, dtype=dtype)
+    lut[kept] = np.arange(unk_id, dtype=dtype)
+    only_val = np.setdiff1d(np.asarray(validation_ids, dtype=np.int64), kept)
+    lengths = [len(encoding.decode_single_token_bytes(int(t))) for t in only_val]
+    return dict(
+        compact_to_original=compact_to_original,
+        lut=lut,
+        built_from="train",
+        unk_id=int(unk_id),
+        validation_only_ids=int(len(only_val)),
+        unk_bytes=max(1, round(float(np.mean(lengths)))) if lengths else len(UNKNOWN_TEXT.encode()),
+    )
+
+
+def _token_bytes(encoding, compact_to_original, compaction: dict) -> list[int]:
+    lengths = ModelTokenizer(encoding, compact_to_original).token_byte_lengths()
+    if compaction:
+        lengths[compaction["unk_id"]] = compaction["unk_bytes"]
+    return lengths.tolist()
+
+
 def _param_savings(full: int, compact: int) -> list[str]:
     """Embedding parameters the compact vocabulary saves, per CPU preset."""
     lines = []
@@ -647,13 +687,16 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
         results = _run_tokenize(cfg, plan, staging, show, phases)
         _check_order(results, plan)
         eot_orig = int(encoding.eot_token)
-        distinct = np.unique(np.concatenate([r["distinct"] for r in results] + [np.array([eot_orig])]))
+        by_split = {
+            split: np.unique(np.concatenate([r["distinct"][split] for r in results if split in r["distinct"]] + [[]]))
+            for split in SPLITS
+        }
+        distinct = np.unique(np.concatenate([*by_split.values(), [eot_orig]])).astype(np.int64)
+        compaction: dict = {}
         if cfg.compact_vocab:
-            compact_to_original = distinct  # sorted by original id: a deterministic map
-            vocab_size = int(len(distinct))
-            lut_dtype = token_dtype(vocab_size)
-            lut = np.zeros(encoding.n_vocab, dtype=lut_dtype)
-            lut[compact_to_original] = np.arange(vocab_size, dtype=lut_dtype)
+            compaction = compact_vocabulary(by_split["train"], by_split["validation"], encoding)
+            compact_to_original, lut = compaction.pop("compact_to_original"), compaction.pop("lut")
+            vocab_size = int(len(compact_to_original))
         else:
             compact_to_original, vocab_size, lut = None, int(encoding.n_vocab), None
         phases.mark("vocab compaction")
@@ -697,7 +740,8 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
             distinct_tokens=int(len(distinct)),
             compact_to_original=compact_to_original.tolist() if compact_to_original is not None else None,
             # Bytes per model id, so training reports bits/byte without needing the tokenizer's rank files.
-            token_bytes=ModelTokenizer(encoding, compact_to_original).token_byte_lengths().tolist(),
+            token_bytes=_token_bytes(encoding, compact_to_original, compaction),
+            **({"compaction": compaction} if compaction else {}),
             # The tokens themselves (and what BPE needs to rebuild them), so that generate, evaluate, the end-of-run
             # sample and export never need rank files or network after prepare.
             vocab=portable_vocab(encoding, compact_to_original),

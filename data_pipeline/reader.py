@@ -14,10 +14,17 @@ class TokenWindows:
     """Windows of seq_len+1 tokens over a split's token stream (all shards concatenated in order), memory-mapped.
 
     Window i spans tokens [i*seq_len, i*seq_len + seq_len + 1); num_windows = (total_tokens - 1) // seq_len.
-    batch(step) is a pure function of (seed, rank, world_size, step): epoch e = step // batches_per_epoch uses the
-    permutation of all windows seeded by seed + e, split into world_size disjoint strided parts (rank r takes
-    perm[r::world_size], truncated so every rank has the same count), consumed batch_size windows per step.
-    The permutation is computed once per epoch and cached, so resuming at any step is O(batch) after that.
+    batch(step) is a pure function of (seed, rank, world_size, step): epoch e = step // batches_per_epoch draws from
+    its own random stream, SeedSequence([seed, e]) (so no two (seed, epoch) pairs share an order, as seed + e would
+    make seed s in epoch e replay seed s+1 in epoch e-1), a permutation of the epoch's windows and, from epoch 1 on,
+    a start offset in [0, seq_len): the windows of epoch e >= 1 start at offset + i*seq_len, so a second epoch does
+    not replay the first one's windows token for token. Every epoch has train_windows windows (those that fit at the
+    largest offset). The permutation is split into world_size disjoint strided parts (rank r takes perm[r::world_size],
+    truncated so every rank has the same count), consumed batch_size windows per step. It is computed once per epoch
+    and cached, so resuming at any step is O(batch) after that.
+
+    eval_batches cover every target token of the split exactly once: the windows above (offset 0), then one shorter
+    last window over the tail they leave out, split among the ranks so that each window is scored by one rank only.
     """
 
     def __init__(self, data_dir, split: str, seq_len: int, rank: int = 0, world_size: int = 1, seed: int = 0):
@@ -38,7 +45,9 @@ class TokenWindows:
         self._starts = np.concatenate([[0], np.cumsum(lengths)])
         self.total_tokens = int(self._starts[-1])
         self.num_windows = max(0, (self.total_tokens - 1) // seq_len)
-        self._perm_epoch, self._perm = None, None
+        # Windows that fit at every epoch offset (the largest is seq_len - 1): one fewer than num_windows at most.
+        self.train_windows = max(0, (self.total_tokens - seq_len) // seq_len)
+        self._perm_epoch, self._perm, self._offset = None, None, 0
 
     def __len__(self) -> int:
         return self.num_windows
@@ -62,33 +71,42 @@ class TokenWindows:
         start = i * self.seq_len
         return self.tokens(start, start + self.seq_len + 1)
 
-    def _xy(self, indices: np.ndarray):
+    def _xy(self, indices: np.ndarray, offset: int = 0):
         import torch
 
-        rows = np.stack([self.window(int(i)) for i in indices]).astype(np.int64)
+        rows = np.stack([self.tokens(offset + s, offset + s + self.seq_len + 1) for s in indices * self.seq_len])
+        rows = rows.astype(np.int64)
         rows = torch.from_numpy(rows)
         return rows[:, :-1], rows[:, 1:]
 
     def _check_batch(self, batch_size: int) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if self.num_windows < self.world_size * batch_size:
+        if self.train_windows < self.world_size * batch_size:
             raise ValueError(
-                f"batch larger than the data: {self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens, "
+                f"batch larger than the data: {self.split} has {self.train_windows} windows of "
+                f"{self.seq_len}+1 tokens, "
                 f"fewer than world_size x batch_size = {self.world_size} x {batch_size}; "
                 "lower the batch size or seq_len, or prepare more data"
             )
 
     def batches_per_epoch(self, batch_size: int) -> int:
         self._check_batch(batch_size)
-        return (self.num_windows // self.world_size) // batch_size
+        return (self.train_windows // self.world_size) // batch_size
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        # One O(num_windows) shuffle per epoch, kept for the steps that follow.
+        # One O(train_windows) shuffle per epoch, kept for the steps that follow.
         if self._perm_epoch != epoch:
-            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.num_windows)
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+            self._perm = rng.permutation(self.train_windows)
+            self._offset = int(rng.integers(self.seq_len)) if epoch > 0 else 0
             self._perm_epoch = epoch
         return self._perm
+
+    def epoch_offset(self, epoch: int) -> int:
+        """Where the windows of `epoch` start (0 for epoch 0)."""
+        self._permutation(epoch)
+        return self._offset
 
     def batch_indices(self, step: int, batch_size: int) -> np.ndarray:
         if step < 0:
@@ -100,16 +118,37 @@ class TokenWindows:
 
     def batch(self, step: int, batch_size: int):
         """(x, y) int64 tensors of shape (batch_size, seq_len) for this rank at `step`."""
-        return self._xy(self.batch_indices(step, batch_size))
+        indices = self.batch_indices(step, batch_size)
+        return self._xy(indices, self._offset)
+
+    @property
+    def tail_targets(self) -> int:
+        """Target tokens that no full window covers: scored by eval_batches' one shorter last window."""
+        return max(0, self.total_tokens - 1 - self.num_windows * self.seq_len)
+
+    def eval_plan(self, max_windows: int | None = None) -> dict:
+        """What eval_batches(max_windows) scores, summed over all ranks: full windows, the tail window (0 or 1),
+        target tokens, and the share of the split's target tokens (total_tokens - 1: the first token is no target)."""
+        whole = max_windows is None or max_windows >= self.num_windows + (self.tail_targets > 0)
+        n = self.num_windows if whole else min(self.num_windows, max_windows)
+        if not whole:
+            n -= n % self.world_size
+        tail = int(whole and self.tail_targets > 0)
+        tokens = n * self.seq_len + tail * self.tail_targets
+        targets = max(1, self.total_tokens - 1)
+        return dict(windows=n + tail, full_windows=n, tail_window=bool(tail), tokens=tokens, fraction=tokens / targets)
 
     def eval_batches(self, batch_size: int, max_windows: int | None = None):
-        """The first max_windows windows (a fixed set), truncated to a multiple of world_size; this rank takes
-        windows rank, rank+world, ... so every rank yields the same number of batches (the last may be smaller)."""
+        """Fixed evaluation windows, this rank's share. max_windows=None (or at least every window): the whole split,
+        every target token once: all full windows, rank r taking windows r, r+world, ..., then the shorter tail
+        window on the rank whose turn it is (so no rank scores it twice). Otherwise the first max_windows full
+        windows, truncated to a multiple of world_size. Every rank yields the same number of batches, give or take
+        the tail (a rank with nothing left yields nothing; the totals are summed across ranks)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n = self.num_windows if max_windows is None else min(self.num_windows, max_windows)
-        n -= n % self.world_size
-        if n == 0:
+        plan = self.eval_plan(max_windows)
+        n = plan["full_windows"]
+        if plan["tokens"] == 0:
             raise ValueError(
                 f"{self.split} has {self.num_windows} windows of {self.seq_len}+1 tokens: "
                 f"too few for {self.world_size} rank(s)"
@@ -117,6 +156,12 @@ class TokenWindows:
         mine = np.arange(self.rank, n, self.world_size)
         for b in range(0, len(mine), batch_size):
             yield self._xy(mine[b : b + batch_size])
+        if plan["tail_window"] and n % self.world_size == self.rank:
+            import torch
+
+            start = n * self.seq_len
+            row = torch.from_numpy(self.tokens(start, self.total_tokens).astype(np.int64))[None]
+            yield row[:, :-1], row[:, 1:]
 
 
 def _shard_datasource(paths: list[str]):

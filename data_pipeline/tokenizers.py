@@ -237,7 +237,9 @@ class ModelTokenizer:
         if self.compacted:
             self.compact_to_original = np.asarray(compact_to_original, dtype=np.int64)
             self.original_to_compact = np.full(encoding.n_vocab, -1, dtype=np.int64)
-            self.original_to_compact[self.compact_to_original] = np.arange(len(self.compact_to_original))
+            # Reversed, so that an original id listed twice (a reserved id's stand-in) encodes to its first id.
+            ids = np.arange(len(self.compact_to_original))[::-1]
+            self.original_to_compact[self.compact_to_original[::-1]] = ids
             self.vocab_size = int(len(self.compact_to_original))
             eot = int(self.original_to_compact[encoding.eot_token])
             if eot < 0:

@@ -162,7 +162,8 @@ def evaluate_checkpoint(
     progress: bool = True,
     verify_data: bool = True,
 ) -> dict:
-    """Loss, perplexity and bits/byte of a checkpoint over every window of a split (one process)."""
+    """Loss, perplexity and bits/byte of a checkpoint over every target token of a split (one process): the full
+    windows and a shorter last one over the tail; `tokens` and `split_fraction` say what was scored."""
     from data_pipeline import TokenWindows, load_manifest, token_byte_lengths
     from data_pipeline.manifest import check_shards
 
@@ -187,8 +188,12 @@ def evaluate_checkpoint(
         if progress:
             from tqdm.auto import tqdm
 
+            plan = windows.eval_plan()
             batches = tqdm(
-                batches, total=math.ceil(windows.num_windows / batch_size), desc=f"evaluate {split}", unit="batch"
+                batches,
+                total=math.ceil(plan["full_windows"] / batch_size) + plan["tail_window"],
+                desc=f"evaluate {split}",
+                unit="batch",
             )
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = bundle.model.to(device)
@@ -201,6 +206,8 @@ def evaluate_checkpoint(
             perplexity=math.exp(result["loss"]),
             bits_per_byte=result["bpb"],
             tokens=result["tokens"],
+            windows=result["windows"],
+            split_fraction=result["tokens"] / max(1, windows.total_tokens - 1),
             seq_len=seq_len,
         )
 

@@ -57,12 +57,56 @@ def t95(df: int) -> float:
     return _T95[df - 1] if df <= len(_T95) else 1.96
 
 
+def device_of(row: dict) -> str:
+    """The device type a trial ran on, from its row's use_gpu (config.json): "cuda" (bf16 autocast) or "cpu" (fp32).
+    Rows that do not record it are all "cpu"-or-unknown alike, so they still pair with each other."""
+    return "cuda" if row.get("use_gpu") else "cpu"
+
+
+def device_lines(rows: list[dict], group_key: str = "budget") -> list[str]:
+    """A paragraph saying which device type each group of rows (by budget) ran on, when the rows span more than one
+    ([] when they all ran on one): a loss difference between groups of different devices includes the device's."""
+    devices = {device_of(r) for r in rows}
+    if len(devices) < 2:
+        return []
+    groups: dict = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        groups[r.get(group_key) or 0][device_of(r)].add(r.get("model") or r.get("variant") or r.get("arch"))
+    parts = []
+    for key in sorted(groups, key=float):
+        by_device = groups[key]
+        label = _budget_label(key)
+        if len(by_device) == 1:
+            parts.append(f"{label}: {next(iter(by_device))}")
+        else:
+            mixed = "; ".join(f"{d} ({len(models)} models)" for d, models in sorted(by_device.items()))
+            parts.append(f"{label}: MIXED {mixed}")
+    return [
+        "**These rows come from more than one device type** (cpu = fp32, cuda = bf16 autocast; the device adds its "
+        "own difference to the loss). By budget: " + "; ".join(parts) + ". Paired differences pair only trials of "
+        "the same seed and device type; a pair across devices is left out (fewer seeds in its row).",
+        "",
+    ]
+
+
+def _budget_label(budget) -> str:
+    from orchestrator.scaling import fmt_tokens
+
+    return fmt_tokens(float(budget)) if budget else "-"
+
+
 def paired_step(before: list[dict], after: list[dict]) -> dict:
     """after - before on the seeds both have: mean, std and 95% interval in nats, mean and std in bits/byte.
 
-    Negative = `after` has the lower loss. resolved: the interval excludes 0 (False with fewer than 2 seeds)."""
-    by_seed = {r["seed"]: r for r in before}
-    pairs = [(by_seed[r["seed"]], r) for r in sorted(after, key=lambda r: r["seed"]) if r["seed"] in by_seed]
+    Negative = `after` has the lower loss. resolved: the interval excludes 0 (False with fewer than 2 seeds).
+    Only trials of the same seed AND device type are paired: a CPU (fp32) and a GPU (bf16 autocast) trial of one seed
+    differ by the device too, by as much as the differences measured here."""
+    by_seed = {(r["seed"], device_of(r)): r for r in before}
+    pairs = [
+        (by_seed[(r["seed"], device_of(r))], r)
+        for r in sorted(after, key=lambda r: r["seed"])
+        if (r["seed"], device_of(r)) in by_seed
+    ]
     nats = [a["final_val_loss"] - b["final_val_loss"] for b, a in pairs]
     bpb = [a["val_bpb"] - b["val_bpb"] for b, a in pairs]
     n = len(nats)

@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
-from orchestrator.ladder import mean_pm
+from orchestrator.ladder import device_lines, device_of, mean_pm
 from orchestrator.scaling import budget_section, draw_references, fmt_tokens
 from orchestrator.storage import Storage, open_storage
 
@@ -47,6 +47,11 @@ COLUMNS = [
     "checkpoint",
     "use_gpu",
     "mlp",
+    "device",
+    "val_tokens",
+    "val_windows",
+    "val_fraction",
+    "val_scope",
 ]
 
 
@@ -158,6 +163,8 @@ def collect_rows(
                 wall_s=summary.get("wall_s"),
                 checkpoint=checkpoint,
                 use_gpu=bool(config.get("use_gpu")),
+                device="cuda" if config.get("use_gpu") else "cpu",
+                **final_eval_scope(evals[-1] if evals else {}, cfg),
             )
         )
     rows.sort(
@@ -172,6 +179,44 @@ def collect_rows(
         )
     )
     return rows, curves
+
+
+def final_eval_scope(record: dict, cfg: dict) -> dict:
+    """What a trial's final val loss is over, from its last eval record: val_tokens, val_windows, val_fraction (of
+    the split's target tokens; None where the record does not say) and val_scope. Records from before these fields
+    carry val_tokens only: their scope follows from eval_windows (0 scored every full window, not the tail)."""
+    tokens = record.get("val_tokens")
+    if "val_scope" in record:
+        return dict(
+            val_tokens=tokens,
+            val_windows=record.get("val_windows"),
+            val_fraction=record.get("val_fraction"),
+            val_scope=record["val_scope"],
+        )
+    seq = cfg.get("seq_len") or 0
+    windows = tokens // seq if tokens and seq else None
+    if tokens is None:
+        scope = "unknown"
+    elif not cfg.get("eval_windows"):
+        scope = "every full window (the tail not scored)"
+    else:
+        scope = f"first {windows} windows"
+    return dict(val_tokens=tokens, val_windows=windows, val_fraction=None, val_scope=scope)
+
+
+def loss_scope_line(rows: list[dict]) -> str:
+    """One sentence: the validation tokens every final val loss of `rows` is over (grouped when they differ)."""
+    groups: dict = defaultdict(int)
+    for r in rows:
+        groups[(r.get("val_scope") or "unknown", r.get("val_tokens"), r.get("val_windows"), r.get("val_fraction"))] += 1
+    parts = []
+    for (scope, tokens, windows, fraction), n in sorted(groups.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        if tokens is None:
+            parts.append(f"{n} trial(s): not recorded")
+            continue
+        share = f", {fraction:.2%} of the split's target tokens" if fraction is not None else ""
+        parts.append(f"{n} trial(s): {tokens:,} target tokens, {windows} windows, {scope}{share}")
+    return "Tokens these losses are over (each trial's final evaluation): " + "; ".join(parts) + "."
 
 
 def _millions(n) -> str:
@@ -275,8 +320,8 @@ def _improvement(oss: list[dict], gpt2: list[dict], key: str = "final_val_loss",
 
     g, o = statistics.fmean(r[key] for r in gpt2), statistics.fmean(r[key] for r in oss)
     text = f"{diff(g, o):+.1f}%" if percent else f"{diff(g, o):+.4f}"
-    by_seed = {r["seed"]: r[key] for r in gpt2}
-    paired = [diff(by_seed[r["seed"]], r[key]) for r in oss if r["seed"] in by_seed]
+    by_seed = {(r["seed"], device_of(r)): r[key] for r in gpt2}  # same seed and device type only
+    paired = [diff(by_seed[(r["seed"], device_of(r))], r[key]) for r in oss if (r["seed"], device_of(r)) in by_seed]
     if len(paired) > 1:
         text += f" ± {statistics.stdev(paired):.1f}" if percent else f" ± {statistics.stdev(paired):.4f}"
     return text
@@ -571,12 +616,15 @@ def render_markdown(
     if sweep.get("budgets"):
         settings["budgets"] = sweep["budgets"]
     lrs = lr_table(rows)
+    scope = loss_scope_line(rows)
     lr_section = (
         [
             "Models trained at several learning rates are compared at their best lr (lowest mean final val loss, "
             "in bold); a best lr at the edge of the model's grid is marked:",
             "",
             *lrs,
+            "",
+            scope,
             "",
         ]
         if lrs
@@ -593,6 +641,8 @@ def render_markdown(
             "",
             *ladder_section(best_lr_rows(rows)),
             "",
+            scope,
+            "",
         ]
     experts = best_experts_table(_largest_budget(plain))
     headline = headline_table(plain) if plain else ["(every trial ran a named variant: see the component ladder)"]
@@ -605,10 +655,13 @@ def render_markdown(
         "deviation over seeds; on the improvement it is that of the per-seed differences "
         "(trials with the same seed see the same batches in the same order).",
         "",
+        *device_lines(rows),
         *ladder_part,
         "## 1. GPT-OSS vs GPT-2 per depth",
         "",
         *headline,
+        "",
+        scope,
         "",
         *lr_section,
         "## 2. Architectures",
@@ -623,6 +676,8 @@ def render_markdown(
         "an MoE model has more total parameters than it activates per token.",
         "",
         *params_table(rows),
+        "",
+        scope,
         "",
         "![final val loss vs params](loss_vs_params.png)",
         "",
@@ -642,7 +697,15 @@ def render_markdown(
             else []
         ),
         *(
-            [f"## 4b. Loss against budget ({baseline.split(',')[0]} as the baseline)", "", *budget["lines"], ""]
+            [
+                f"## 4b. Loss against budget ({baseline.split(',')[0]} as the baseline)",
+                "",
+                *device_lines(rows),
+                *budget["lines"],
+                "",
+                scope,
+                "",
+            ]
             if budget
             else []
         ),

@@ -1,5 +1,6 @@
 """Loss against budget: per-model curves through the token budgets, power-law fits L(D) = E + B * D^-beta, and the
-effective data / compute multipliers of each model against a baseline model, with bootstrap intervals over seeds.
+effective data / compute multipliers of each model against a baseline model, with 95% Student-t intervals over the
+per-seed multipliers, and the spread of an extrapolated multiplier across extrapolation rules.
 
 Pure functions of result rows (dicts with model, arch, n_layers, seed, budget, tokens, train_flops, final_val_loss,
 val_bpb); no storage, no Ray. orchestrator/report.py turns their output into tables and plots."""
@@ -15,7 +16,6 @@ from typing import Optional
 import numpy as np
 
 MIN_BUDGETS_TO_FIT = 4  # a 3-parameter law through fewer points is not a fit
-BOOTSTRAP_SAMPLES = 1000
 TREND_TOLERANCE = 0.05  # a multiplier moving by less than 5% from the smallest to the largest budget is "flat"
 
 
@@ -158,6 +158,44 @@ def tokens_to_reach(tokens, loss, target: float, fit: Optional[dict] = None) -> 
     return math.exp(d[i0] + (t - y[i0]) * (d[i1] - d[i0]) / (y[i1] - y[i0])), True
 
 
+EXTRAPOLATION_RULES = ("power law", "last segment", "last three")
+
+
+def extrapolations(tokens, loss, target: float, fit: Optional[dict] = None) -> dict[str, float]:
+    """Tokens the curve needs to reach `target` outside its measured range, by each rule that applies: "power law"
+    (the fit over every budget, when there is one), "last segment" (the log-log line through the two budgets at that
+    end of the curve) and "last three" (the least-squares log-log line through the three budgets at that end). Inside
+    the range: {} (nothing is extrapolated). The rules disagree by as much as the curve bends past its last budget,
+    which no seed spread measures."""
+    d = np.log(np.asarray(tokens, dtype=float))
+    y = np.log(np.minimum.accumulate(np.asarray(loss, dtype=float)))
+    t = math.log(target)
+    if len(d) < 2 or y[-1] - 1e-12 <= t <= y[0] + 1e-12:
+        return {}
+    out = {}
+    if fit is not None:
+        out["power law"] = tokens_for_loss_fit(fit, target)
+    for rule, k in (("last segment", 2), ("last three", 3)):
+        if len(d) < k:
+            continue
+        xs, ys = (d[:k], y[:k]) if t > y[0] else (d[-k:], y[-k:])
+        slope, intercept = np.polyfit(xs, ys, 1)
+        out[rule] = math.exp((t - intercept) / slope) if slope < 0 else math.inf
+    return out
+
+
+def t_interval(values: list[float]) -> Optional[tuple[float, float]]:
+    """95% Student-t interval of the mean of `values` (mean +- t(n-1) * std / sqrt(n)); None below 2 values."""
+    from orchestrator.ladder import t95
+
+    v = [x for x in values if math.isfinite(x)]
+    if len(v) < 2:
+        return None
+    half = t95(len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v))
+    mean = statistics.fmean(v)
+    return mean - half, mean + half
+
+
 @dataclass
 class Multiplier:
     budget: int
@@ -166,48 +204,56 @@ class Multiplier:
     data: float  # baseline_tokens / this model's tokens
     compute: float  # the same in training FLOPs
     extrapolated: bool
-    data_interval: Optional[tuple[float, float]] = None  # 95% bootstrap over seeds
+    data_interval: Optional[tuple[float, float]] = None  # see interval_method
     compute_interval: Optional[tuple[float, float]] = None
+    seeds: int = 0  # per-seed multipliers the interval is over
+    interval_method: str = ""  # how the interval was made, for the report
+    by_rule: dict = field(default_factory=dict)  # extrapolated: the data multiplier by each extrapolation rule
+    measured_range: tuple = (math.nan, math.nan)  # the baseline's smallest and largest measured budgets (tokens)
 
 
-def multipliers(
-    model: ModelCurve,
-    baseline: ModelCurve,
-    baseline_fit: Optional[dict] = None,
-    samples: int = BOOTSTRAP_SAMPLES,
-    seed: int = 0,
-) -> list[Multiplier]:
+def multipliers(model: ModelCurve, baseline: ModelCurve, baseline_fit: Optional[dict] = None) -> list[Multiplier]:
     """At each budget of `model`: how many tokens (and FLOPs) `baseline` needs to reach the model's mean loss there,
-    over what the model spent. The interval resamples seeds with replacement (a seed's losses at every budget move
-    together: they come from one long run); where both curves have the same seeds, one draw serves both (paired)."""
+    over what the model spent.
+
+    The interval: each seed gives its own multiplier (that seed's loss read on the baseline's curve of the same seed
+    when both curves have the same seeds: paired, since a seed's runs share data order and init; else on the
+    baseline's mean curve, which leaves the baseline's own seed spread out, and says so). The 95% interval is a
+    Student-t interval over the log of those per-seed multipliers, exponentiated: honest at 2-5 seeds, where a
+    bootstrap over seeds has few distinct resamples and no small-sample correction. An extrapolated multiplier also
+    carries its value under every extrapolation rule (EXTRAPOLATION_RULES)."""
     fpt_ratio = baseline.flops_per_token / model.flops_per_token  # nan when FLOPs are unknown
     points = [tokens_to_reach(baseline.tokens, baseline.loss, loss, baseline_fit) for loss in model.loss]
-    draws = _seed_draws(model, baseline, samples, seed)
-    resampled = []  # per draw, the data multiplier at every budget
-    refits: dict[tuple, Optional[dict]] = {}  # few seeds make few distinct draws: fit each once
-    for model_seeds, base_seeds in draws or []:
-        m_loss = np.nanmean([model.seed_loss[s] for s in model_seeds], axis=0)
-        b_loss = np.nanmean([baseline.seed_loss[s] for s in base_seeds], axis=0)
-        # Where the point estimate reads the baseline's fit, each draw reads the fit of its own resampled curve.
-        key = tuple(base_seeds)
-        if baseline_fit and key not in refits:
-            refits[key] = fit_power_law(baseline.tokens, b_loss, start=baseline_fit)
-        fit = baseline_fit and refits[key]
-        resampled.append(
-            [
-                tokens_to_reach(baseline.tokens, b_loss, loss, fit or None)[0] / d
-                for loss, d in zip(m_loss, model.tokens)
-            ]
-        )
+    paired = model.seeds == baseline.seeds
+    per_seed = []  # per seed, the data multiplier at every budget
+    if len(model.seeds) >= 2:
+        for s in model.seeds:
+            b_loss = baseline.seed_loss[s] if paired else baseline.loss
+            fit = baseline_fit
+            if baseline_fit and paired:  # where the point estimate reads the fit, each seed reads its own curve's
+                fit = fit_power_law(baseline.tokens, b_loss, start=baseline_fit) or baseline_fit
+            per_seed.append(
+                [
+                    tokens_to_reach(baseline.tokens, b_loss, loss, fit)[0] / d
+                    for loss, d in zip(model.seed_loss[s], model.tokens)
+                ]
+            )
+    n = len(per_seed)
+    method = (
+        f"95% t-interval over {n} per-seed multipliers ("
+        + ("paired with the baseline's seeds" if paired else "against the baseline's mean curve")
+        + ")"
+        if n >= 2
+        else ""
+    )
     out = []
     for j, budget in enumerate(model.budgets):
         needed, extrapolated = points[j]
         data = needed / model.tokens[j]
-        interval = None
-        values = np.array([r[j] for r in resampled], dtype=float)
-        values = values[np.isfinite(values)]
-        if len(values):
-            interval = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+        logs = [math.log(r[j]) for r in per_seed if r[j] > 0 and math.isfinite(r[j])]
+        interval = t_interval(logs)
+        interval = (math.exp(interval[0]), math.exp(interval[1])) if interval else None
+        rules = extrapolations(baseline.tokens, baseline.loss, float(model.loss[j]), baseline_fit)
         out.append(
             Multiplier(
                 budget,
@@ -218,22 +264,13 @@ def multipliers(
                 extrapolated,
                 interval,
                 (interval[0] * fpt_ratio, interval[1] * fpt_ratio) if interval else None,
+                seeds=len(logs) if interval else 0,
+                interval_method=method if interval else "",
+                by_rule={k: v / model.tokens[j] for k, v in rules.items()},
+                measured_range=(float(baseline.tokens[0]), float(baseline.tokens[-1])),
             )
         )
     return out
-
-
-def _seed_draws(model: ModelCurve, baseline: ModelCurve, samples: int, seed: int):
-    if len(model.seeds) < 2 and len(baseline.seeds) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    paired = model.seeds == baseline.seeds
-    draws = []
-    for _ in range(samples):
-        m = list(rng.choice(model.seeds, size=len(model.seeds)))
-        b = m if paired else list(rng.choice(baseline.seeds, size=len(baseline.seeds)))
-        draws.append((m, b))
-    return draws
 
 
 def trend(values: list[float]) -> str:
@@ -346,8 +383,9 @@ def budget_section(
         f"### Each model against {first}, per budget",
         "",
         f"− {first} = the model's final val loss minus {first}'s, per seed (same seed = same batches), "
-        "then averaged: negative = lower than the baseline. A difference whose 95% interval contains 0, or "
-        "that has one seed, is not resolved.",
+        "then averaged: negative = lower than the baseline. The 95% t-interval is mean +- t(n-1) * std / sqrt(n) "
+        "over the n per-seed differences (seeds = n, the seeds both have). A difference whose interval contains 0, "
+        "or that has one seed, is not resolved.",
         "",
         *gap_table(rows, curves, first, epoch_tokens),
         "",
@@ -382,11 +420,16 @@ def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dic
         "",
         f"At each budget of a model: the tokens (training FLOPs) {baseline} would need to reach that model's loss, "
         f"over the tokens (FLOPs) the model used, read on {baseline}'s curve by log-log interpolation. "
-        "[95% bootstrap interval over seeds, resampling whole seeds.] *extrapolated* marks a loss outside "
-        f"{baseline}'s measured range (read off its fit when it has one, else its nearest segment extended).",
+        "[Brackets: a 95% Student-t interval over the per-seed multipliers (on the log scale), each seed's loss read "
+        f"on {baseline}'s curve of the same seed where both have the same seeds (paired), else on {baseline}'s mean "
+        "curve; the interval column gives the method and the number of seeds.] *extrapolated* marks a loss outside "
+        f"{baseline}'s measured range: the value is read off its fit when it has one, else its nearest segment "
+        "extended, and the note gives the spread across extrapolation rules (power law over every budget, last "
+        "segment in log-log, log-log line over the last three budgets); no seed interval covers that choice.",
         "",
-        "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | note |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| model | budget | val loss | baseline tokens needed | data multiplier | compute multiplier | interval | "
+        "note |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     trends = []
     for name, c in sorted(curves.items()):
@@ -407,8 +450,8 @@ def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dic
             c_interval = f" [{m.compute_interval[0]:.2f}, {m.compute_interval[1]:.2f}]" if m.compute_interval else ""
             lines.append(
                 f"| {name} | {fmt_tokens(m.budget)} | {m.loss:.4f} | {fmt_tokens(m.baseline_tokens)} | "
-                f"{_fmt_x(m.data)}{interval} | {_fmt_x(m.compute)}{c_interval} | "
-                f"{'*extrapolated*' if m.extrapolated else ''} |"
+                f"{_fmt_x(m.data)}{interval} | {_fmt_x(m.compute)}{c_interval} | {interval_cell(m)} | "
+                f"{extrapolation_note(m)} |"
             )
         if len(result) > 1:
             direction = trend([m.data for m in result])
@@ -418,6 +461,29 @@ def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dic
                 f"{_fmt_x(result[-1].data)} at {fmt_tokens(result[-1].budget)})"
             )
     return lines + (["", *trends] if trends else [])
+
+
+def interval_cell(m: Multiplier) -> str:
+    """The interval's method and seed count, short: "t95, 3 seeds paired"; "none (1 seed)" without one."""
+    if not m.data_interval:
+        return "none (1 seed)"
+    return f"t95, {m.seeds} seeds " + ("paired" if "paired" in m.interval_method else "vs mean curve")
+
+
+def extrapolation_note(m: Multiplier) -> str:
+    """'' inside the baseline's range; else that the value is extrapolated, past which bound, and the rules' spread."""
+    if not m.extrapolated:
+        return ""
+    lo, hi = m.measured_range
+    side = f"beyond the baseline's measured range (> {fmt_tokens(hi)} tokens)"
+    if m.baseline_tokens < lo:
+        side = f"below the baseline's measured range (< {fmt_tokens(lo)} tokens)"
+    text = f"*extrapolated*: {side}"
+    values = [v for v in m.by_rule.values() if math.isfinite(v)]
+    if len(values) > 1:
+        rules = ", ".join(f"{k} {_fmt_x(v)}" for k, v in m.by_rule.items())
+        text += f"; {_fmt_x(min(values))}-{_fmt_x(max(values))} across rules ({rules})"
+    return text
 
 
 def plot_loss_vs_budget(

@@ -134,9 +134,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
 
 @torch.no_grad()
 def evaluate_windows(model, batches, byte_lengths: torch.Tensor, device, autocast, world_size: int) -> dict:
-    """Sum of token losses, tokens and target bytes over the given batches, summed across ranks."""
+    """Sum of token losses, tokens, target bytes and windows over the given batches, summed across ranks (a rank may
+    have fewer batches than another: the sums meet in one all_reduce after the loop)."""
     model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
@@ -145,12 +146,26 @@ def evaluate_windows(model, batches, byte_lengths: torch.Tensor, device, autocas
         totals[0] += nats.double()
         totals[1] += y.numel()
         totals[2] += byte_lengths[y].sum().double()
+        totals[3] += y.size(0)
     if world_size > 1:
         dist.all_reduce(totals)
     model.train()
-    nats, tokens, nbytes = totals.tolist()
+    nats, tokens, nbytes, windows = totals.tolist()
     loss = nats / max(tokens, 1)
-    return dict(loss=loss, tokens=int(tokens), bytes=int(nbytes), bpb=nats / max(nbytes, 1) / math.log(2))
+    return dict(
+        loss=loss, tokens=int(tokens), bytes=int(nbytes), windows=int(windows), bpb=nats / max(nbytes, 1) / math.log(2)
+    )
+
+
+def eval_scope_fields(tokens: int, windows: int, split_targets: int, whole: bool) -> dict:
+    """What an evaluation's loss is over, for metrics records: val_tokens (target tokens scored), val_windows,
+    val_fraction (of the split's target tokens) and val_scope ("whole split" or "first N windows")."""
+    return dict(
+        val_tokens=tokens,
+        val_windows=windows,
+        val_fraction=tokens / max(1, split_targets),
+        val_scope="whole split" if whole else f"first {windows} windows",
+    )
 
 
 def peak_flops(device: torch.device) -> Optional[float]:
@@ -370,9 +385,12 @@ class Trainer:
         return metrics
 
     def evaluate(self, state: LoopState, metrics: dict) -> dict:
-        """Validation loss on the configured windows, folded into the step's metrics; then a checkpoint."""
+        """Validation loss folded into the step's metrics, then a checkpoint. Intermediate evals score eval_windows
+        fixed windows (cheap); the run's last one scores the whole split."""
         env = self.env
-        batches = self.val_windows.eval_batches(self.cfg.batch_size, self.cfg.eval_windows or None)
+        final = state.step == self.job.total_steps
+        scope_max = None if final else (self.cfg.eval_windows or None)
+        batches = self.val_windows.eval_batches(self.cfg.batch_size, scope_max)
         ev = evaluate_windows(self.model, batches, self.byte_lengths, self.device, self.autocast, env.world_size)
         train_loss = torch.tensor([metrics["train_loss"]], device=self.device)
         if env.world_size > 1:
@@ -381,9 +399,13 @@ class Trainer:
             train_loss=train_loss.item() / env.world_size,
             val_loss=ev["loss"],
             val_bpb=ev["bpb"],
-            val_tokens=ev["tokens"],
             peak_mem_mb=peak_memory_mb(self.device),
         )
+        whole = self.val_windows.eval_plan(scope_max)["fraction"] == 1.0
+        split_targets = self.val_windows.total_tokens - 1
+        metrics.update(eval_scope_fields(ev["tokens"], ev["windows"], split_targets, whole))
+        if final:
+            metrics["final_eval"] = metrics["val_scope"]
         metrics.update(_replica_report(self.model, env.world_size))
         state.best_val = min(state.best_val, ev["loss"])
         metrics["best_val_loss"] = state.best_val

@@ -115,3 +115,19 @@ def test_no_shared_seed_means_no_step():
     step = paired_step([_row("gpt2", 0, 4.0)], [_row("gptoss", 1, 3.0)])
     assert step["n"] == 0 and step["nats"] is None and not step["resolved"]
     assert "no shared seeds" in "\n".join(ladder_section([_row("gpt2", 0, 4.0), _row("gptoss", 1, 3.0)]))
+
+
+def test_paired_steps_pair_only_trials_of_the_same_device_type():
+    from orchestrator.ladder import device_lines
+
+    def row(variant, seed, loss, gpu, budget=1 << 20):
+        return dict(variant=variant, seed=seed, final_val_loss=loss, val_bpb=loss / 3, use_gpu=gpu, budget=budget)
+
+    before = [row("gpt2", s, 3.0 + 0.01 * s, True) for s in range(3)]
+    after = [row("+rope", 0, 2.9, False)] + [row("+rope", s, 2.95 + 0.01 * s, True) for s in (1, 2)]
+    step = paired_step(before, after)
+    assert step["n"] == 2 and step["seeds"] == [1, 2]  # seed 0 ran on another device: not a pair
+    assert step["nats"] == pytest.approx(-0.05)
+    lines = device_lines(before + after)
+    assert "more than one device type" in lines[0] and "1.05M: MIXED cpu (1 models); cuda (2 models)" in lines[0]
+    assert device_lines(before) == []

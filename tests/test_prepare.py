@@ -48,8 +48,14 @@ def test_counts_decode_and_compaction(compact_run, tiktoken_dir):
     stories = planned_stories(cfg)
     assert manifest["compacted"] and manifest["dtype"] == "uint16" and manifest["tokenizer"] == "o200k_harmony"
     ctoo = np.asarray(manifest["compact_to_original"])
-    assert (np.diff(ctoo) > 0).all() and ctoo[manifest["eot_id"]] == enc.eot_token == manifest["tokenizer_eot_id"]
-    assert manifest["vocab_size"] == len(ctoo) == manifest["distinct_tokens"] < 20000
+    unk = manifest["compaction"]["unk_id"]
+    assert unk == len(ctoo) - 1 and enc.decode([int(ctoo[unk])]) == "\ufffd"  # the reserved id, last
+    assert (np.diff(ctoo[:unk]) > 0).all() and ctoo[manifest["eot_id"]] == enc.eot_token == manifest["tokenizer_eot_id"]
+    train_ids = np.unique(split_tokens(out, manifest, "train"))
+    assert train_ids.tolist() == list(range(unk))  # every id but the reserved one occurs in train: train-only vocab
+    val_ids = np.unique(split_tokens(out, manifest, "validation"))
+    assert set(val_ids.tolist()) <= set(range(unk + 1))
+    assert manifest["vocab_size"] == len(ctoo) < manifest["distinct_tokens"] + 1 < 20000
     assert len(manifest["splits"]["train"]["shards"]) >= 3  # 200k-token shards
     tok = load_tokenizer(out, tiktoken_dir)
     for split in ("train", "validation"):
@@ -68,7 +74,9 @@ def test_counts_decode_and_compaction(compact_run, tiktoken_dir):
         ends = np.flatnonzero(tokens == manifest["eot_id"])
         starts = np.concatenate([[0], ends[:-1] + 1])
         decoded = [tok.decode(tokens[a:b]) for a, b in zip(starts, ends)]
-        assert decoded == stories[split]
+        clean = [i for i, (a, b) in enumerate(zip(starts, ends)) if not (tokens[a:b] == unk).any()]
+        assert [decoded[i] for i in clean] == [stories[split][i] for i in clean]
+        assert split == "validation" or len(clean) == len(decoded)  # train never needs the reserved id
     assert sum(stories_ := [len(v) for v in stories.values()]) == LIMIT and stories_[1] > 0
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no staging or temp files left
 
@@ -202,3 +210,17 @@ def test_summary_embedding_savings_use_the_cpu_presets_shapes():
         if name.startswith("cpu")
     }
     assert list(CPU_PRESET_EMBEDDINGS.items()) == list(built.items())
+
+
+def test_the_compact_vocabulary_comes_from_the_training_split_alone(tiktoken_dir):
+    from data_pipeline.prepare import compact_vocabulary
+
+    enc = get_encoding("o200k_harmony", tiktoken_dir)
+    a, b, c = enc.encode_ordinary(" cat")[0], enc.encode_ordinary(" dog")[0], enc.encode_ordinary(" Zanzibar")[-1]
+    out = compact_vocabulary(np.array([b, a]), np.array([a, c]), enc)
+    ctoo, lut, unk = out["compact_to_original"], out["lut"], out["unk_id"]
+    assert sorted(ctoo[:unk].tolist()) == sorted([a, b, enc.eot_token]) and unk == 3 and len(ctoo) == 4
+    assert enc.decode([int(ctoo[unk])]) == "\ufffd"
+    assert lut[c] == unk and lut[a] != unk and ctoo[lut[a]] == a  # validation-only: the reserved id, loss counted
+    assert out["validation_only_ids"] == 1 and out["unk_bytes"] == len(enc.decode_single_token_bytes(c))
+    assert out["built_from"] == "train"

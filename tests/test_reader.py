@@ -77,9 +77,54 @@ def test_deterministic_resume_and_epochs(tmp_path):
     assert TokenWindows(d, "train", 32, 1, 2, seed=4).batch_indices(0, 5).tolist() != first[0]
 
 
+def test_no_two_seed_epoch_pairs_share_an_order(tmp_path):
+    d, _ = make_prepared(tmp_path)
+    orders = {}
+    for seed in range(10):
+        w = TokenWindows(d, "train", 32, seed=seed)
+        size = w.num_windows - 1  # one batch per epoch: step e is epoch e, the whole order
+        for epoch in range(10):
+            orders.setdefault(tuple(w.batch_indices(epoch, size).tolist()), []).append((seed, epoch))
+    shared = [pairs for pairs in orders.values() if len(pairs) > 1]
+    assert not shared, f"(seed, epoch) pairs with one order: {shared[:3]}"
+
+
+def test_later_epochs_start_at_a_fresh_offset(tmp_path):
+    d, _ = make_prepared(tmp_path)
+    offsets = []
+    for seed in range(10):
+        w = TokenWindows(d, "train", 32, seed=seed)
+        bpe = w.batches_per_epoch(4)
+        assert w.epoch_offset(0) == 0
+        for epoch in (1, 2):
+            x, y = w.batch(epoch * bpe, 4)
+            offset = w.epoch_offset(epoch)
+            assert ((x[:, 0] - offset) % 32 == 0).all() and (y - x == 1).all()
+            assert int(x.max()) + 2 <= w.total_tokens  # every window fits at its offset
+            offsets.append(offset)
+    assert len(set(offsets)) > 5  # 20 draws from [0, 32)
+
+
+def test_eval_scores_every_target_token_once(tmp_path):
+    d, total = make_prepared(tmp_path)  # token value = its position in the stream
+    for world in (1, 2, 3, 4):
+        targets = []
+        for r in range(world):
+            w = TokenWindows(d, "train", 32, rank=r, world_size=world)
+            for x, y in w.eval_batches(5):
+                assert (y - x == 1).all()
+                targets += y.flatten().tolist()
+        assert sorted(targets) == list(range(1, total)), world  # positions 1 .. total-1, each once
+        plan = TokenWindows(d, "train", 32, world_size=world).eval_plan()
+        assert plan["tokens"] == total - 1 and plan["fraction"] == 1.0 and plan["tail_window"]
+    w = TokenWindows(d, "train", 32, world_size=3)
+    part = w.eval_plan(50)
+    assert part["windows"] == 48 and part["tokens"] == 48 * 32 and part["fraction"] == 48 * 32 / (total - 1)
+
+
 def test_batch_larger_than_data(tmp_path):
     d, _ = make_prepared(tmp_path, sizes=(100,))
-    with pytest.raises(ValueError, match="batch larger than the data: train has 3 windows"):
+    with pytest.raises(ValueError, match="batch larger than the data: train has 2 windows"):
         TokenWindows(d, "train", 32, world_size=2).batch(0, 2)
 
 

@@ -276,3 +276,20 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
             rebuilt[source] = set((copy / "REPORT.md").read_text().splitlines())
         table = [line for line in block.splitlines() if line.startswith("|")]
         assert table and [line for line in table if line not in rebuilt[source]] == [], source
+
+
+def test_every_loss_says_which_tokens_it_is_over():
+    from orchestrator.report import final_eval_scope, loss_scope_line
+
+    new = dict(val_tokens=122763, val_windows=480, val_fraction=1.0, val_scope="whole split")
+    assert final_eval_scope(dict(new, val_loss=3.1), {"seq_len": 256}) == new
+    old = final_eval_scope(dict(val_tokens=122624), {"seq_len": 256, "eval_windows": 0})
+    assert old == dict(
+        val_tokens=122624, val_windows=479, val_fraction=None, val_scope="every full window (the tail not scored)"
+    )
+    short = final_eval_scope(dict(val_tokens=128 * 256), {"seq_len": 256, "eval_windows": 128})
+    assert short["val_scope"] == "first 128 windows" and short["val_windows"] == 128
+    line = loss_scope_line([new, new, old])
+    assert line.startswith("Tokens these losses are over")
+    assert "2 trial(s): 122,763 target tokens, 480 windows, whole split, 100.00% of the split's target tokens" in line
+    assert "1 trial(s): 122,624 target tokens, 479 windows, every full window (the tail not scored)" in line

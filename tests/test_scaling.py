@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from orchestrator.scaling import fit_power_law, model_curves, multipliers, tokens_to_reach, trend
+from orchestrator.ladder import t95
+from orchestrator.scaling import (
+    extrapolation_note,
+    extrapolations,
+    fit_power_law,
+    interval_cell,
+    model_curves,
+    multipliers,
+    tokens_to_reach,
+    trend,
+)
 
 BUDGETS = [2**20, 2**21, 2**22, 2**23, 2**24, 2**25]
 
@@ -66,10 +78,10 @@ def test_a_model_against_itself_is_one_and_against_a_shifted_curve_is_the_shift(
         fpt=2e6,
     )
     curves = model_curves(base + shifted)
-    me = multipliers(curves["gpt2-L4"], curves["gpt2-L4"], samples=200)
+    me = multipliers(curves["gpt2-L4"], curves["gpt2-L4"])
     assert [m.data for m in me] == pytest.approx([1.0] * len(BUDGETS))
     assert all(m.data_interval == pytest.approx((1.0, 1.0)) and not m.extrapolated for m in me)
-    other = multipliers(curves["gptoss-L4"], curves["gpt2-L4"], samples=200)
+    other = multipliers(curves["gptoss-L4"], curves["gpt2-L4"])
     assert [m.data for m in other] == pytest.approx([3.0] * 4)
     assert [m.compute for m in other] == pytest.approx([1.5] * 4)
     # Paired seeds carry the same noise on both sides: every resample gives 3.
@@ -90,3 +102,41 @@ def test_a_multiplier_that_falls_with_budget_is_reported_falling():
     assert trend([m.data for m in result]) == "falling"
     assert all(m.data_interval is None for m in result)  # one seed: no interval
     assert trend([1.0, 1.5]) == "rising" and trend([2.0]) == "one budget"
+
+
+def test_the_multiplier_interval_is_a_t_interval_over_the_per_seed_multipliers():
+    law = lambda d: 30.0 * d**-0.25  # noqa: E731
+    base_noise, model_noise = {0: 1.00, 1: 1.01, 2: 0.99}, {0: 1.0, 1: 0.995, 2: 1.004}
+    base = _rows("gpt2", "gpt2", {s: [law(b) * n for b in BUDGETS] for s, n in base_noise.items()}, BUDGETS)
+    model = _rows(
+        "gptoss", "gptoss", {s: [law(3 * b) * n for b in BUDGETS[:3]] for s, n in model_noise.items()}, BUDGETS[:3]
+    )
+    curves = model_curves(base + model)
+    result = multipliers(curves["gptoss"], curves["gpt2"])
+    # Seed s reaches on the baseline's seed-s curve what it would at 3 D (n_b / n_m)^4: its multiplier exactly.
+    logs = [math.log(3 * (base_noise[s] / model_noise[s]) ** 4) for s in range(3)]
+    half = t95(2) * np.std(logs, ddof=1) / math.sqrt(3)
+    expected = (math.exp(np.mean(logs) - half), math.exp(np.mean(logs) + half))
+    for m in result:
+        assert m.data_interval == pytest.approx(expected, rel=1e-6)
+        assert m.seeds == 3 and "t-interval over 3 per-seed multipliers (paired" in m.interval_method
+        assert interval_cell(m) == "t95, 3 seeds paired"
+
+
+def test_an_extrapolated_multiplier_carries_its_spread_across_rules():
+    tokens = [1e6, 2e6, 4e6, 8e6]
+    loss = [4.0, 3.5, 3.2, 3.05]  # bending: each doubling gains less
+    rules = extrapolations(tokens, loss, 2.9)
+    assert set(rules) == {"last segment", "last three"}
+    last = math.exp(math.log(8e6) + (math.log(2.9) - math.log(3.05)) * math.log(2) / (math.log(3.05) - math.log(3.2)))
+    assert rules["last segment"] == pytest.approx(last)
+    assert rules["last three"] < rules["last segment"]  # the steeper earlier segment pulls the line down
+    assert extrapolations(tokens, loss, 3.3) == {}  # inside the range: nothing extrapolated
+    base = _rows("gpt2", "gpt2", {0: loss, 1: [x + 0.01 for x in loss]}, tokens)
+    model = _rows("gptoss", "gptoss", {0: [3.0], 1: [3.01]}, [8e6])
+    curves = model_curves(base + model)
+    (m,) = multipliers(curves["gptoss"], curves["gpt2"])
+    assert m.extrapolated and set(m.by_rule) == {"last segment", "last three"}
+    note = extrapolation_note(m)
+    assert note.startswith("*extrapolated*: beyond the baseline's measured range (> 8M tokens)")
+    assert "across rules (last segment" in note

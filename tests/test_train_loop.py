@@ -6,11 +6,13 @@ import json
 import math
 import os
 import shutil
+from contextlib import nullcontext
 
 import pytest
 import torch
 from conftest import TIKTOKEN_DIR
 
+from data_pipeline import TokenWindows
 from orchestrator.config import TrainConfig, cooldown_start
 from orchestrator.spec import BranchStart, RunSpec
 from orchestrator.train_loop import build_optimizer, lr_at
@@ -196,3 +198,45 @@ def test_compiled_local_run_matches_the_eager_one(prepared_data, tmp_path):
     assert runs[True][0]["val_loss"] == pytest.approx(runs[False][0]["val_loss"], abs=1e-4)
     assert runs[True][0]["train_loss"] == pytest.approx(runs[False][0]["train_loss"], abs=1e-4)
     assert "checkpoint_0000010" in os.listdir(tmp_path / "True")
+
+
+class _UniformModel(torch.nn.Module):
+    """Logits of zeros: every target costs log(vocab) nats, so the loss and the token count can be checked exactly."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x):
+        return torch.zeros(*x.shape, self.vocab)
+
+
+def test_evaluation_counts_every_target_token_and_window(tmp_path):
+    from test_reader import make_prepared
+
+    from orchestrator.train_loop import eval_scope_fields, evaluate_windows
+
+    d, total = make_prepared(tmp_path, sizes=(1000, 540))  # 24 full windows and a tail of 3 targets
+    w = TokenWindows(d, "train", 64)
+    args = (torch.ones(60000, dtype=torch.int64), torch.device("cpu"), nullcontext(), 1)
+    ev = evaluate_windows(_UniformModel(60000), w.eval_batches(7), *args)
+    assert ev["tokens"] == total - 1 and ev["windows"] == w.num_windows + 1  # the tail window too
+    assert ev["loss"] == pytest.approx(math.log(60000))
+    part = evaluate_windows(_UniformModel(60000), w.eval_batches(7, 5), *args)
+    assert (part["tokens"], part["windows"]) == (5 * 64, 5)
+    fields = eval_scope_fields(part["tokens"], part["windows"], total - 1, whole=False)
+    assert fields == dict(val_tokens=320, val_windows=5, val_fraction=320 / (total - 1), val_scope="first 5 windows")
+
+
+@pytest.mark.slow
+def test_the_last_evaluation_of_a_run_scores_the_whole_split(prepared_data, tmp_path):
+    from orchestrator.trainer import run_local
+
+    events = run_local(_cfg(prepared_data, max_steps=10, eval_every=5, eval_windows=4), str(tmp_path / "run"))
+    evals = [e for e in events if e["kind"] == "eval"]
+    split = json.load(open(prepared_data / "manifest.json"))["splits"]["validation"]["tokens"]
+    assert [(e["val_windows"], e["val_scope"]) for e in evals[:-1]] == [(4, "first 4 windows")]
+    assert evals[0]["val_tokens"] == 4 * 64 and "final_eval" not in evals[0]
+    last = evals[-1]
+    assert last["val_tokens"] == split - 1 and last["val_fraction"] == 1.0
+    assert last["final_eval"] == last["val_scope"] == "whole split"

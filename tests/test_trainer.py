@@ -45,7 +45,7 @@ def clean_run(prepared_data, tmp_path_factory, ray_session):
     return storage, summary
 
 
-def test_two_worker_run_learns_and_keeps_replicas_identical(clean_run):
+def test_two_worker_run_learns_and_keeps_replicas_identical(clean_run, prepared_data):
     storage, summary = clean_run
     run_dir = storage / "clean"
     records = _records(run_dir)
@@ -71,6 +71,11 @@ def test_two_worker_run_learns_and_keeps_replicas_identical(clean_run):
         ):
             assert key in e, key
     assert evals[-1]["tokens"] == 30 * 8 * 64 * 2
+    # Two ranks share the whole split in the last eval: every target token once, the tail window on one rank only.
+    split = json.loads((prepared_data / "manifest.json").read_text())["splits"]["validation"]["tokens"]
+    assert evals[-1]["val_tokens"] == split - 1 and evals[0]["val_tokens"] == 16 * 64
+    assert evals[-1]["final_eval"] == evals[-1]["val_scope"] == "whole split" and evals[-1]["val_fraction"] == 1.0
+    assert evals[0]["val_scope"].startswith("first ") and "final_eval" not in evals[0]
     ckpts = sorted(d for d in os.listdir(run_dir) if d.startswith("checkpoint_0"))
     assert "checkpoint_0000030" in ckpts and len(ckpts) <= 2
     assert summary["steps"] == 30 and summary["best_checkpoint"]
@@ -230,6 +235,8 @@ def test_generate_and_evaluate_the_produced_checkpoint(clean_run, prepared_data,
     result = json.loads(ev.output.strip().splitlines()[-1])
     assert 0 < result["loss"] < 10 and result["perplexity"] == pytest.approx(2.718281828 ** result["loss"], rel=1e-6)
     assert 0 < result["bits_per_byte"] < 5
+    split = json.loads((prepared_data / "manifest.json").read_text())["splits"]["validation"]["tokens"]
+    assert result["tokens"] == split - 1 and result["split_fraction"] == 1.0  # every target token, the tail too
 
 
 def test_wandb_logging_works_offline_without_an_account(tmp_path, monkeypatch):

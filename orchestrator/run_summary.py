@@ -59,6 +59,7 @@ def summarize(
         final_val_loss=evals[-1]["val_loss"] if evals else None,
         final_val_bpb=evals[-1]["val_bpb"] if evals else None,
         best_val_loss=min((e["val_loss"] for e in evals), default=None),
+        **_final_scope(evals[-1] if evals else {}),
         tokens_per_s=rate["tokens_per_s"],  # steady state, training steps only, whole run
         train_s=rate["train_s"],  # seconds in training steps, whole run (evals and start-up excluded)
         wall_s=wall_s,  # this invocation, start to end
@@ -69,6 +70,30 @@ def summarize(
         workers=plan.workers,
         best_checkpoint=run.uri_of(best_ckpt),
         latest_checkpoint=run.uri_of(latest),
+    )
+
+
+def _final_scope(last_eval: dict) -> dict:
+    """Which tokens the final validation loss is over (the last eval's record; absent in runs from before)."""
+    keys = dict(val_tokens="final_val_tokens", val_windows="final_val_windows", val_fraction="final_val_fraction",
+                val_scope="final_val_scope")  # fmt: skip
+    return {name: last_eval[key] for key, name in keys.items() if key in last_eval}
+
+
+def scope_words(summary: dict) -> str:
+    """' on the whole split (122,763 tokens)' / ' on first 128 windows (32,640 tokens, 27% of the split)'; '' when
+    the run predates the record."""
+    if "final_val_scope" not in summary:
+        return ""
+    tokens = summary.get("final_val_tokens")
+    share = summary.get("final_val_fraction")
+    if summary["final_val_scope"] == "whole split":
+        return f" on the whole split ({tokens:,} tokens)" if tokens else " on the whole split"
+    extra = f", {share:.0%} of the split" if share is not None else ""
+    return (
+        f" on {summary['final_val_scope']} ({tokens:,} tokens{extra})"
+        if tokens
+        else f" on {summary['final_val_scope']}"
     )
 
 
@@ -101,8 +126,8 @@ def summary_lines(summary: dict) -> list[str]:
         )
     if summary.get("final_val_loss") is not None:
         lines.append(
-            f"  val loss final {summary['final_val_loss']:.4f}  best {summary['best_val_loss']:.4f}  "
-            f"bits/byte {summary['final_val_bpb']:.4f}"
+            f"  val loss final {summary['final_val_loss']:.4f}{scope_words(summary)}  "
+            f"best {summary['best_val_loss']:.4f}  bits/byte {summary['final_val_bpb']:.4f}"
         )
     else:
         lines.append("  no evaluation ran")

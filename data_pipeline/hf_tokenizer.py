@@ -105,9 +105,7 @@ def hf_tokenizer_files(tokenizer: ModelTokenizer, model_max_length: int) -> dict
         "clean_up_tokenization_spaces": False,
         # Text is text: "<|endoftext|>" typed in a prompt is its characters, as for our own tokenizer and the data.
         "split_special_tokens": True,
-        "added_tokens_decoder": {
-            str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added
-        },
+        "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added},
     }
     special_map = {"bos_token": eot_name, "eos_token": eot_name, "pad_token": eot_name}
     return {"tokenizer.json": tokenizer_json, "tokenizer_config.json": config, "special_tokens_map.json": special_map}

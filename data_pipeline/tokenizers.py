@@ -321,6 +321,15 @@ class ModelTokenizer:
                 words.append(match.group())
         return words or [text]  # unknown pieces of whitespace alone
 
+    def unknown_warning(self, text: str) -> str:
+        """One line for a user whose text holds pieces the model never saw (what encode "extend" does with them)."""
+        words = self.unknown_words(text)
+        named = ", ".join(repr(w) for w in words[:8]) + (f" and {len(words) - 8} more" if len(words) > 8 else "")
+        return (
+            f"warning: the training data never had parts of {named}; the model reads those pieces as blanks "
+            f"(zero embeddings), so expect it to follow them less well"
+        )
+
     def to_original(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         if not self.compacted:

@@ -52,6 +52,10 @@ def hf_tokenizer_files(tokenizer: ModelTokenizer, model_max_length: int) -> dict
     if len(vocab) != len(ranks):
         raise ValueError("the tokenizer's pieces do not all have model ids; re-run prepare")
     specials = {name: i for name, i in tokenizer.special_tokens().items() if i >= 0}
+    # The tokenizers library gives an added token the id of the same string in the model's vocabulary, else the
+    # next free id (the one in added_tokens is not kept): so the specials go into the vocabulary too. The regex
+    # never yields them as one word, so BPE never emits them from text.
+    vocab.update({text(name.encode()): i for name, i in specials.items()})
     eot_name = next(name for name, i in specials.items() if i == tokenizer.eot_id)
     added = [
         dict(id=i, content=name, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)

@@ -176,7 +176,9 @@ def export_hf(
     else:
         tensors, config = _gpt2_tensors(model), _gpt2_config(model)
     tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in tensors.items()}
-    generation = {"max_length": model.config.max_seq_len}
+    # A default length for clients that give none, as `generate --max-tokens`; max_new_tokens rather than
+    # max_length, so a client's own max_new_tokens replaces it without a warning about both being set.
+    generation = {"max_new_tokens": min(200, model.config.max_seq_len // 2)}
     if eos_token_id is not None:
         for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
             config[key] = generation[key] = eos_token_id

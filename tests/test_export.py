@@ -101,9 +101,9 @@ def test_autotokenizer_gives_our_ids_on_the_whole_validation_split(exported, tin
     assert special_map["eos_token"] == eot
 
 
-def test_pipeline_greedy_equals_our_generate(exported):
+def _pipeline_equals_generate(exported, prompts: list[str]) -> None:
     pipe = transformers.pipeline("text-generation", model=str(exported["out"]))
-    for prompt in ["Once upon a time", "the cat sat", ODD_TEXTS[3], ""]:
+    for prompt in prompts:
         theirs = pipe(prompt, max_new_tokens=40, do_sample=False)[0]["generated_text"]
         args = ["generate", str(exported["ckpt"]), "--prompt", prompt, "--max-tokens", "40", "--temperature", "0"]
         result = runner.invoke(cli.app, args)
@@ -112,19 +112,29 @@ def test_pipeline_greedy_equals_our_generate(exported):
         assert len(theirs) > len(prompt) + 10 and "\ufffd" not in theirs
 
 
+def test_pipeline_greedy_equals_our_generate(exported):
+    # "the cat sat" holds a piece outside the compact vocabulary: the extra ids and their zero rows take part.
+    _pipeline_equals_generate(exported, ["the cat sat"])
+
+
+@pytest.mark.slow
+def test_pipeline_greedy_equals_our_generate_for_other_prompts(exported):
+    _pipeline_equals_generate(exported, ["Once upon a time", ODD_TEXTS[3], ""])
+
+
 def test_any_text_encodes_and_runs_through_the_exported_model(exported):
     hf_tok = transformers.AutoTokenizer.from_pretrained(exported["out"])
     model = transformers.AutoModelForCausalLM.from_pretrained(exported["out"], dtype=torch.float32).eval()
     ours = exported["tokenizer"]
     assert model.config.vocab_size == ours.extended_size
-    for text in ODD_TEXTS + [_random_unicode(seed) for seed in range(20)]:
+    for text in ODD_TEXTS + [_random_unicode(seed) for seed in range(8)]:
         ids = hf_tok(text)["input_ids"]
         assert ids == ours.encode(text, on_unknown="extend"), text
         assert hf_tok.decode(ids) == text
         if not ids:
             continue
         with torch.no_grad():
-            logits = model(torch.tensor([ids[:200]])).logits
+            logits = model(torch.tensor([ids[:64]])).logits
         assert torch.isfinite(logits).all()
         # Ids the model never trained on have zero rows: a fixed logit of 0, and generate suppresses them.
         assert (logits[..., ours.vocab_size :] == 0).all()

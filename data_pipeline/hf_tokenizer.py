@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from .manifest import write_atomic
 from .tokenizers import ModelTokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -117,14 +117,6 @@ def hf_tokenizer_files(tokenizer: ModelTokenizer, model_max_length: int) -> dict
 
 def write_hf_tokenizer(tokenizer: ModelTokenizer, out_dir: str | os.PathLike, model_max_length: int) -> list[str]:
     """Write the three files into out_dir (each atomically); returns their names."""
-    out_dir = Path(out_dir)
     for name, content in hf_tokenizer_files(tokenizer, model_max_length).items():
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.tmp-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(content, f, ensure_ascii=False)
-            os.replace(tmp, out_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(Path(out_dir) / name, json.dumps(content, ensure_ascii=False).encode("utf-8"))
     return list(TOKENIZER_FILES)

@@ -477,7 +477,8 @@ def generate(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
     with open_checkpoint(checkpoint) as bundle:
-        typer.echo(generate_text(bundle, prompt, max_tokens, temperature, top_k, top_p, seed, tokenizer_dir))
+        warn = lambda line: typer.echo(line, err=True)  # noqa: E731
+        typer.echo(generate_text(bundle, prompt, max_tokens, temperature, top_k, top_p, seed, tokenizer_dir, warn))
 
 
 @app.command()

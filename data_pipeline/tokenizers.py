@@ -7,6 +7,7 @@ import base64
 import functools
 import hashlib
 import os
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 from .config import SUPPORTED_TOKENIZERS, DataError
 
 TOKENIZER_DIR_ENV = "GPTOSS_TOKENIZER_DIR"
+_WORD = re.compile(r"\S+")
 _BLOB_HOST = "openaipublic.blob.core.windows.net"
 _BLOB = f"https://{_BLOB_HOST}/"
 
@@ -223,65 +225,133 @@ class UnknownTokenError(DataError, ValueError):
     """Text encodes to tokens that the compact vocabulary does not hold (they never occurred in the data)."""
 
 
+ON_UNKNOWN = ("raise", "skip", "extend")
+
+
 class ModelTokenizer:
     """Text <-> model ids: a tiktoken encoding plus, when the data was compacted, the map to dense model ids.
 
-    Unknown tokens: encode() raises UnknownTokenError naming the pieces that never occurred in the
-    training data (a compact model has no embedding for them); pass on_unknown="skip" to drop them instead.
+    A compacted tokenizer encodes with the portable subset of its encoding (the data's tokens, the pieces BPE builds
+    them through and all 256 bytes; see portable_vocab), so any text encodes, and the data's text exactly as the full
+    encoding does. Ids 0..vocab_size-1 are the model's own; the subset's other pieces (never seen in training) get the
+    extra ids vocab_size..extended_size-1, in rank order. encode()'s on_unknown says what happens to those pieces:
+    "raise" (UnknownTokenError naming the words), "skip" (dropped) or "extend" (their extra ids, which the exported
+    Hugging Face tokenizer gives too; the model reads them through zero rows, gptoss.add_vocab_rows).
     """
 
     def __init__(self, encoding, compact_to_original: Iterable[int] | None = None):
-        self.encoding = encoding
         self.name = encoding.name
         self.compacted = compact_to_original is not None
         if self.compacted:
             self.compact_to_original = np.asarray(compact_to_original, dtype=np.int64)
-            self.original_to_compact = np.full(encoding.n_vocab, -1, dtype=np.int64)
-            # Reversed, so that an original id listed twice (a reserved id's stand-in) encodes to its first id.
-            ids = np.arange(len(self.compact_to_original))[::-1]
-            self.original_to_compact[self.compact_to_original[::-1]] = ids
+            ranks, specials = _subset(encoding, self.compact_to_original)
+            if len(ranks) < len(encoding._mergeable_ranks) or specials != encoding._special_tokens:
+                encoding = _encoding(encoding.name, encoding._pat_str, ranks, specials)
             self.vocab_size = int(len(self.compact_to_original))
+            known = np.zeros(encoding.n_vocab, dtype=bool)
+            known[self.compact_to_original] = True
+            present = np.fromiter(encoding._mergeable_ranks.values(), dtype=np.int64)
+            self.extra_to_original = np.sort(present[~known[present]])
+            self.original_to_compact = np.full(encoding.n_vocab, -1, dtype=np.int64)
+            # Reversed, so that an original id listed twice (the reserved id's stand-in, data/prepare's unk_id) encodes
+            # to its first, trained id.
+            self.original_to_compact[self.compact_to_original[::-1]] = np.arange(self.vocab_size)[::-1]
+            self.original_to_compact[self.extra_to_original] = self.vocab_size + np.arange(len(self.extra_to_original))
+            self.model_to_original = np.concatenate([self.compact_to_original, self.extra_to_original])
             eot = int(self.original_to_compact[encoding.eot_token])
-            if eot < 0:
+            if not 0 <= eot < self.vocab_size:
                 raise DataError("the compact vocabulary lacks the end-of-text token; re-run prepare")
             self.eot_id = eot
         else:
-            self.compact_to_original = None
-            self.original_to_compact = None
+            self.compact_to_original = self.original_to_compact = self.model_to_original = None
+            self.extra_to_original = np.zeros(0, dtype=np.int64)
             self.vocab_size = int(encoding.n_vocab)
             self.eot_id = int(encoding.eot_token)
+        self.encoding = encoding
+        self.extra_size = int(len(self.extra_to_original))
+        self.extended_size = self.vocab_size + self.extra_size
 
     def __repr__(self) -> str:
-        return f"ModelTokenizer({self.name}, vocab_size={self.vocab_size}, compacted={self.compacted})"
+        return (
+            f"ModelTokenizer({self.name}, vocab_size={self.vocab_size}, compacted={self.compacted}, "
+            f"extra={self.extra_size})"
+        )
+
+    def _original_ids(self, text: str) -> list[int]:
+        # Text is text: "<|endoftext|>" typed in a prompt is its characters, as in the data (stories are split on it)
+        # and in the exported tokenizer (split_special_tokens).
+        return self.encoding.encode_ordinary(text)
 
     def encode(self, text: str, on_unknown: str = "raise") -> list[int]:
-        ids = self.encoding.encode_ordinary(text)
+        if on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}")
+        ids = self._original_ids(text)
         if not self.compacted:
             return ids
         mapped = self.original_to_compact[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(0, np.int64)
-        unknown = mapped < 0
-        if unknown.any():
-            if on_unknown == "skip":
-                return mapped[~unknown].tolist()
-            pieces = [
-                self.encoding.decode_single_token_bytes(int(t)).decode("utf-8", "replace")
-                for t in np.asarray(ids)[unknown][:5]
-            ]
+        unknown = mapped >= self.vocab_size
+        if unknown.any() and on_unknown == "skip":
+            return mapped[~unknown].tolist()
+        if unknown.any() and on_unknown == "raise":
+            words = self.unknown_words(text)
+            words = ", ".join(repr(w) for w in words[:5]) + (" …" if len(words) > 5 else "")
             raise UnknownTokenError(
-                f"{int(unknown.sum())} token(s) of this text never occur in the training data, "
-                "so the compact vocabulary has no id for them: "
-                f"{', '.join(repr(p) for p in pieces)}{' …' if unknown.sum() > 5 else ''}; "
-                "rephrase, or prepare with --full-vocab"
+                f"{int(unknown.sum())} token(s) of this text never occur in the training data, so the compact "
+                f"vocabulary has no id for them (in {words}); rephrase, or prepare with --full-vocab"
             )
         return mapped.tolist()
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words (whitespace-separated runs) of `text` holding a piece the model never saw, once each, in order."""
+        if not self.compacted or not text:
+            return []
+        ids = self._original_ids(text)
+        spans, at = [], 0
+        for t in ids:
+            n = len(self.encoding.decode_single_token_bytes(t))
+            if self.original_to_compact[t] >= self.vocab_size:
+                spans.append((at, at + n))
+            at += n
+        if not spans:
+            return []
+        words, byte_at, char_at = [], 0, 0
+        for match in _WORD.finditer(text):
+            byte_at += len(text[char_at : match.start()].encode())
+            start, end = byte_at, byte_at + len(match.group().encode())
+            byte_at, char_at = end, match.end()
+            if any(a < end and start < b for a, b in spans) and match.group() not in words:
+                words.append(match.group())
+        return words or [text]  # unknown pieces of whitespace alone
+
+    def unknown_warning(self, text: str) -> str:
+        """One line for a user whose text holds pieces the model never saw (what encode "extend" does with them)."""
+        words = self.unknown_words(text)
+        named = ", ".join(repr(w) for w in words[:8]) + (f" and {len(words) - 8} more" if len(words) > 8 else "")
+        return (
+            f"warning: the training data never had parts of {named}; the model reads those pieces as blanks "
+            f"(zero embeddings), so expect it to follow them less well"
+        )
 
     def to_original(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         if not self.compacted:
             return ids
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"token id out of range 0..{self.vocab_size - 1}")
-        return self.compact_to_original[ids]
+        if ids.size and (ids.min() < 0 or ids.max() >= self.extended_size):
+            raise ValueError(f"token id out of range 0..{self.extended_size - 1}")
+        return self.model_to_original[ids]
+
+    def pieces(self) -> list[tuple[bytes, int]]:
+        """(bytes, model id) of every ordinary token this tokenizer can emit, extra ids included."""
+        if not self.compacted:
+            return list(self.encoding._mergeable_ranks.items())
+        return [(b, int(self.original_to_compact[r])) for b, r in self.encoding._mergeable_ranks.items()]
+
+    def special_tokens(self) -> dict[str, int]:
+        """Special token text -> model id (the end-of-text token always among them)."""
+        specials = self.encoding._special_tokens
+        if not self.compacted:
+            return dict(specials)
+        return {name: int(self.original_to_compact[i]) for name, i in specials.items()}
 
     def decode(self, ids) -> str:
         return self.encoding.decode(self.to_original(ids).tolist())
@@ -324,6 +394,30 @@ def _merge_pieces(token: bytes, ranks: dict[bytes, int]) -> list[bytes]:
     return pieces
 
 
+def _subset(encoding, compact_to_original: Iterable[int] | None) -> tuple[dict[bytes, int], dict[str, int]]:
+    """The (bytes -> rank) and special tokens that portable_vocab keeps."""
+    ranks: dict[bytes, int] = encoding._mergeable_ranks
+    specials: dict[str, int] = dict(encoding._special_tokens)
+    if compact_to_original is None:
+        return dict(ranks), specials
+    by_rank = {r: b for b, r in ranks.items()}
+    kept = {bytes([i]): ranks[bytes([i])] for i in range(256)}
+    wanted = {int(t) for t in compact_to_original}
+    for rank in wanted:
+        token = by_rank.get(rank)
+        if token is not None:
+            for piece in _merge_pieces(token, ranks):
+                kept[piece] = ranks[piece]
+    eot = encoding.eot_token
+    return kept, {name: i for name, i in specials.items() if i in wanted or i == eot}
+
+
+def _encoding(name: str, pat_str: str, ranks: dict[bytes, int], specials: dict[str, int]):
+    import tiktoken
+
+    return tiktoken.Encoding(name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=specials)
+
+
 def portable_vocab(encoding, compact_to_original: Iterable[int] | None) -> dict:
     """What encoding and decoding the prepared data's tokens need, without rank files or network: the regex, the
     special tokens, and the (bytes, rank) of every token the data uses plus every intermediate piece byte-pair
@@ -333,23 +427,9 @@ def portable_vocab(encoding, compact_to_original: Iterable[int] | None) -> dict:
     rank. Each merge that builds one of the data's tokens joins two pieces inside that token, in the order BPE of the
     token alone would, so with those pieces (and no others) ranked the same, the subset merges exactly as the full
     table does on any text whose full encoding uses only the data's tokens. Other text still encodes, to pieces of
-    the subset; pieces outside the compact vocabulary are reported as unknown by ModelTokenizer.
+    the subset; pieces outside the compact vocabulary get ModelTokenizer's extra ids.
     """
-    ranks: dict[bytes, int] = encoding._mergeable_ranks
-    specials: dict[str, int] = dict(encoding._special_tokens)
-    if compact_to_original is None:
-        kept = dict(ranks)
-    else:
-        by_rank = {r: b for b, r in ranks.items()}
-        kept = {bytes([i]): ranks[bytes([i])] for i in range(256)}
-        wanted = {int(t) for t in compact_to_original}
-        for rank in wanted:
-            token = by_rank.get(rank)
-            if token is not None:
-                for piece in _merge_pieces(token, ranks):
-                    kept[piece] = ranks[piece]
-        eot = encoding.eot_token
-        specials = {name: i for name, i in specials.items() if i in wanted or i == eot}
+    kept, specials = _subset(encoding, compact_to_original)
     order = sorted(kept.items(), key=lambda kv: kv[1])
     blob = b"".join(b for b, _ in order)
     return dict(
@@ -367,8 +447,6 @@ def portable_vocab(encoding, compact_to_original: Iterable[int] | None) -> dict:
 
 def encoding_from_vocab(vocab: dict):
     """A tiktoken.Encoding from portable_vocab's record (no files, no network)."""
-    import tiktoken
-
     if not isinstance(vocab, dict) or vocab.get("format") != VOCAB_FORMAT:
         raise TokenizerError(
             f"the manifest's vocabulary is not in the {VOCAB_FORMAT} format; re-run `python cli.py prepare --force`"
@@ -386,11 +464,8 @@ def encoding_from_vocab(vocab: dict):
     ends = np.cumsum(lengths, dtype=np.int64)
     starts = ends - lengths
     mergeable = {blob[a:b]: int(r) for a, b, r in zip(starts.tolist(), ends.tolist(), ranks.tolist())}
-    return tiktoken.Encoding(
-        vocab["name"],
-        pat_str=vocab["pat_str"],
-        mergeable_ranks=mergeable,
-        special_tokens={k: int(v) for k, v in vocab["special_tokens"].items()},
+    return _encoding(
+        vocab["name"], vocab["pat_str"], mergeable, {k: int(v) for k, v in vocab["special_tokens"].items()}
     )
 
 

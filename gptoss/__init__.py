@@ -9,6 +9,7 @@ from .model_gptoss import GptOss, GptOssConfig
 from .presets import (
     ARCHS,
     PRESETS,
+    add_vocab_rows,
     build_config,
     build_model,
     compile_model,
@@ -25,6 +26,7 @@ __all__ = [
     "GPT2Config",
     "GptOss",
     "GptOssConfig",
+    "add_vocab_rows",
     "build_config",
     "build_model",
     "compile_model",

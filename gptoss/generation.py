@@ -40,11 +40,13 @@ def generate(
     eos_token_id: int | None = None,
     seed: int | None = None,
     use_cache: bool = True,
+    vocab_limit: int | None = None,
 ) -> list[int]:
     """The new token ids (not the prompt); stops after eos_token_id. temperature 0 is greedy.
 
     With use_cache the prompt is run once and each step feeds one token; sliding layers keep only their window.
     Without it every step recomputes the whole prefix (same tokens, used to check the cache).
+    vocab_limit: only ids below it are generated (rows past it were added for the prompt alone: add_vocab_rows).
     """
     model = unwrap_model(model)
     if not prompt_ids:
@@ -60,6 +62,8 @@ def generate(
             f"prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceeds "
             f"max_seq_len={model.config.max_seq_len}"
         )
+    if vocab_limit is not None and vocab_limit < 1:
+        raise ValueError(f"vocab_limit must be >= 1 or None, got {vocab_limit}")
     device = next(model.parameters()).device
     generator = None
     if seed is not None:
@@ -74,6 +78,8 @@ def generate(
         step_input = torch.tensor([tokens], device=device)
         for _ in range(max_new_tokens):
             logits = model(step_input, cache=cache)[0, -1]
+            if vocab_limit is not None:
+                logits = logits[:vocab_limit]
             token = sample_next(logits, temperature, top_k, top_p, generator)
             new_tokens.append(token)
             tokens.append(token)

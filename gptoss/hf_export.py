@@ -3,6 +3,7 @@ transformers."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .checkpoint import _write_atomically, write_json
-from .presets import unwrap_model
+from .presets import add_vocab_rows, unwrap_model
 
 
 def _gptoss_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -68,6 +69,10 @@ def _gptoss_config(model: nn.Module) -> dict:
         "truncate": False,
         "original_max_position_embeddings": c.initial_context_length,
     }
+    # HF reads max_position_embeddings / original_max_position_embeddings as the YaRN factor and warns when it
+    # differs from `factor`; its GptOss uses the field for nothing else (our context limit is in generation_config).
+    yarn_context = c.rope_scaling_factor * c.initial_context_length
+    max_positions = int(yarn_context) if float(yarn_context).is_integer() else c.max_seq_len
     return {
         "architectures": ["GptOssForCausalLM"],
         "model_type": "gpt_oss",
@@ -83,7 +88,7 @@ def _gptoss_config(model: nn.Module) -> dict:
         # HF always builds a sliding mask; with no window every layer is full_attention and this value is unused.
         "sliding_window": c.sliding_window if c.sliding_window is not None else c.max_seq_len,
         "layer_types": list(c.layer_types),
-        "max_position_embeddings": c.max_seq_len,
+        "max_position_embeddings": max_positions,
         "rms_norm_eps": c.norm_eps,
         "rope_parameters": rope,
         "rope_theta": c.rope_theta,
@@ -149,11 +154,21 @@ def _gpt2_config(model: nn.Module) -> dict:
     }
 
 
-def export_hf(model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | None = None) -> None:
-    """Write config.json, model.safetensors (fp32, HF parameter names) and generation_config.json to out_dir."""
+def export_hf(
+    model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | None = None, extra_vocab_rows: int = 0
+) -> None:
+    """Write config.json, model.safetensors (fp32, HF parameter names) and generation_config.json to out_dir.
+
+    extra_vocab_rows: ids past the model's vocabulary that a tokenizer may emit; they get zero embedding and output
+    rows (add_vocab_rows), so every id is valid, and generation_config's suppress_tokens keeps generate from emitting
+    them. eos_token_id also serves as bos (an empty prompt starts from it) and pad.
+    """
     model = unwrap_model(model)
     if model.config.arch == "gptoss":
         _check_exportable(model.config)  # before anything is written
+    trained_vocab = model.config.vocab_size
+    if extra_vocab_rows:
+        model = add_vocab_rows(copy.deepcopy(model), extra_vocab_rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if model.config.arch == "gptoss":
@@ -161,9 +176,14 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | 
     else:
         tensors, config = _gpt2_tensors(model), _gpt2_config(model)
     tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in tensors.items()}
-    generation = {"max_length": model.config.max_seq_len}
+    # A default length for clients that give none, as `generate --max-tokens`; max_new_tokens rather than
+    # max_length, so a client's own max_new_tokens replaces it without a warning about both being set.
+    generation = {"max_new_tokens": min(200, model.config.max_seq_len // 2)}
     if eos_token_id is not None:
-        config["eos_token_id"] = generation["eos_token_id"] = eos_token_id
+        for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
+            config[key] = generation[key] = eos_token_id
+    if extra_vocab_rows:
+        generation["suppress_tokens"] = list(range(trained_vocab, trained_vocab + extra_vocab_rows))
     _write_atomically(
         out_dir / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"})
     )

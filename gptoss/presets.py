@@ -126,6 +126,35 @@ def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
     return torch.compile(model, **compile_kwargs)
 
 
+def add_vocab_rows(model: nn.Module, rows: int) -> nn.Module:
+    """Append `rows` all-zero rows to the token embedding and the output layer, in place (a tied head stays tied).
+
+    For ids a tokenizer can emit but the model never trained on: a zero embedding adds nothing to the residual
+    stream, and a zero output row gives a logit of exactly 0 whatever the input, so sampling must exclude those ids
+    (generate's vocab_limit; suppress_tokens in an exported generation_config.json)."""
+    model = unwrap_model(model)
+    if rows < 0:
+        raise ValueError(f"rows must be >= 0, got {rows}")
+    if rows == 0:
+        return model
+    if model.config.arch == "gpt2":
+        embedding, head = model.token_embedding, model.lm_head
+    else:
+        embedding, head = model.embedding, model.unembedding
+    tied = head.weight is embedding.weight
+    with torch.no_grad():
+        grown = torch.cat([embedding.weight, embedding.weight.new_zeros(rows, embedding.weight.shape[1])])
+        embedding.weight = nn.Parameter(grown)
+        embedding.num_embeddings = grown.shape[0]
+        if tied:
+            head.weight = embedding.weight
+        else:
+            head.weight = nn.Parameter(torch.cat([head.weight, head.weight.new_zeros(rows, head.weight.shape[1])]))
+        head.out_features = head.weight.shape[0]
+    model.config.vocab_size += rows
+    return model
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare GptOss/GPT2 inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
     while True:

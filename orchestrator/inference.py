@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -90,21 +90,31 @@ def generate_text(
     top_p: Optional[float] = None,
     seed: Optional[int] = 0,
     tokenizer_dir: Optional[str] = None,
+    warn: Optional[Callable[[str], None]] = None,
 ) -> str:
-    """Prompt plus the generated continuation, decoded through the checkpoint's tokenizer and compaction map."""
+    """Prompt plus the generated continuation, decoded through the checkpoint's tokenizer and compaction map.
+
+    Any prompt encodes: pieces the training data never had get the tokenizer's extra ids and zero rows in a copy of
+    the model, exactly as in the Hugging Face export (so both generate the same); warn gets one line naming the
+    words that hold them. Only the model's own ids are generated."""
     from data_pipeline import load_tokenizer
     from gptoss import generate
 
     tokenizer = load_tokenizer(bundle.manifest, tokenizer_dir=tokenizer_dir)
-    prompt_ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
+    prompt_ids = tokenizer.encode(prompt, on_unknown="extend") if prompt else [tokenizer.eot_id]
     max_len = getattr(bundle.model.config, "max_seq_len", None)
     if max_len is not None and len(prompt_ids) + max_new_tokens > max_len:
         raise ValueError(
             f"prompt ({len(prompt_ids)} tokens) + --max-tokens {max_new_tokens} exceeds the model's "
             f"max_seq_len {max_len}; ask for fewer tokens"
         )
+    model = bundle.model
+    if max(prompt_ids) >= tokenizer.vocab_size:
+        if warn is not None:
+            warn(tokenizer.unknown_warning(prompt))
+        model = model_with_extra_ids(model, tokenizer)
     new_ids = generate(
-        bundle.model,
+        model,
         prompt_ids,
         max_new_tokens,
         temperature=temperature,
@@ -112,9 +122,20 @@ def generate_text(
         top_p=top_p,
         eos_token_id=tokenizer.eot_id,
         seed=seed,
+        vocab_limit=tokenizer.vocab_size,
     )
     new_ids = [t for t in new_ids if t != tokenizer.eot_id]
-    return prompt + tokenizer.decode(new_ids)
+    # Decoded together: a character split between the prompt's last token and the first new one stays whole.
+    return tokenizer.decode((prompt_ids if prompt else []) + new_ids)
+
+
+def model_with_extra_ids(model: torch.nn.Module, tokenizer) -> torch.nn.Module:
+    """A copy of the model that accepts every id the tokenizer emits (zero rows for its extra ids; the export's)."""
+    import copy
+
+    from gptoss import add_vocab_rows
+
+    return add_vocab_rows(copy.deepcopy(model), tokenizer.extra_size)
 
 
 def check_compatible(bundle: CheckpointBundle, data_manifest: dict, data_dir: str) -> None:
@@ -234,27 +255,52 @@ def evaluate_on_cluster(
     )
 
 
+def _check_export_target(out_dir: str) -> None:
+    """The output must be a new or empty directory; anything else is one line naming the path."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} is a file; export writes a directory there: pass a new or empty directory path")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{parent} is a file, so the directory {out_dir} cannot be made in it; pass another path")
+
+
 def export_checkpoint(path: str, out_dir: str) -> str:
-    """Hugging Face directory for a checkpoint, with the token map a compacted vocabulary needs; returns a summary
-    line."""
+    """Hugging Face directory for a checkpoint: model, generation config and a tokenizer that gives the model's own
+    ids (any text encodes; see data_pipeline/hf_tokenizer.py), plus our tokenizer_manifest.json; returns a summary."""
     import shutil
 
+    from data_pipeline import load_tokenizer
+    from data_pipeline.hf_tokenizer import write_hf_tokenizer
     from gptoss import export_hf
 
-    if os.path.exists(out_dir) and os.listdir(out_dir):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new output directory")
+    _check_export_target(out_dir)
     with open_checkpoint(path) as bundle:
+        tokenizer = load_tokenizer(bundle.manifest)
         tmp = f"{out_dir.rstrip('/')}.tmp-export"
         shutil.rmtree(tmp, ignore_errors=True)
-        export_hf(bundle.model, tmp)
-        # The model's ids are the data's ids: a compacted vocabulary needs its map to talk to tiktoken.
-        with open(os.path.join(tmp, "tokenizer_manifest.json"), "w") as f:
-            json.dump(bundle.manifest, f)
-        if os.path.exists(out_dir):
-            os.rmdir(out_dir)
-        os.replace(tmp, out_dir)
+        try:
+            export_hf(bundle.model, tmp, eos_token_id=tokenizer.eot_id, extra_vocab_rows=tokenizer.extra_size)
+            write_hf_tokenizer(tokenizer, tmp, bundle.model.config.max_seq_len)
+            # Our own tools (and tiktoken users) read the compaction map from here.
+            with open(os.path.join(tmp, "tokenizer_manifest.json"), "w") as f:
+                json.dump(bundle.manifest, f)
+            if os.path.exists(out_dir):
+                os.rmdir(out_dir)
+            os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         arch = bundle.model.config.arch
+    extra = (
+        f"; {tokenizer.extra_size} extra ids for pieces the training data never had (zero rows, never generated)"
+        if tokenizer.extra_size
+        else ""
+    )
     return (
-        f"exported {arch} checkpoint {bundle.path} -> {out_dir} "
-        "(Hugging Face format; tokenizer map in tokenizer_manifest.json)"
+        f"exported {arch} checkpoint {bundle.path} -> {out_dir} (Hugging Face format with tokenizer.json: "
+        f"{tokenizer.vocab_size} trained ids{extra})"
     )

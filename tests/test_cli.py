@@ -409,7 +409,15 @@ def test_the_readme_offline_path_end_to_end(tmp_path, tinystories_dir, tiktoken_
     code, out = _cli(["export", "runs/e2e", "hf"], tmp_path, env)
     assert code == 0, out
     files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()}
-    assert set(files) == {"config.json", "model.safetensors", "generation_config.json", "tokenizer_manifest.json"}
+    assert set(files) == {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer_manifest.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
     assert len(set(files.values())) == 1, files  # the weights as readable as the rest
     assert json.loads((tmp_path / "hf" / "tokenizer_manifest.json").read_text())["vocab"]["count"] > 0
 

@@ -87,3 +87,47 @@ def test_a_mix_hf_cannot_express_is_refused_before_anything_is_written(tmp_path,
     with pytest.raises(ValueError, match="no Hugging Face GptOssForCausalLM equivalent; only models with"):
         export_hf(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arch", ["gptoss", "gpt2"])
+def test_extra_vocab_rows_leave_the_trained_logits_and_are_never_generated(tmp_path, arch):
+    from gptoss import add_vocab_rows, generate
+
+    torch.manual_seed(0)
+    model = randomise(build_model(arch))
+    export_hf(model, tmp_path, eos_token_id=3, extra_vocab_rows=7)
+    assert model.config.vocab_size == 512  # the caller's model is not touched
+    generation = json.loads((tmp_path / "generation_config.json").read_text())
+    assert generation["suppress_tokens"] == list(range(512, 519))
+    assert generation["eos_token_id"] == generation["bos_token_id"] == generation["pad_token_id"] == 3
+    idx = torch.randint(0, 519, (2, 30))
+    idx[:, ::3] = torch.arange(512, 519).repeat(2, 2)[:, :10]  # extra ids in the input too
+    theirs, hf = hf_logits(tmp_path, idx)
+    assert theirs.shape[-1] == 519 and (theirs[..., 512:] == 0).all()
+    grown = add_vocab_rows(randomise(build_model(arch)), 7)
+    with torch.no_grad():
+        assert (grown(idx) - theirs).abs().max().item() < 1e-4
+    # Our generate over the grown model, limited to the trained ids, is HF's greedy generate (suppress_tokens).
+    prompt = [5, 512, 17]  # an extra id among them
+    ours = generate(grown, prompt, 12, temperature=0, vocab_limit=512)
+    out = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None)
+    assert out[0, len(prompt) :].tolist() == ours and max(ours) < 512
+
+
+def test_exported_gptoss_config_loads_without_a_rope_warning(tmp_path):
+    import logging
+
+    model = build_model("gptoss", max_seq_len=256)
+    export_hf(model, tmp_path)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        config = transformers.AutoConfig.from_pretrained(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    rope = config.rope_parameters
+    assert config.max_position_embeddings / rope["original_max_position_embeddings"] == rope["factor"] == 32.0
+    assert not [r for r in records if "RoPE" in r.getMessage()], [r.getMessage() for r in records]

@@ -151,3 +151,29 @@ def test_load_tokenizer_uses_the_manifests_vocab_without_rank_files(tiktoken_dir
     with pytest.raises(TokenizerError, match="--tokenizer-dir"):
         tk.load_tokenizer(old)
     assert tk.load_tokenizer(old, tiktoken_dir).decode(tok.encode(SAMPLE)) == SAMPLE
+
+
+def test_compact_tokenizer_extends_to_any_text(tiktoken_dir):
+    # on_unknown="extend": pieces the data never had get extra ids past vocab_size (what the exported tokenizer
+    # gives); the text still decodes exactly, and the same extra ids come from the full encoding or the manifest's.
+    enc = get_encoding("o200k_harmony", tiktoken_dir)
+    used = sorted(set(enc.encode_ordinary(SAMPLE)) | {enc.eot_token})
+    full = ModelTokenizer(enc, used)
+    portable = ModelTokenizer(tk.encoding_from_vocab(tk.portable_vocab(enc, used)), used)
+    text = "Zebra Lily läuft 炎 🙂\n\tcafé"
+    ids = full.encode(text, on_unknown="extend")
+    assert ids == portable.encode(text, on_unknown="extend")
+    assert full.extra_size == portable.extra_size > 0 and full.extended_size == full.vocab_size + full.extra_size
+    assert any(i >= full.vocab_size for i in ids) and max(ids) < full.extended_size
+    assert full.decode(ids) == text
+    known = [i for i in ids if i < full.vocab_size]
+    assert full.encode(text, on_unknown="skip") == known
+    assert full.encode(SAMPLE, on_unknown="extend") == full.encode(SAMPLE)  # known text: the model's own ids
+    assert full.unknown_words(text) == ["Zebra", "läuft", "炎", "🙂", "café"]  # " café" is known, "café" is not
+    assert full.unknown_words(SAMPLE) == []
+    line = full.unknown_warning(text)
+    assert line.startswith("warning: ") and "'läuft'" in line and "\n" not in line and "\ufffd" not in line
+    with pytest.raises(UnknownTokenError, match="'läuft'"):
+        full.encode(text)
+    with pytest.raises(ValueError, match="on_unknown"):
+        full.encode(text, on_unknown="ignore")

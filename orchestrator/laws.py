@@ -15,6 +15,7 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -215,9 +216,50 @@ def _grid_scores(x_n, x_d, y, w, delta) -> np.ndarray:
     return grid[order]
 
 
+_BLAS_THREADS = (  # (get, set) function names of the OpenBLAS builds numpy and scipy ship
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+)
+
+
+@contextmanager
+def _one_blas_thread():
+    """Run with every loaded OpenBLAS on one thread: L-BFGS-B's linear algebra is on 5x5 matrices, and a threaded
+    BLAS makes each call wait for its threads (six fits took 7.8 s on a loaded 2-core box, 0.11 s on one thread).
+    Does nothing where the libraries cannot be found (not Linux, another BLAS)."""
+    import ctypes
+
+    restore = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line and ".so" in line}
+    except OSError:
+        paths = set()
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get, set_ in _BLAS_THREADS:
+            if hasattr(lib, get) and hasattr(lib, set_):
+                restore.append((getattr(lib, set_), getattr(lib, get)()))
+                getattr(lib, set_)(1)
+    try:
+        yield
+    finally:
+        for set_, n in restore:
+            set_(n)
+
+
 def _minimise(starts, x_n, x_d, y, w, delta) -> Optional[np.ndarray]:
     from scipy.optimize import minimize
 
+    with _one_blas_thread():
+        return _minimise_from(minimize, starts, x_n, x_d, y, w, delta)
+
+
+def _minimise_from(minimize, starts, x_n, x_d, y, w, delta) -> Optional[np.ndarray]:
     best = None
     for start in starts:
         res = minimize(
@@ -297,9 +339,15 @@ def fit_family(
     seeds = sorted({r["seed"] for r in rows})
     cells = {(params_of(r), r.get("budget") or r["tokens"]) for r in rows}
     out = LawFit(
-        family, None, points=len(cells), rows=len(rows), sizes=sizes, budgets=budgets, seeds=seeds,
+        family,
+        None,
+        points=len(cells),
+        rows=len(rows),
+        sizes=sizes,
+        budgets=budgets,
+        seeds=seeds,
         effective_data=effective_data,
-    )  # fmt: skip
+    )
     if len(sizes) < MIN_SIZES:
         out.reason = f"{len(sizes)} size(s); a joint fit needs at least {MIN_SIZES}"
     elif len(budgets) < MIN_BUDGETS:
@@ -406,10 +454,10 @@ def fit_families(rows: list[dict], **kw) -> dict[str, LawFit]:
 
 
 def frontier(law: Law, compute: ComputeModel, flops) -> dict:
-    """N_opt, D_opt and L_opt at each training-FLOPs value: L(N, C / FLOPs/token(N)) minimised over N (a fine grid
-    in log N refined by a parabola through the best three points; exact to ~1e-6 in log N)."""
+    """N_opt, D_opt and L_opt at each training-FLOPs value: L(N, C / FLOPs/token(N)) minimised over N (a grid in
+    log N, step 0.05, refined by a parabola through the best three points)."""
     log_c = np.log(np.atleast_1d(np.asarray(flops, dtype=float)))
-    grid = np.linspace(0.0, 50.0, 5001)  # log N from 1 to 5e21 parameters
+    grid = np.linspace(0.0, 50.0, 1001)  # log N from 1 to 5e21 parameters
     log_fpt = compute.log_flops_per_token(grid)
 
     def loss(log_n, lc):
@@ -437,7 +485,7 @@ def compute_multiplier(x: Law, x_compute: ComputeModel, base: Law, base_compute:
     for the loss x reaches with C on its own. inf where x's loss is at or below the baseline's E (never reached)."""
     log_c = np.log(np.atleast_1d(np.asarray(flops, dtype=float)))
     target = frontier(x, x_compute, np.exp(log_c))["loss"]
-    grid = np.linspace(log_c.min() - 30.0, log_c.max() + 60.0, 1801)
+    grid = np.linspace(log_c.min() - 30.0, log_c.max() + 60.0, 721)
     base_loss = frontier(base, base_compute, np.exp(grid))["loss"]
     # log(L - E) against log C is a straight line under 6ND (and nearly one otherwise): interpolate in it.
     excess = np.log(np.maximum(base_loss - base.E, 1e-300))
@@ -469,8 +517,13 @@ def multipliers_along(x: LawFit, base: LawFit, flops) -> list[MultiplierRow]:
     if x.seeds == base.seeds:
         by_seeds = {r.seeds: r for r in base.resamples}
         draws = [(rx, by_seeds[rx.seeds], rx.weight) for rx in x.resamples if rx.seeds in by_seeds]
-    else:
+    else:  # independent draws: every pair, or a random sample of pairs where that would be too many
         draws = [(rx, rb, rx.weight * rb.weight) for rx in x.resamples for rb in base.resamples]
+        if len(draws) > BOOTSTRAP_SAMPLES:
+            rng = np.random.default_rng(0)
+            p = np.array([d[2] for d in draws])
+            picks = rng.choice(len(draws), size=BOOTSTRAP_SAMPLES, p=p / p.sum())
+            draws = [(draws[i][0], draws[i][1], 1.0) for i in picks]
     values, weights = [], []
     for rx, rb, w in draws:
         if rx.law is None or rb.law is None:
@@ -535,17 +588,27 @@ def predict(
         train = [r for r in rs if size_of(r) != size]
         n = given_n.get(fam) or (params_of(held[0]) if held else None)
         entry = dict(
-            params_non_embedding=n, tokens=tokens, predicted_loss=None, interval=None, interval_method="",
-            fit_interval=None, seed_std=None, seeds=[], fit=None, fitted_on=None, reason=None,
-        )  # fmt: skip
+            params_non_embedding=n,
+            tokens=tokens,
+            predicted_loss=None,
+            interval=None,
+            interval_method="",
+            fit_interval=None,
+            seed_std=None,
+            seeds=[],
+            fit=None,
+            fitted_on=None,
+            reason=None,
+        )
         families[fam] = entry
         if n is None:
             entry["reason"] = (
                 f"the non-embedding parameter count of {size} is unknown: give holdout params_non_embedding"
             )
             continue
-        fit = fit_family(train, fam, effective_data=effective_data, unique_tokens=unique_tokens, compute=mode,
-                         samples=samples)  # fmt: skip
+        fit = fit_family(
+            train, fam, effective_data=effective_data, unique_tokens=unique_tokens, compute=mode, samples=samples
+        )
         entry["fitted_on"] = dict(points=fit.points, rows=fit.rows, sizes=fit.sizes, budgets=fit.budgets)
         entry["seeds"] = fit.seeds
         if fit.law is None:
@@ -571,7 +634,8 @@ def predict(
             entry["interval"] = [fit_interval[0] - half, fit_interval[1] + half]
             entry["interval_method"] = (
                 f"the law's {interval_method(m, samples)}, widened by ±{half:.4f} nats: the 95% t half-width of a "
-                f"mean of {m} seeds (seed std {std:.4f} nats: {100 * rel:.2f}% of the loss, pooled over the fitted points)"
+                f"mean of {m} seeds (seed std {std:.4f} nats: {100 * rel:.2f}% of the loss, pooled over the fitted "
+                "points)"
             )
         else:
             entry["interval_method"] = interval_method(m, samples)
@@ -707,7 +771,7 @@ def loss_table(rows: list[dict], unique_tokens: Optional[float] = None) -> list[
                     continue
                 losses = [float(r["final_val_loss"]) for r in rs]
                 std = f" ± {statistics.stdev(losses):.4f}" if len(losses) > 1 else ""
-                parts.append(f"{statistics.fmean(losses):.4f}{std} (N={_count(params_of(rs[0]))}, {len(losses)} seeds)")
+                parts.append(f"{statistics.fmean(losses):.4f}{std} ({_count(params_of(rs[0]))}, {len(losses)})")
                 epochs |= {round(e, 2) for e in (epochs_of(r, unique_tokens) for r in rs) if e is not None}
             ep = ", ".join(f"{e:g}" for e in sorted(epochs)) or "-"
             lines.append(f"| {_count(budget)} | {ep} | {fam} | " + " | ".join(parts) + " |")
@@ -718,10 +782,13 @@ def fit_table(fits: dict[str, LawFit]) -> list[str]:
     lines = [
         "| family | sizes × budgets (points, rows, seeds) | E (nats) | A | alpha | B | beta | "
         "N_opt ∝ C^a, a | rms log residual | interval |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    methods: list[str] = []
     for fam, f in fits.items():
         shape = f"{len(f.sizes)} × {len(f.budgets)} ({f.points}, {f.rows}, {len(f.seeds)})"
+        if f.law is not None and f.interval_method not in methods:
+            methods.append(f.interval_method)
         if f.law is None:
             lines.append(f"| {fam} | {shape} | no fit: {f.reason} | | | | | | | |")
             continue
@@ -734,9 +801,9 @@ def fit_table(fits: dict[str, LawFit]) -> list[str]:
         lines.append(
             f"| {fam} | {shape} | {cell('E', lambda v: _fmt(v))} | {cell('A', _fmt_g)} | "
             f"{cell('alpha', lambda v: _fmt(v, 3))} | {cell('B', _fmt_g)} | {cell('beta', lambda v: _fmt(v, 3))} | "
-            f"{_fmt(a, 3)} | {f.rmse_log:.2g} | {f.interval_method} |"
+            f"{_fmt(a, 3)} | {f.rmse_log:.2g} | ({methods.index(f.interval_method) + 1}) |"
         )
-    return lines
+    return lines + ["", *(f"({i + 1}) Intervals: {m}." for i, m in enumerate(methods))]
 
 
 def frontier_table(fits: dict[str, LawFit], baseline: str) -> list[str]:
@@ -766,6 +833,15 @@ def frontier_table(fits: dict[str, LawFit], baseline: str) -> list[str]:
                 f"| {c:.3g} | {fam} | {_count(fr['n_opt'][j])} | {_count(fr['d_opt'][j])} | "
                 f"{fr['loss'][j]:.4f} | {m} | {'; '.join(note)} |"
             )
+    if base is not None:
+        for fam, f in fitted.items():
+            if fam != baseline:
+                how = "the same draw of seeds for both" if f.seeds == base.seeds else "independent draws for each"
+                lines += [
+                    "",
+                    f"{fam}'s multiplier interval: the seed resamples of both fits ({how}); "
+                    f"{interval_method(len(f.seeds))}.",
+                ]
     return lines
 
 
@@ -779,8 +855,13 @@ def check_table(checks: list[dict], predictions: dict) -> list[str]:
         "inside the interval |",
         "|---|---:|---|---:|---:|---:|---|",
     ]
+    methods: list[str] = []
     for c in checks:
-        iv = f"[{c['interval'][0]:.4f}, {c['interval'][1]:.4f}] ({c['interval_method']})" if c["interval"] else "-"
+        iv = "-"
+        if c["interval"]:
+            if c["interval_method"] not in methods:
+                methods.append(c["interval_method"])
+            iv = f"[{c['interval'][0]:.4f}, {c['interval'][1]:.4f}] ({methods.index(c['interval_method']) + 1})"
         std = f" ± {c['measured_std']:.4f}" if c["measured_std"] is not None else ""
         inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "**no**")
         err = f"{c['error_nats']:+.4f}" if c["error_nats"] is not None else (c["reason"] or "-")
@@ -788,7 +869,7 @@ def check_table(checks: list[dict], predictions: dict) -> list[str]:
             f"| {c['family']} | {_fmt(c['predicted'])} | {iv} | {_fmt(c['measured'])}{std} | {c['seeds']} | "
             f"{err} | {inside} |"
         )
-    return lines
+    return lines + ["", *(f"({i + 1}) Interval: {m}." for i, m in enumerate(methods))]
 
 
 def size_section(
@@ -804,8 +885,11 @@ def size_section(
     """Markdown lines of the report's "## Size" section: loss against N per budget, the joint fits with intervals,
     frontiers and the compute multiplier over `baseline` against compute, and the prediction check. The plots it
     links are PLOT_FILES (size_plots makes them)."""
-    fits = fits if fits is not None else fit_families(rows, effective_data=effective_data,
-                                                      unique_tokens=unique_tokens, compute=compute)  # fmt: skip
+    fits = (
+        fits
+        if fits is not None
+        else fit_families(rows, effective_data=effective_data, unique_tokens=unique_tokens, compute=compute)
+    )
     what = loss_tokens_text(rows)
     n_seeds = sorted({len(f.seeds) for f in fits.values()})
     lines = [
@@ -818,6 +902,8 @@ def size_section(
         f"![loss vs params]({PLOT_FILES['loss_vs_params']})",
         "",
         "### Loss against N, per budget",
+        "",
+        "Each cell: mean ± std over seeds (N, seeds). Epochs: training tokens over the unique tokens, where known.",
         "",
         *loss_table(rows, unique_tokens),
         "",
@@ -902,8 +988,13 @@ def plot_loss_vs_params(rows: list[dict], fits: dict[str, LawFit], references: O
             if not by_n:
                 continue
             ns = sorted(by_n)
-            ax.plot(ns, [statistics.fmean(by_n[n]) for n in ns], marker=markers[j % len(markers)], color=color,
-                    label=f"{fam} @ {_count(b)} tokens")  # fmt: skip
+            ax.plot(
+                ns,
+                [statistics.fmean(by_n[n]) for n in ns],
+                marker=markers[j % len(markers)],
+                color=color,
+                label=f"{fam} @ {_count(b)} tokens",
+            )
             f = fits.get(fam)
             if f is not None and f.law is not None and not f.effective_data:
                 grid = np.geomspace(min(ns) / 2, max(ns) * 2, 50)
@@ -930,8 +1021,11 @@ def plot_frontiers(rows: list[dict], fits: dict[str, LawFit], references: Option
     for i, (fam, f) in enumerate(sorted(fits.items())):
         color = colors[i % len(colors)]
         model = f.compute or compute_model([r for r in rows if family_of(r) == fam])
-        pts = [(model.flops(params_of(r), float(r["tokens"])), float(r["final_val_loss"])) for r in rows
-               if family_of(r) == fam]  # fmt: skip
+        pts = [
+            (model.flops(params_of(r), float(r["tokens"])), float(r["final_val_loss"]))
+            for r in rows
+            if family_of(r) == fam
+        ]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=color, s=12, alpha=0.6, label=f"{fam} runs")
         if f.law is None:
             continue

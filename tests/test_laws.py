@@ -12,6 +12,7 @@ import pytest
 from orchestrator.laws import (
     ComputeModel,
     Law,
+    LawFit,
     compute_model,
     compute_multiplier,
     distinct_resamples,
@@ -44,9 +45,19 @@ def law_rows(family, law, sizes=SIZES, budgets=BUDGETS, seeds=(0, 1, 2), noise=0
             for d in budgets:
                 loss = float(law.loss(n, d)) * math.exp(offset + (rng.normal(0, noise) if noise else 0.0))
                 out.append(
-                    dict(arch=family, seed=s, params_non_embedding=n, tokens=d, budget=d, final_val_loss=loss,
-                         n_layers=4, d_model=64 * (i + 1), n_heads=4, **extra)
-                )  # fmt: skip
+                    dict(
+                        arch=family,
+                        seed=s,
+                        params_non_embedding=n,
+                        tokens=d,
+                        budget=d,
+                        final_val_loss=loss,
+                        n_layers=4,
+                        d_model=64 * (i + 1),
+                        n_heads=4,
+                        **extra,
+                    )
+                )
     return out
 
 
@@ -82,8 +93,8 @@ def test_a_noise_free_law_is_recovered_exactly():
 def test_too_few_sizes_budgets_or_points_get_no_fit_and_a_reason():
     assert "2 size(s)" in fit_family(law_rows("g", TRUE, sizes=SIZES[:2])).reason  # refused before any fit
     assert "2 budget(s)" in fit_family(law_rows("g", TRUE, budgets=BUDGETS[:2])).reason
-    rows = [r for r in law_rows("g", TRUE, sizes=SIZES[:3], budgets=BUDGETS[:3], seeds=(0,)) if r["tokens"] != BUDGETS[2] or
-            r["params_non_embedding"] != SIZES[2]]  # fmt: skip
+    grid = law_rows("g", TRUE, sizes=SIZES[:3], budgets=BUDGETS[:3], seeds=(0,))
+    rows = [r for r in grid if (r["params_non_embedding"], r["tokens"]) != (SIZES[2], BUDGETS[2])]
     fit = fit_family(rows)  # 3 x 3 less one cell: 8 points, the least that is fitted
     assert fit.law is not None and fit.points == 8
     rows = [r for r in rows if not (r["tokens"] == BUDGETS[0] and r["params_non_embedding"] == SIZES[0])]
@@ -177,6 +188,10 @@ def test_a_held_out_size_is_predicted_within_its_interval_and_checked():
         assert c["inside"], c
     # Before the held-out trials have run there is nothing to compare with.
     assert all(c["reason"] == "not measured yet" for c in prediction_check(back, before))
+    fits = {f: LawFit(f, None, reason="not fitted in this test") for f in ("gpt2", "gptoss")}
+    text = "\n".join(size_section(rows, "gpt2", back, fits=fits))
+    assert "### Prediction check" in text and "Held out: size L4-d320-h4" in text
+    assert text.count("| yes |") == 2 and "95% t half-width of a mean of 3 seeds" in text
 
 
 def test_predictions_file_is_checked_on_load():
@@ -192,7 +207,8 @@ def test_the_size_section_renders_with_and_without_a_fit():
     rows = law_rows("gpt2", TRUE, seeds=(0, 1), val_tokens=131072) + law_rows(
         "gptoss", Law(1.55, 300.0, 1500.0, 0.35, 0.4), seeds=(0, 1), val_tokens=131072
     )
-    lines = size_section(rows, "gpt2")
+    fits = fit_families(rows)
+    lines = size_section(rows, "gpt2", fits=fits)
     text = "\n".join(lines)
     assert lines[0] == "## Size"
     assert "over 131,072 validation tokens" in text
@@ -203,13 +219,34 @@ def test_the_size_section_renders_with_and_without_a_fit():
     text = "\n".join(size_section(few, "gpt2"))
     assert "no fit (2 size(s)" in text and "validation loss" in text
     assert "Compute-optimal" not in text
-    plots = size_plots(rows, "gpt2")
+    plots = size_plots(rows, "gpt2", fits=fits)
     assert all(png.startswith(b"\x89PNG") for png in plots.values()) and len(plots) == 3
 
 
-def test_the_size_section_shows_the_prediction_check():
-    rows = _with_holdout()
-    preds = predict(rows, dict(size="L4-d320-h4", budget=BUDGETS[-1]), samples=50)  # N read from the rows
-    text = "\n".join(size_section(rows, "gpt2", preds))
-    assert "### Prediction check" in text and "Held out: size L4-d320-h4" in text
-    assert text.count("| yes |") == 2
+def test_a_prediction_reads_n_from_the_rows_when_the_held_out_size_has_run():
+    rows = law_rows("gpt2", TRUE, seeds=(0,))  # one seed: a prediction, but no interval to check it against
+    preds = predict(rows, dict(size="L4-d256-h4", budget=BUDGETS[-1]))
+    p = preds["families"]["gpt2"]
+    assert p["params_non_embedding"] == SIZES[-1] and p["fitted_on"]["sizes"] == SIZES[:3]
+    assert p["predicted_loss"] == pytest.approx(float(TRUE.loss(SIZES[-1], BUDGETS[-1])), rel=1e-3)
+    assert p["interval"] is None and "no interval" in p["interval_method"]
+    (check,) = prediction_check(preds, rows)
+    assert check["inside"] is None and abs(check["error_nats"]) < 3e-3
+    missing = predict(rows, dict(size="L8-d512-h8", budget=BUDGETS[-1]))["families"]["gpt2"]
+    assert missing["predicted_loss"] is None and "give holdout params_non_embedding" in missing["reason"]
+
+
+def test_the_effective_data_option_recovers_a_law_in_effective_tokens():
+    # Losses made from the law in D' (1e9 unique tokens: the largest budget is 6.4 epochs); read with the correction
+    # the law comes back, read as if every token were fresh it does not.
+    u = 1e9
+    rows = law_rows("g", TRUE, seeds=(0,), unique_tokens=u)
+    for r in rows:
+        r["final_val_loss"] = float(TRUE.loss(r["params_non_embedding"], effective_tokens(r["tokens"], u)))
+    corrected = fit_family(rows, effective_data=True)
+    assert corrected.law.beta == pytest.approx(TRUE.beta, rel=1e-3) and corrected.law.E == pytest.approx(
+        TRUE.E, rel=1e-3
+    )
+    assert fit_family(rows).law.E > TRUE.E * 1.01  # repeated tokens read as fresh: a higher floor
+    text = "\n".join(size_section(rows, "g", effective_data=True))
+    assert "effective tokens D'" in text and "| 6.4 | g |" in text  # the epochs of the largest budget

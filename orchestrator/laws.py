@@ -369,12 +369,17 @@ def fit_family(
     flops = [out.compute.flops(params_of(r), float(r["tokens"])) for r in rows]
     out.compute_range = (min(flops), max(flops))
     row_seed = np.array([r["seed"] for r in rows])
+    refits: dict[tuple, Optional[Law]] = {}  # random draws repeat multisets: fit each once
     for draw, weight in _seed_draws(seeds, samples, seed):
+        if draw in refits:
+            out.resamples.append(Resample(draw, weight, refits[draw]))
+            continue
         counts = Counter(draw)
         w = np.array([float(counts.get(s, 0)) for s in row_seed])
         # From the full data's optimum: a resample moves it little, and the start grid was searched once already.
         refit = _minimise([theta], x_n, x_d, y, w, delta) if w.sum() else None
-        out.resamples.append(Resample(draw, weight, None if refit is None else _law_from_theta(refit, centre)))
+        refits[draw] = None if refit is None else _law_from_theta(refit, centre)
+        out.resamples.append(Resample(draw, weight, refits[draw]))
     out.intervals, out.interval_method = _parameter_intervals(out)
     return out
 

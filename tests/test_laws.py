@@ -20,6 +20,7 @@ from orchestrator.laws import (
     fit_families,
     fit_family,
     frontier,
+    interval_method,
     load_predictions,
     multipliers_along,
     predict,
@@ -27,6 +28,7 @@ from orchestrator.laws import (
     predictions_json,
     size_plots,
     size_section,
+    weighted_interval,
 )
 
 TRUE = Law(E=1.6, A=400.0, B=2000.0, alpha=0.35, beta=0.4)
@@ -142,6 +144,18 @@ def test_the_multiplier_from_hand_made_rows_is_the_closed_form():
     assert [m.multiplier for m in mult] == pytest.approx([expected] * 3, rel=0.02)
     assert all(m.interval is not None for m in mult)
     assert [m.extrapolated for m in mult] == [False, True, True]  # measured compute is 6e14 to 1.2e18
+    # The fitted frontier is the closed form's too.
+    g = (TRUE.alpha * TRUE.A / (TRUE.beta * TRUE.B)) ** (1 / (TRUE.alpha + TRUE.beta))
+    fitted = frontier(fits["gpt2"].law, fits["gpt2"].compute, c)
+    assert fitted["n_opt"] == pytest.approx(g * (c / 6) ** (TRUE.beta / (TRUE.alpha + TRUE.beta)), rel=0.01)
+    # FLOPs/token of exactly 6 N on the rows is the same compute: the same multiplier.
+    for r in rows:
+        r["flops_per_token"] = 6 * r["params_non_embedding"]
+    fits = fit_families(rows)
+    assert fits["gptoss"].compute.mode == "flops"
+    assert [m.multiplier for m in multipliers_along(fits["gptoss"], fits["gpt2"], c)] == pytest.approx(
+        [expected] * 3, rel=0.02
+    )
     base = multipliers_along(fits["gpt2"], fits["gpt2"], c)
     assert [m.multiplier for m in base] == pytest.approx([1.0] * 3, rel=1e-6)
 
@@ -250,3 +264,18 @@ def test_the_effective_data_option_recovers_a_law_in_effective_tokens():
     assert fit_family(rows).law.E > TRUE.E * 1.01  # repeated tokens read as fresh: a higher floor
     text = "\n".join(size_section(rows, "g", effective_data=True))
     assert "effective tokens D'" in text and "| 6.4 | g |" in text  # the epochs of the largest budget
+
+
+def test_interval_methods_follow_the_number_of_distinct_resamples():
+    assert [distinct_resamples(n) for n in (1, 2, 3, 4, 5)] == [1, 3, 10, 35, 126]
+    assert "no interval" in interval_method(1)
+    assert "range over all 10 distinct resamples" in interval_method(3)
+    assert "exact over all 35 distinct resamples" in interval_method(4)
+    assert "200 random resamples of 462 distinct" in interval_method(6)
+    # Few draws: the whole range. Many: the weighted 2.5% and 97.5% points.
+    assert weighted_interval([3.0, 1.0, 2.0], [0.2, 0.3, 0.5]) == (1.0, 3.0)
+    values = np.arange(100.0)
+    assert weighted_interval(values, np.ones(100)) == (2.0, 97.0)
+    skewed = np.where(values < 50, 1.0, 3.0)  # the lower half at half its weight: the 2.5% point moves from 2 to 4
+    assert weighted_interval(values, skewed)[0] == 4.0
+    assert weighted_interval([np.nan], [1.0]) is None

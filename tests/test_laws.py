@@ -276,6 +276,20 @@ def test_interval_methods_follow_the_number_of_distinct_resamples():
     assert weighted_interval([3.0, 1.0, 2.0], [0.2, 0.3, 0.5]) == (1.0, 3.0)
     values = np.arange(100.0)
     assert weighted_interval(values, np.ones(100)) == (2.0, 97.0)
-    skewed = np.where(values < 50, 1.0, 3.0)  # the lower half at half its weight: the 2.5% point moves from 2 to 4
+    skewed = np.where(values < 50, 1.0, 3.0)  # the lower half a third as likely: the 2.5% point moves from 2 to 4
     assert weighted_interval(values, skewed)[0] == 4.0
     assert weighted_interval([np.nan], [1.0]) is None
+
+
+def test_families_with_different_seeds_get_independent_resamples():
+    rng = np.random.default_rng(7)
+    x_law = Law(E=TRUE.E, A=TRUE.A / 2, B=TRUE.B / 2, alpha=TRUE.alpha, beta=TRUE.beta)
+    rows = law_rows("gpt2", TRUE, seeds=(0, 1, 2), noise=0.002, rng=rng) + law_rows(
+        "gptoss", x_law, seeds=(5, 6), noise=0.002, rng=rng
+    )
+    fits = fit_families(rows)
+    (m,) = multipliers_along(fits["gptoss"], fits["gpt2"], [1e16])
+    # 3 x 10 pairs of draws: at least 20, so a 95% interval, which holds the point estimate.
+    assert m.interval[0] < m.multiplier < m.interval[1]
+    gamma = TRUE.alpha * TRUE.beta / (TRUE.alpha + TRUE.beta)
+    assert m.multiplier == pytest.approx(2 ** (1 / gamma), rel=0.15)

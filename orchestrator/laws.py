@@ -176,6 +176,7 @@ class LawFit:
     intervals: dict = field(default_factory=dict)  # parameter -> (low, high)
     interval_method: str = ""
     resamples: list = field(default_factory=list)
+    jackknife: list = field(default_factory=list)  # the law refitted without each seed in turn (seeds order)
     compute: Optional[ComputeModel] = None
     compute_range: tuple = (math.nan, math.nan)  # measured training FLOPs, min and max
     effective_data: bool = False
@@ -380,6 +381,11 @@ def fit_family(
         refit = _minimise([theta], x_n, x_d, y, w, delta) if w.sum() else None
         refits[draw] = None if refit is None else _law_from_theta(refit, centre)
         out.resamples.append(Resample(draw, weight, refits[draw]))
+    if len(seeds) > 1:
+        for left_out in seeds:
+            w = (row_seed != left_out).astype(float)
+            refit = _minimise([theta], x_n, x_d, y, w, delta)
+            out.jackknife.append(None if refit is None else _law_from_theta(refit, centre))
     out.intervals, out.interval_method = _parameter_intervals(out)
     return out
 
@@ -402,19 +408,46 @@ def _seed_draws(seeds: list, samples: int, seed: int) -> list[tuple[tuple, float
     return [(tuple(sorted(rng.choice(seeds, size=k))), 1.0 / samples) for _ in range(samples)]
 
 
+JACKKNIFE_TEXT = (
+    "widened, where it is narrower, to the leave-one-seed-out jackknife's 95% t-interval (resampling few seeds "
+    "understates the spread)"
+)
+
+
 def interval_method(n_seeds: int, samples: int = BOOTSTRAP_SAMPLES) -> str:
     """How an interval from resampling n seeds is made, in words for the report."""
     if n_seeds < 2:
         return f"{n_seeds} seed: no interval"
     k = distinct_resamples(n_seeds)
     if k < MIN_RESAMPLES_FOR_PERCENTILES:
-        return (
-            f"range over all {k} distinct resamples of {n_seeds} seeds (too few for a 95% interval: the whole range "
-            "is shown; it reflects seed noise only)"
-        )
-    if k <= samples:
-        return f"95% bootstrap over {n_seeds} seeds, exact over all {k} distinct resamples"
-    return f"95% bootstrap over {n_seeds} seeds, {samples} random resamples of {k} distinct"
+        boot = f"range over all {k} distinct resamples of {n_seeds} seeds (too few for bootstrap percentiles)"
+    elif k <= samples:
+        boot = f"95% bootstrap over {n_seeds} seeds, exact over all {k} distinct resamples"
+    else:
+        boot = f"95% bootstrap over {n_seeds} seeds, {samples} random resamples of {k} distinct"
+    return f"{boot}, {JACKKNIFE_TEXT}; seed noise only"
+
+
+def jackknife_interval(estimate: float, left_out: list, df: Optional[int] = None) -> Optional[tuple[float, float]]:
+    """estimate ± t95(n - 1) * se, se the delete-one jackknife's: sqrt((n - 1) / n * sum (v_i - mean)^2) over the n
+    leave-one-seed-out values. None when a value is missing or not finite."""
+    from orchestrator.ladder import t95
+
+    v = np.asarray([math.nan if x is None else x for x in left_out], dtype=float)
+    if len(v) < 2 or not np.all(np.isfinite(v)) or not math.isfinite(estimate):
+        return None
+    n = len(v)
+    half = t95(df or n - 1) * math.sqrt((n - 1) / n * float(((v - v.mean()) ** 2).sum()))
+    return estimate - half, estimate + half
+
+
+def _union(a: Optional[tuple], b: Optional[tuple]) -> Optional[tuple[float, float]]:
+    if a is None or b is None:
+        return a or b
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+_LOG_PARAMS = ("A", "B")  # positive scales: their jackknife interval is made on the log, so it stays positive
 
 
 def weighted_interval(values, weights) -> Optional[tuple[float, float]]:
@@ -439,9 +472,17 @@ def _parameter_intervals(fit: LawFit) -> tuple[dict, str]:
     if not good:
         return {}, method
     weights = [r.weight for r in good]
-    return {
-        k: weighted_interval([getattr(r.law, k) for r in good], weights) for k in ("E", "A", "B", "alpha", "beta")
-    }, method
+    out = {}
+    for k in ("E", "A", "B", "alpha", "beta"):
+        boot = weighted_interval([getattr(r.law, k) for r in good], weights)
+        values = [None if law is None else getattr(law, k) for law in fit.jackknife]
+        if k in _LOG_PARAMS:
+            jk = jackknife_interval(math.log(getattr(fit.law, k)), [v and math.log(v) for v in values])
+            jk = jk and (math.exp(jk[0]), math.exp(jk[1]))
+        else:
+            jk = jackknife_interval(getattr(fit.law, k), values)
+        out[k] = _union(boot, jk)
+    return out, method
 
 
 def fit_families(rows: list[dict], **kw) -> dict[str, LawFit]:
@@ -535,14 +576,49 @@ def multipliers_along(x: LawFit, base: LawFit, flops) -> list[MultiplierRow]:
             continue
         values.append(compute_multiplier(rx.law, x.compute, rb.law, base.compute, flops))
         weights.append(w)
+    jk = _multiplier_jackknife(x, base, flops, k)
     out = []
     for j, c in enumerate(flops):
         interval = weighted_interval([v[j] for v in values], weights) if values else None
+        interval = _union(interval, jk[j])
         lo_x, hi_x = x.compute_range
         lo_b, hi_b = base.compute_range
         outside = not (lo_x <= c <= hi_x) or not (math.isfinite(k[j]) and lo_b <= k[j] * c <= hi_b)
         out.append(MultiplierRow(float(c), float(k[j]), interval, outside))
     return out
+
+
+def _multiplier_jackknife(x: LawFit, base: LawFit, flops, k) -> list[Optional[tuple[float, float]]]:
+    """The jackknife t-interval of log k at each compute: paired (the same seed left out of both) when the families
+    share seeds, else each family's leave-one-out spread with the other held at its full fit, the variances added."""
+    from orchestrator.ladder import t95
+
+    log_k = np.log(k)
+
+    def loo(laws_x, laws_b):
+        return [
+            None if lx is None or lb is None else np.log(compute_multiplier(lx, x.compute, lb, base.compute, flops))
+            for lx, lb in zip(laws_x, laws_b)
+        ]
+
+    if not x.jackknife or not base.jackknife:
+        return [None] * len(flops)
+    if x.seeds == base.seeds:
+        parts = [loo(x.jackknife, base.jackknife)]
+    else:
+        parts = [loo(x.jackknife, [base.law] * len(x.jackknife)), loo([x.law] * len(base.jackknife), base.jackknife)]
+    if any(v is None for p in parts for v in p):
+        return [None] * len(flops)
+    df = min(len(p) for p in parts) - 1
+    var = np.zeros(len(flops))
+    for p in parts:
+        v, n = np.array(p), len(p)
+        var += (n - 1) / n * ((v - v.mean(axis=0)) ** 2).sum(axis=0)
+    half = t95(df) * np.sqrt(var)
+    return [
+        (float(np.exp(lk - h)), float(np.exp(lk + h))) if np.isfinite(lk) and np.isfinite(h) else None
+        for lk, h in zip(log_k, half)
+    ]
 
 
 def compute_points(fits: dict[str, LawFit], extra_decades: int = 2, per_range: int = 4) -> np.ndarray:
@@ -625,7 +701,12 @@ def predict(
             d = effective_tokens(tokens, u)
         entry["predicted_loss"] = float(fit.law.loss(n, d))
         good = [r for r in fit.resamples if r.law is not None]
-        fit_interval = weighted_interval([float(r.law.loss(n, d)) for r in good], [r.weight for r in good])
+        fit_interval = _union(
+            weighted_interval([float(r.law.loss(n, d)) for r in good], [r.weight for r in good]),
+            jackknife_interval(
+                entry["predicted_loss"], [None if law is None else float(law.loss(n, d)) for law in fit.jackknife]
+            ),
+        )
         # The measurement will be a mean over seeds, which has its own seed noise besides the law's: widen the
         # fit's interval by the 95% t half-width of a mean of that many seeds.
         m, rel = len(fit.seeds), pooled_seed_std(train)

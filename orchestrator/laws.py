@@ -719,9 +719,9 @@ def predict(
             half = t95(m - 1) * std / math.sqrt(m)
             entry["interval"] = [fit_interval[0] - half, fit_interval[1] + half]
             entry["interval_method"] = (
-                f"the law's {interval_method(m, samples)}, widened by ±{half:.4f} nats: the 95% t half-width of a "
-                f"mean of {m} seeds (seed std {std:.4f} nats: {100 * rel:.2f}% of the loss, pooled over the fitted "
-                "points)"
+                f"the law's interval ({interval_method(m, samples)}), then ±{half:.4f} nats for the noise of the "
+                f"measurement, a mean of {m} seeds: the 95% t half-width with the seed std {std:.4f} nats "
+                f"({100 * rel:.2f}% of the loss, pooled over the fitted points)"
             )
         else:
             entry["interval_method"] = interval_method(m, samples)

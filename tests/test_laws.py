@@ -211,7 +211,7 @@ def test_a_held_out_size_is_predicted_within_its_interval_and_checked():
     fits = {f: LawFit(f, None, reason="not fitted in this test") for f in ("gpt2", "gptoss")}
     text = "\n".join(size_section(rows, "gpt2", back, fits=fits))
     assert "### Prediction check" in text and "Held out: size L4-d320-h4" in text
-    assert text.count("| yes |") == 2 and "95% t half-width of a mean of 3 seeds" in text
+    assert text.count("| yes |") == 2 and "a mean of 3 seeds: the 95% t half-width" in text
 
 
 def test_predictions_file_is_checked_on_load():

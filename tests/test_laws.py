@@ -9,28 +9,22 @@ import math
 import numpy as np
 import pytest
 
+from orchestrator.frontiers import compute_multiplier, frontier, multipliers_along
 from orchestrator.laws import (
     ComputeModel,
     Law,
     LawFit,
     compute_model,
-    compute_multiplier,
     distinct_resamples,
     effective_tokens,
     fit_families,
     fit_family,
-    frontier,
     interval_method,
     jackknife_interval,
-    load_predictions,
-    multipliers_along,
-    predict,
-    prediction_check,
-    predictions_json,
-    size_plots,
-    size_section,
     weighted_interval,
 )
+from orchestrator.predictions import load_predictions, predict, prediction_check, predictions_json
+from orchestrator.size_report import size_plots, size_section
 
 TRUE = Law(E=1.6, A=400.0, B=2000.0, alpha=0.35, beta=0.4)
 SIZES = [1e6, 3e6, 1e7, 3e7]

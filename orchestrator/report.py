@@ -9,8 +9,9 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
+from orchestrator.budget_report import budget_section
+from orchestrator.formatting import draw_references, fmt_tokens
 from orchestrator.ladder import device_lines, device_of, mean_pm
-from orchestrator.scaling import budget_section, draw_references, fmt_tokens
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"

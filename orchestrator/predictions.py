@@ -92,32 +92,7 @@ def predict(
         if effective_data:
             u = unique_tokens or (float(train[0]["tokens"]) / epochs_of(train[0], unique_tokens))
             d = effective_tokens(tokens, u)
-        entry["predicted_loss"] = float(fit.law.loss(n, d))
-        good = [r for r in fit.resamples if r.law is not None]
-        fit_interval = union_interval(
-            weighted_interval([float(r.law.loss(n, d)) for r in good], [r.weight for r in good]),
-            jackknife_interval(
-                entry["predicted_loss"], [None if law is None else float(law.loss(n, d)) for law in fit.jackknife]
-            ),
-        )
-        # The measurement will be a mean over seeds, which has its own seed noise besides the law's: widen the
-        # fit's interval by the 95% t half-width of a mean of that many seeds.
-        m, rel = len(fit.seeds), pooled_seed_std(train)
-        std = None if rel is None else rel * entry["predicted_loss"]
-        entry["fit_interval"] = list(fit_interval) if fit_interval else None
-        entry["seed_std"] = std
-        if fit_interval and std is not None:
-            from orchestrator.ladder import t95
-
-            half = t95(m - 1) * std / math.sqrt(m)
-            entry["interval"] = [fit_interval[0] - half, fit_interval[1] + half]
-            entry["interval_method"] = (
-                f"the law's interval ({interval_method(m, samples)}), then ±{half:.4f} nats for the noise of the "
-                f"measurement, a mean of {m} seeds: the 95% t half-width with the seed std {std:.4f} nats "
-                f"({100 * rel:.2f}% of the loss, pooled over the fitted points)"
-            )
-        else:
-            entry["interval_method"] = interval_method(m, samples)
+        entry.update(_predicted(fit, train, n, d, samples))
         entry["fit"] = fit.law.as_dict()
         entry["extrapolated_in_size"] = bool(n > max(fit.sizes) or n < min(fit.sizes))
     return dict(
@@ -128,6 +103,33 @@ def predict(
         effective_data=effective_data,
         families=families,
     )
+
+
+def _predicted(fit, train: list[dict], n: float, d: float, samples: int) -> dict:
+    """The law's loss at (n, d) and its interval: the fit's (seed resamples, widened to the jackknife), then widened
+    again by the seed noise of what will be measured, a mean over that many seeds."""
+    from orchestrator.ladder import t95
+
+    loss = float(fit.law.loss(n, d))
+    good = [r for r in fit.resamples if r.law is not None]
+    fit_interval = union_interval(
+        weighted_interval([float(r.law.loss(n, d)) for r in good], [r.weight for r in good]),
+        jackknife_interval(loss, [None if law is None else float(law.loss(n, d)) for law in fit.jackknife]),
+    )
+    m, rel = len(fit.seeds), pooled_seed_std(train)
+    std = None if rel is None else rel * loss
+    out = dict(predicted_loss=loss, fit_interval=list(fit_interval) if fit_interval else None, seed_std=std)
+    if fit_interval and std is not None:
+        half = t95(m - 1) * std / math.sqrt(m)
+        out["interval"] = [fit_interval[0] - half, fit_interval[1] + half]
+        out["interval_method"] = (
+            f"the law's interval ({interval_method(m, samples)}), then ±{half:.4f} nats for the noise of the "
+            f"measurement, a mean of {m} seeds: the 95% t half-width with the seed std {std:.4f} nats "
+            f"({100 * rel:.2f}% of the loss, pooled over the fitted points)"
+        )
+    else:
+        out["interval_method"] = interval_method(m, samples)
+    return out
 
 
 def pooled_seed_std(rows: list[dict]) -> Optional[float]:

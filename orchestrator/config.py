@@ -32,6 +32,8 @@ MODEL_OVERRIDES = (
     "mlp",
     "sinks",
     "tie_embeddings",
+    "parametrization",
+    "mup_base_width",
 )
 
 SCHEDULES = ("cosine", "wsd", "constant")

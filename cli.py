@@ -255,7 +255,11 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
         model=True,
     ),
     TrainOption(
-        "mup_base_width", ("--mup-base-width",), int, "The d_model at which mup equals standard (default 128).", model=True
+        "mup_base_width",
+        ("--mup-base-width",),
+        int,
+        "The d_model at which mup equals standard (default 128).",
+        model=True,
     ),
     # Data, batch and schedule.
     TrainOption("seq_len", ("--seq-len",), int, "Tokens per training window."),

@@ -266,6 +266,20 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
         "Switch: share the embedding with the output layer.",
         model=True,
     ),
+    TrainOption(
+        "parametrization",
+        ("--parametrization",),
+        str,
+        "Width parametrization: standard or mup (lr transfers across d_model from --mup-base-width).",
+        model=True,
+    ),
+    TrainOption(
+        "mup_base_width",
+        ("--mup-base-width",),
+        int,
+        "The d_model at which mup equals standard (default 128).",
+        model=True,
+    ),
     # Data, batch and schedule.
     TrainOption("seq_len", ("--seq-len",), int, "Tokens per training window."),
     TrainOption("batch_size", ("--batch-size",), int, "Windows per worker per micro-step."),

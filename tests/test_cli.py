@@ -64,6 +64,8 @@ def _one_line_error(result, *fragments: str) -> None:
         (["--variant", "+swiglu", "--mlp", "relu"], ["mlp must be one of"]),
         (["--sinks", "--window", "-1"], ["sliding_window must be a positive number"]),
         (["--schedule", "linear"], ["--schedule must be one of"]),
+        (["--parametrization", "mu"], ["parametrization must be one of standard, mup, got 'mu'"]),
+        (["--parametrization", "mup", "--mup-base-width", "0"], ["mup_base_width must be a positive integer"]),
         (["--schedule", "wsd", "--max-steps", "10", "--warmup-steps", "9"], ["inside the 9-step warmup"]),
     ],
 )

@@ -187,7 +187,7 @@ def test_export_of_a_really_prepared_checkpoint(prepared_data, tmp_path):
         assert hf(text)["input_ids"] == ours.encode(text, on_unknown="extend")
         if unk not in prepared:
             assert hf(text)["input_ids"] == prepared
-    assert sum(unk not in p for p in stored_stories) > 0.9 * len(stories)
+    assert sum(unk not in p for p in stored_stories) > len(stories) // 2  # the stored comparison is not vacuous
     result = runner.invoke(
         cli.app, ["generate", str(tmp_path / "ckpt"), "--prompt", "the cat sat", "--max-tokens", "8"]
     )

@@ -82,7 +82,7 @@ def test_train_without_prepared_data_says_how_to_prepare(tmp_path):
 
 def test_evaluate_refuses_a_checkpoint_from_other_data(prepared_data, tmp_path):
     from gptoss import build_model, save_checkpoint
-    from orchestrator.train_loop import MANIFEST_FILE
+    from orchestrator.run_dir import MANIFEST_FILE
 
     manifest = json.loads((prepared_data / "manifest.json").read_text())
     ckpt = tmp_path / "ckpt"

@@ -55,7 +55,8 @@ def save_checkpoint_for(ckpt, arch: str, manifest: dict) -> None:
     """A random model in the layout `train` writes; weights well away from the init, so greedy paths are not ties."""
     from gptoss import build_model
     from orchestrator.config import TrainConfig
-    from orchestrator.train_loop import build_optimizer, save_train_checkpoint
+    from orchestrator.optimizer import build_optimizer
+    from orchestrator.train_loop import save_train_checkpoint
 
     torch.manual_seed(0)
     model = build_model(arch, "debug", vocab_size=manifest["vocab_size"])

@@ -9,7 +9,7 @@ import torch
 from gptoss import build_model, load_checkpoint, save_checkpoint
 from gptoss.parametrization import lr_multipliers
 from orchestrator.config import TrainConfig
-from orchestrator.train_loop import build_optimizer, set_lr
+from orchestrator.optimizer import build_optimizer, set_lr
 
 GPT2_SWITCHES = dict(
     tie_embeddings=True,

@@ -654,16 +654,16 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
     phases.mark("ray data helpers (submit)")
     # Everything checkable without Ray first: clean one-line errors, and no Ray start-up for a typo.
     plan = plan_sources(cfg)
-    if not plan.stories.get("validation"):
-        raise DataError(
-            "this would prepare no validation split (--val-fraction 0 and no validation file), and train evaluates "
-            "on it; give --val-fraction > 0 (e.g. 0.05) or a validation.* file beside train.*"
-        )
     phases.mark("plan sources")
     rank_files = load_rank_files(cfg.tokenizer, cfg.tokenizer_dir)
     phases.mark("rank files")
     encoding = build_encoding(cfg.tokenizer, rank_files)
     phases.mark("build encoding")
+    if not plan.stories.get("validation"):
+        raise DataError(
+            "this would prepare no validation split (--val-fraction 0 and no validation file), and train evaluates "
+            "on it; give --val-fraction > 0 (e.g. 0.05) or a validation.* file beside train.*"
+        )
     fingerprint = _fingerprint(cfg, plan, rank_files)
     phases.mark("fingerprint")
     if out.is_dir():

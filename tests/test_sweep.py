@@ -771,7 +771,10 @@ def test_best_lrs_averages_seeds_skips_unfinished_trials_and_flags_an_edge(tmp_p
     _fake_trial(tmp_path, "cut", "gpt2", 8e-3, 0, 1.0, steps=256)  # stopped half way: not a measurement
     found = best_lrs(str(tmp_path))
     assert found["gpt2"]["lr"] == 1e-3 and found["gpt2"]["grid"] == [1e-3, 2e-3, 4e-3]  # 2e-3's mean is 3.1
-    assert found["gpt2"]["edge"] is True and found["+rope"] == dict(lr=2e-3, val_loss=2.7, grid=[1e-3, 2e-3], edge=True)
+    rope = {k: found["+rope"][k] for k in ("lr", "val_loss", "grid", "edge", "seeds")}
+    assert found["gpt2"]["edge"] is True and rope == dict(
+        lr=2e-3, val_loss=2.7, grid=[1e-3, 2e-3], edge=True, seeds=[0]
+    )
 
 
 def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path, capfd):
@@ -786,7 +789,7 @@ def test_lr_from_names_missing_models_and_refuses_an_lr_axis(tmp_path, capfd):
     capfd.readouterr()
     assert set(apply_lr_from(cfg, expand_grid(cfg))) == {"gpt2"}
     assert cfg.lr_by_variant == {"+rope": 1e-3, "gpt2": 2e-3}
-    assert "warning" not in capfd.readouterr().out  # one lr: no grid to be at the edge of
+    assert "edge of its grid" not in capfd.readouterr().out  # one lr: no grid to be at the edge of
     _fake_trial(tmp_path, "t1", "gpt2", 1e-3, 0, 3.2)  # 2e-3 is now the best of two, at the grid's top
     cfg.lr_by_variant = {"+rope": 1e-3}
     apply_lr_from(cfg, expand_grid(cfg))

@@ -139,8 +139,6 @@ def test_compiled_local_run_matches_the_eager_one(prepared_data, tmp_path):
 
 @pytest.mark.slow
 def test_the_last_evaluation_of_a_run_scores_the_whole_split(prepared_data, tmp_path):
-    from orchestrator.trainer import run_local
-
     events = run_local(_cfg(prepared_data, max_steps=10, eval_every=5, eval_windows=4), str(tmp_path / "run"))
     evals = [e for e in events if e["kind"] == "eval"]
     split = json.load(open(prepared_data / "manifest.json"))["splits"]["validation"]["tokens"]

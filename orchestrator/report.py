@@ -9,6 +9,7 @@ from typing import Optional
 
 from orchestrator.report_markdown import render_markdown
 from orchestrator.report_plots import plot_curves, plot_loss_vs_compute, plot_loss_vs_params
+from orchestrator.report_sizes import SIZE_COLUMNS, add_size_fields, size_files
 from orchestrator.report_tables import best_lr_rows, model_label
 from orchestrator.scaling import budget_section
 from orchestrator.storage import Storage, open_storage
@@ -108,10 +109,10 @@ def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[di
 
 
 def collect_rows(
-    storage: Storage, sweep_path: str, skipped: Optional[list] = None
+    storage: Storage, sweep_path: str, skipped: Optional[list] = None, configs: Optional[dict] = None
 ) -> tuple[list[dict], dict[str, list[dict]]]:
     """One row per finished trial (a trial run with a summary), and each trial's eval curve. A trial whose files are
-    damaged is left out; (trial, why) goes to `skipped` when given."""
+    damaged is left out; (trial, why) goes to `skipped` when given; each trial's config.json to `configs`."""
     rows, curves = [], {}
     for trial_path in storage.list_dirs(f"{sweep_path}/{TRIALS_DIR}"):
         name = trial_path.rsplit("/", 1)[-1]
@@ -123,6 +124,8 @@ def collect_rows(
             if skipped is not None:
                 skipped.append((name, str(exc)))
             continue
+        if configs is not None:
+            configs[name] = config
         cfg, model, params = config["config"], config.get("model_config", {}), summary["params"]
         evals = [r for r in records if r.get("kind") == "eval"]
         curves[name] = [dict(tokens=r["tokens"], val_loss=r["val_loss"]) for r in evals]
@@ -247,7 +250,8 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
     root = storage.root
     sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
     skipped: list = []
-    rows, curves = collect_rows(storage, root, skipped)
+    configs: dict = {}
+    rows, curves = collect_rows(storage, root, skipped, configs)
     if not rows:
         damaged = f" ({len(skipped)} damaged: {skipped[0][1]})" if skipped else ""
         raise ValueError(
@@ -256,8 +260,9 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
         )
     baseline = baseline or sweep.get("baseline") or "gpt2"
     missing = unfinished_points(sweep, rows)
+    sized = add_size_fields(rows, configs, sweep.get("sizes") or [])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + (SIZE_COLUMNS if sized else []), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())
@@ -272,10 +277,12 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
         from orchestrator.ladder import plot_waterfall
 
         storage.write_bytes(f"{root}/ladder.png", plot_waterfall(best_lr_rows(rows)))
+    size_lines = size_files(storage, root, rows, baseline, references) if sized else None
     status = status_lines(sweep, rows, missing, skipped)
     storage.write_text(
         f"{root}/REPORT.md",
-        "".join(line + "\n" for line in status) + render_markdown(rows, sweep, budget, reference_table, baseline),
+        "".join(line + "\n" for line in status)
+        + render_markdown(rows, sweep, budget, reference_table, baseline, size_lines),
     )
     return dict(
         trials=len(rows),

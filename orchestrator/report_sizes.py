@@ -104,4 +104,4 @@ def size_files(storage: Storage, root: str, rows: list[dict], baseline: str, ref
     for name, data in size_plots(rows, family, references, fits=fits).items():
         storage.write_bytes(f"{root}/{name}", data)
     lines = size_section(rows, family, read_predictions(storage, root), fits=fits)
-    return [lines[0], "", LAW_PARAMS_TEXT + ".", *lines[1:]]
+    return [*lines[:4], LAW_PARAMS_TEXT + ".", "", *lines[4:]]

@@ -204,6 +204,15 @@ class TrialPoint:
         overrides.update({k: v for k, v in values.items() if k not in TRAIN_AXES})
         for key in dropped_for(self.arch):
             overrides.pop(key, None)
+        if (
+            self.size is not None
+            and self.arch == "gptoss"
+            and "d_model" in values
+            and "intermediate_size" not in values
+        ):
+            # The preset's MLP width is its own width's sizing rule; a shape of another width takes the rule at its
+            # own width (mlp_intermediate_size), as every dense variant already does, unless someone set it.
+            overrides.setdefault("intermediate_size", None)
         data = base.to_dict()
         data.update(
             arch=self.arch,

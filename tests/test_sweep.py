@@ -893,9 +893,12 @@ def test_sizes_sweep_fits_predicts_before_the_holdout_and_checks_after(prepared_
     predictions = json.loads((sweep_dir / "predictions.json").read_text())
     family = predictions["families"]["gpt2"]
     assert family["fitted_on"]["sizes"] and len(family["fitted_on"]["sizes"]) == 3
-    assert family["params_non_embedding"] == json.loads(
-        (sweep_dir / "trials" / "gpt2-L1-d64-h4-s0-D5120" / "config.json").read_text()
-    )["params"]["non_embedding"]
+    assert (
+        family["params_non_embedding"]
+        == json.loads((sweep_dir / "trials" / "gpt2-L1-d64-h4-s0-D5120" / "config.json").read_text())["params"][
+            "non_embedding"
+        ]
+    )
     written = (sweep_dir / "predictions.json").stat().st_mtime
     for trial in ("gpt2-L1-d64-h4-s0-D5120", "gpt2-L1-d64-h4-s1-D2560"):
         first = json.loads((sweep_dir / "trials" / trial / "metrics.jsonl").read_text().splitlines()[0])
@@ -904,7 +907,6 @@ def test_sizes_sweep_fits_predicts_before_the_holdout_and_checks_after(prepared_
     assert {r["size"] for r in rows} == {"L1-d16-h1", "L1-d32-h2", "L1-d48-h3", "L1-d64-h4"}
     assert all(float(r["epochs"]) > 0 and r["family"] == "gpt2" and int(r["params_non_embedding"]) > 0 for r in rows)
     report = (sweep_dir / "REPORT.md").read_text()
-    (tmp_path.parent / "sizes-REPORT.md").write_text(report)
     assert "## Size" in report and "### Prediction check" in report
     check = [line for line in report.splitlines() if line.startswith("| gpt2 |") and "±" in line]
     assert check, "the check table has no measured row for gpt2"

@@ -74,3 +74,18 @@ def test_holdout_names_a_size_and_a_budget_of_the_sweep():
         _sweep(sizes=SHAPES, budgets=[1024, 2048], holdout={"size": "deep", "budget": 4096}, base=base)
     with pytest.raises(ValueError, match="holdout needs sizes"):
         _sweep(budgets=[1024, 2048], holdout={"size": "deep", "budget": 1024}, base=base)
+
+
+def test_a_wider_gptoss_shape_sizes_its_mlp_at_its_own_width():
+    from gptoss import build_config
+
+    cfg = _sweep({"variant": ["gptoss", "gpt2"]}, sizes=[{"d_model": 64, "n_heads": 2}, {"d_model": 192, "n_heads": 6}])
+    cfg.base = TrainConfig(preset="cpu-tiny")
+    widths = {}
+    for p in expand_grid(cfg):
+        tcfg = p.train_config(cfg.base, "unused", 1)
+        widths[p.name] = build_config("gptoss", "cpu-tiny", **tcfg.resolved_model_overrides()).intermediate_size
+    # moe top-2: 8d/(3*2) rounded to 16; the gpt2 variant's gelu: 4d. cpu-tiny's own 176 is the rule at d128.
+    assert widths == {"v-gptoss-d64-h2": 80, "v-gptoss-d192-h6": 256, "v-gpt2-d64-h2": 256, "v-gpt2-d192-h6": 768}
+    pinned = _sweep(sizes=[{"d_model": 64, "n_heads": 2, "intermediate_size": 96}])
+    assert expand_grid(pinned)[0].train_config(pinned.base, "u", 1).model_overrides["intermediate_size"] == 96

@@ -85,7 +85,8 @@ def shape_label(shape: dict) -> str:
     if shape.get(NAME_KEY):
         return str(shape[NAME_KEY])
     short = _short_names()
-    return "-".join(f"{short.get(k, k)}{_fmt(v)}" for k, v in fields_of(shape).items())
+    ordered = sorted(fields_of(shape).items(), key=lambda kv: _rank(kv[0]))
+    return "-".join(f"{short.get(k, k)}{_fmt(v)}" for k, v in ordered)
 
 
 def check_sizes(sizes: list, grid: dict, allowed: set[str], kinds: dict) -> list[dict]:

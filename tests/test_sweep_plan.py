@@ -26,7 +26,8 @@ def test_sizes_cross_the_other_axes_and_apply_each_shape_whole():
     assert names["v-gpt2-L8-d64-s1"] == "deep"
     point = next(p for p in points if p.name == "v-gptoss-L4-d128-h8-s1")
     tcfg = point.train_config(_sweep().base, "unused", 1)
-    assert tcfg.model_overrides == {"n_layers": 4, "d_model": 128, "n_heads": 8} and tcfg.seed == 1
+    assert tcfg.model_overrides == {"n_layers": 4, "d_model": 128, "n_heads": 8, "intermediate_size": None}
+    assert tcfg.seed == 1
 
 
 def test_names_without_sizes_are_unchanged_and_gpt2_drops_gptoss_fields():

@@ -152,7 +152,7 @@ def _run_sweep_locked(cfg: SweepConfig, plan: SweepPlan, executor: Executor, sho
             if not plan.phase2
             else f"{len(plan.phase1)} long runs to {max(cfg.budgets):,} tokens, "
             f"then {len(plan.phase2)} cooldown branches"
-        )
+        ) + (f"; size {cfg.holdout['size']} held out until predictions.json is written" if cfg.holdout else "")
         say(
             f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
             f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {plan.sweep_uri}"

@@ -90,3 +90,12 @@ def test_a_wider_gptoss_shape_sizes_its_mlp_at_its_own_width():
     assert widths == {"v-gptoss-d64-h2": 80, "v-gptoss-d192-h6": 256, "v-gpt2-d64-h2": 256, "v-gpt2-d192-h6": 768}
     pinned = _sweep(sizes=[{"d_model": 64, "n_heads": 2, "intermediate_size": 96}])
     assert expand_grid(pinned)[0].train_config(pinned.base, "u", 1).model_overrides["intermediate_size"] == 96
+
+
+def test_sizes_flag_replaces_the_default_grids_depths():
+    from orchestrator.sweep_file import build_sweep_config
+
+    cfg = build_sweep_config(None, {}, {"sizes": ["L4-d64-h4", "L4-d128-h8"]}, {"preset": "debug"})
+    assert "n_layers" not in cfg.grid and cfg.grid["arch"] == ["gptoss", "gpt2"]
+    names = [p.name for p in expand_grid(cfg)]
+    assert "gpt2-L4-d64-h4" in names and "gptoss-L4-d128-h8-E8" in names

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -28,11 +27,7 @@ def _as_flags(exc: BaseException, text: str) -> str:
 
     if not isinstance(exc, ConfigError):
         return text
-    flags = {o.dest: o.flags[0].split("/")[0] for o in TRAIN_OPTIONS}
-    if exc.field in flags and text.startswith(exc.field + " "):
-        text = flags[exc.field] + text[len(exc.field) :]
-    words = [w for w in flags if "_" in w]
-    return re.sub(r"\b(" + "|".join(words) + r")\b", lambda m: flags[m.group(1)], text) if words else text
+    return exc.as_flags({o.dest: o.flags[0].split("/")[0] for o in TRAIN_OPTIONS})
 
 
 def _user_errors(fn):
@@ -269,6 +264,20 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
         ("--tie-embeddings/--untie-embeddings",),
         bool,
         "Switch: share the embedding with the output layer.",
+        model=True,
+    ),
+    TrainOption(
+        "parametrization",
+        ("--parametrization",),
+        str,
+        "Width parametrization: standard or mup (lr transfers across d_model from --mup-base-width).",
+        model=True,
+    ),
+    TrainOption(
+        "mup_base_width",
+        ("--mup-base-width",),
+        int,
+        "The d_model at which mup equals standard (default 128).",
         model=True,
     ),
     # Data, batch and schedule.

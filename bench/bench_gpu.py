@@ -38,7 +38,8 @@ from gptoss import PRESETS, build_model, compile_model, flops_per_token  # noqa:
 from gptoss.model_gptoss import ATTN_IMPLS, EXPERT_IMPLS  # noqa: E402
 from gptoss.moe import MoEMLP, swiglu  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402  (plain dataclass; the chain imports no Ray)
-from orchestrator.train_loop import build_optimizer, peak_flops  # noqa: E402
+from orchestrator.optimizer import build_optimizer  # noqa: E402
+from orchestrator.train_loop import peak_flops  # noqa: E402
 
 ARCHS = ("gpt2", "gptoss")
 DEFAULT_PRESETS = ("cpu-tiny", "seed-6l", "seed-12l")

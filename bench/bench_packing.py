@@ -32,7 +32,7 @@ def _train(spec: str, steps: int, warmup: int, threads: int, batch: int, seq_len
 
     from gptoss import build_model
     from orchestrator.config import TrainConfig
-    from orchestrator.train_loop import build_optimizer
+    from orchestrator.optimizer import build_optimizer
 
     torch.set_num_threads(threads)
     batches, _ = bs.text_batches(steps + warmup, batch, seq_len, 10571, 4.0)

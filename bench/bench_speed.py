@@ -227,7 +227,7 @@ def variant_specs(names: str, preset: str) -> list[tuple[str, str, str, dict]]:
 def build_runs(specs: list, vocab: int, lr: float, ref, compiled: bool = False) -> tuple[list[Run], dict, list[str]]:
     from gptoss import build_model, compile_model
     from orchestrator.config import TrainConfig
-    from orchestrator.train_loop import build_optimizer
+    from orchestrator.optimizer import build_optimizer
 
     runs, fpt, notes = [], {}, []
     for spec in specs:

@@ -389,21 +389,25 @@ def _run_tokenize(cfg: PrepareConfig, plan: SourcePlan, staging: Path, show: boo
     bar.close()
     phases.mark("tokenize (first part to last)")
     if error:
-        exc = error[0]
-        # Errors raised in a worker arrive wrapped; surface our own one-line ones as they were.
-        cause = getattr(exc, "cause", None) or exc.__cause__
-        for candidate in (cause, exc):
-            if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
-                raise candidate
-        text = " ".join(str(exc).split())
-        m = re.search(
-            r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)",
-            str(exc).replace("\n", " "),
-        )
-        if m:
-            raise DataError(m.group(2).strip())
-        raise DataError(f"the Ray Data tokenize job failed: {text[:300]}")
+        raise _job_error(error[0])
     return _chunk_results(rows)
+
+
+def _job_error(exc: BaseException) -> BaseException:
+    """The tokenize job's failure as one line: errors raised in a worker arrive wrapped; our own one-line ones are
+    surfaced as they were."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    for candidate in (cause, exc):
+        if isinstance(candidate, (DataError, ValueError, FileNotFoundError, PermissionError)):
+            return candidate
+    text = " ".join(str(exc).split())
+    m = re.search(
+        r"(DataError|ValueError|FileNotFoundError|PermissionError): ([^\n]+?)(?: Traceback|$)",
+        str(exc).replace("\n", " "),
+    )
+    if m:
+        return DataError(m.group(2).strip())
+    return DataError(f"the Ray Data tokenize job failed: {text[:300]}")
 
 
 def _follow(worker: threading.Thread, staging: Path, bar, phases: "_Phases") -> None:
@@ -643,7 +647,6 @@ class _Phases:
 def prepare(cfg: PrepareConfig, echo=print) -> dict:
     """Tokenize the sources into `cfg.out` (shards + manifest.json) and return (and print) the summary."""
     phases = _Phases()
-    t_start = phases.t0
     out = Path(cfg.out).expanduser()
     _check_writable(out)
     if cfg.force or not (out / MANIFEST_NAME).is_file():  # not for what is most likely an up-to-date no-op
@@ -665,114 +668,137 @@ def prepare(cfg: PrepareConfig, echo=print) -> dict:
     phases.mark("fingerprint")
     if out.is_dir():
         _remove_stale(out)  # a killed run's staging and temporary files, before the up-to-date check can return
-
-    if not cfg.force and (out / MANIFEST_NAME).is_file():
-        try:
-            old = load_manifest(out)
-        except ValueError:
-            old = None
-        # A manifest from before the carried vocabulary is rebuilt: its data would still need rank files to decode.
-        if old is not None and old.get("fingerprint") == fingerprint and old.get("vocab") and verify_shards(out, old):
-            summary = _summary_from_manifest(old, out, noop=True)
-            print_summary(summary, echo)
-            return summary
+    done = None if cfg.force else _up_to_date(out, fingerprint)
+    if done is not None:
+        print_summary(done, echo)
+        return done
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
     staging = out / STAGING_NAME
-    show = not cfg.verbose  # verbose shows Ray Data's own bars instead
     phases.mark("up-to-date check + cleanup")
     try:
-        results = _run_tokenize(cfg, plan, staging, show, phases)
-        _check_order(results, plan)
-        eot_orig = int(encoding.eot_token)
-        by_split = {
-            split: np.unique(np.concatenate([r["distinct"][split] for r in results if split in r["distinct"]] + [[]]))
-            for split in SPLITS
-        }
-        distinct = np.unique(np.concatenate([*by_split.values(), [eot_orig]])).astype(np.int64)
-        compaction: dict = {}
-        if cfg.compact_vocab:
-            compaction = compact_vocabulary(by_split["train"], by_split["validation"], encoding)
-            compact_to_original, lut = compaction.pop("compact_to_original"), compaction.pop("lut")
-            vocab_size = int(len(compact_to_original))
-        else:
-            compact_to_original, vocab_size, lut = None, int(encoding.n_vocab), None
-        phases.mark("vocab compaction")
-        dtype = token_dtype(vocab_size)
-        final_dir = staging / "final"
-        final_dir.mkdir()
-        total_tokens = sum(r["parts"][s]["tokens"] for r in results for s in r["parts"])
-        bar = _progress(total_tokens, "write shards", "tok", show)
-        splits = {}
-        for split in SPLITS:
-            shards = _write_final_shards(results, split, lut, dtype, eot_orig, cfg.shard_tokens, final_dir, bar)
-            parts = [r["parts"][split] for r in results if split in r["parts"]]
-            splits[split] = dict(
-                tokens=sum(p["tokens"] for p in parts),
-                stories=sum(p["stories"] for p in parts),
-                utf8_bytes=sum(p["utf8_bytes"] for p in parts),
-                shards=shards,
-            )
-        bar.close()
-        phases.mark("final shards")
-        seconds = time.perf_counter() - t_start
-        manifest = dict(
-            format=FORMAT,
-            project_version=project_version(),
-            created_unix=time.time(),
-            fingerprint=fingerprint,
-            source=dict(
-                kind=plan.kind,
-                description=plan.description,
-                split_mode=plan.split_mode,
-                files=[asdict(f) for f in plan.files],
-            ),
-            settings={k: getattr(cfg, k) for k in _OUTPUT_SETTINGS},
-            tokenizer=cfg.tokenizer,
-            tokenizer_vocab_size=int(encoding.n_vocab),
-            tokenizer_eot_id=eot_orig,
-            compacted=bool(cfg.compact_vocab),
-            vocab_size=vocab_size,
-            eot_id=int(lut[eot_orig]) if lut is not None else eot_orig,
-            dtype=np.dtype(dtype).name,
-            distinct_tokens=int(len(distinct)),
-            compact_to_original=compact_to_original.tolist() if compact_to_original is not None else None,
-            # Bytes per model id, so training reports bits/byte without needing the tokenizer's rank files.
-            token_bytes=_token_bytes(encoding, compact_to_original, compaction),
-            **({"compaction": compaction} if compaction else {}),
-            # The tokens themselves (and what BPE needs to rebuild them), so that generate, evaluate, the end-of-run
-            # sample and export never need rank files or network after prepare.
-            vocab=portable_vocab(encoding, compact_to_original),
-            story_boundaries="every story ends with one eot_id token; no story contains it",
-            splits=splits,
-            build=dict(seconds=round(seconds, 3)),
-        )
-        _install(out, final_dir, manifest)
+        manifest = _build(cfg, plan, encoding, fingerprint, staging, phases)
+        _install(out, staging / "final", manifest)
         phases.mark("manifest + install")
     except BaseException as exc:
-        for _ in range(3):  # a writer still finishing a part can re-fill a folder being removed
-            shutil.rmtree(staging, ignore_errors=True)
-            if not staging.exists():
-                break
-            time.sleep(1)
-        if created and out.exists() and not any(out.iterdir()):
-            out.rmdir()
-        if isinstance(exc, KeyboardInterrupt):
-            kept = (
-                f"{out} still holds the data prepared before"
-                if (out / MANIFEST_NAME).is_file()
-                else f"{out} holds no prepared data"
-            )
-            raise PrepareInterrupted(
-                f"interrupted: prepare removed its unfinished work ({STAGING_NAME}); {kept}; "
-                f"run the same command again to prepare it"
-            ) from None
+        _abandon(out, staging, created, exc)
         raise
     shutil.rmtree(staging, ignore_errors=True)
     phases.mark("cleanup")
-    summary = _summary_from_manifest(manifest, out, noop=False, seconds=seconds)
+    summary = _summary_from_manifest(manifest, out, noop=False, seconds=manifest["build"]["seconds"])
     summary["phases"] = {k: round(v, 3) for k, v in phases.seconds.items()}
     print_summary(summary, echo)
     return summary
+
+
+def _up_to_date(out: Path, fingerprint: str) -> dict | None:
+    """The no-op summary when `out` already holds this very data, verified; None when it must be (re)built. A
+    manifest from before the carried vocabulary is rebuilt: its data would still need rank files to decode."""
+    if not (out / MANIFEST_NAME).is_file():
+        return None
+    try:
+        old = load_manifest(out)
+    except ValueError:
+        return None
+    if old.get("fingerprint") == fingerprint and old.get("vocab") and verify_shards(out, old):
+        return _summary_from_manifest(old, out, noop=True)
+    return None
+
+
+def _build(cfg: PrepareConfig, plan: SourcePlan, encoding, fingerprint: str, staging: Path, phases) -> dict:
+    """Tokenize on Ray into staging, compact the vocabulary, write the final shards; returns the manifest."""
+    show = not cfg.verbose  # verbose shows Ray Data's own bars instead
+    results = _run_tokenize(cfg, plan, staging, show, phases)
+    _check_order(results, plan)
+    eot_orig = int(encoding.eot_token)
+    by_split = {
+        split: np.unique(np.concatenate([r["distinct"][split] for r in results if split in r["distinct"]] + [[]]))
+        for split in SPLITS
+    }
+    distinct = np.unique(np.concatenate([*by_split.values(), [eot_orig]])).astype(np.int64)
+    compaction: dict = {}
+    if cfg.compact_vocab:
+        compaction = compact_vocabulary(by_split["train"], by_split["validation"], encoding)
+        compact_to_original, lut = compaction.pop("compact_to_original"), compaction.pop("lut")
+        vocab_size = int(len(compact_to_original))
+    else:
+        compact_to_original, vocab_size, lut = None, int(encoding.n_vocab), None
+    phases.mark("vocab compaction")
+    dtype = token_dtype(vocab_size)
+    final_dir = staging / "final"
+    final_dir.mkdir()
+    total_tokens = sum(r["parts"][s]["tokens"] for r in results for s in r["parts"])
+    bar = _progress(total_tokens, "write shards", "tok", show)
+    splits = {}
+    for split in SPLITS:
+        shards = _write_final_shards(results, split, lut, dtype, eot_orig, cfg.shard_tokens, final_dir, bar)
+        parts = [r["parts"][split] for r in results if split in r["parts"]]
+        splits[split] = dict(
+            tokens=sum(p["tokens"] for p in parts),
+            stories=sum(p["stories"] for p in parts),
+            utf8_bytes=sum(p["utf8_bytes"] for p in parts),
+            shards=shards,
+        )
+    bar.close()
+    phases.mark("final shards")
+    vocabulary = dict(
+        compacted=bool(cfg.compact_vocab),
+        vocab_size=vocab_size,
+        eot_id=int(lut[eot_orig]) if lut is not None else eot_orig,
+        dtype=np.dtype(dtype).name,
+        distinct_tokens=int(len(distinct)),
+        compact_to_original=compact_to_original.tolist() if compact_to_original is not None else None,
+        # Bytes per model id, so training reports bits/byte without needing the tokenizer's rank files.
+        token_bytes=_token_bytes(encoding, compact_to_original, compaction),
+        **({"compaction": compaction} if compaction else {}),
+        # The tokens themselves (and what BPE needs to rebuild them), so that generate, evaluate, the end-of-run
+        # sample and export never need rank files or network after prepare.
+        vocab=portable_vocab(encoding, compact_to_original),
+    )
+    return _manifest(cfg, plan, encoding, fingerprint, vocabulary, splits, time.perf_counter() - phases.t0)
+
+
+def _manifest(cfg, plan: SourcePlan, encoding, fingerprint: str, vocabulary: dict, splits: dict, seconds) -> dict:
+    return dict(
+        format=FORMAT,
+        project_version=project_version(),
+        created_unix=time.time(),
+        fingerprint=fingerprint,
+        source=dict(
+            kind=plan.kind,
+            description=plan.description,
+            split_mode=plan.split_mode,
+            files=[asdict(f) for f in plan.files],
+        ),
+        settings={k: getattr(cfg, k) for k in _OUTPUT_SETTINGS},
+        tokenizer=cfg.tokenizer,
+        tokenizer_vocab_size=int(encoding.n_vocab),
+        tokenizer_eot_id=int(encoding.eot_token),
+        **vocabulary,
+        story_boundaries="every story ends with one eot_id token; no story contains it",
+        splits=splits,
+        build=dict(seconds=round(seconds, 3)),
+    )
+
+
+def _abandon(out: Path, staging: Path, created: bool, exc: BaseException) -> None:
+    """A failed or interrupted build leaves nothing of its own: staging gone, a folder it created removed; Ctrl-C
+    becomes one line saying what is there now."""
+    for _ in range(3):  # a writer still finishing a part can re-fill a folder being removed
+        shutil.rmtree(staging, ignore_errors=True)
+        if not staging.exists():
+            break
+        time.sleep(1)
+    if created and out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    if isinstance(exc, KeyboardInterrupt):
+        kept = (
+            f"{out} still holds the data prepared before"
+            if (out / MANIFEST_NAME).is_file()
+            else f"{out} holds no prepared data"
+        )
+        raise PrepareInterrupted(
+            f"interrupted: prepare removed its unfinished work ({STAGING_NAME}); {kept}; "
+            f"run the same command again to prepare it"
+        ) from None

@@ -184,6 +184,7 @@ class SinkAttention(nn.Module):
         rope: YarnRotaryEmbedding | None,
         sinks: bool = True,
         attn_impl: str = "sdpa",
+        scale: float | None = None,  # None: head_dim**-0.5
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, n_kv_heads, head_dim, window
@@ -192,7 +193,7 @@ class SinkAttention(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=True)
         self.rope = rope  # shared by all layers; holds only buffers
-        self.scale = head_dim**-0.5
+        self.scale = head_dim**-0.5 if scale is None else scale
 
     def forward(
         self,

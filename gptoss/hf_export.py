@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .checkpoint import _write_atomically, write_json
+from .parametrization import attention_scale, is_mup, output_mult
 from .presets import add_vocab_rows, unwrap_model
 
 
@@ -154,6 +155,28 @@ def _gpt2_config(model: nn.Module) -> dict:
     }
 
 
+def _fold_mup(model: nn.Module, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A mup model's multipliers folded into the exported weights, so that HF's standard code computes our logits:
+    the readout multiplier into the final norm (its output feeds only the unembedding; a tied embedding stays tied),
+    a non-standard attention scale into the query projections (RoPE is linear, so scaling q before it is exact)."""
+    c = model.config
+    t = dict(t)
+    final = ("model.norm.",) if c.arch == "gptoss" else ("transformer.ln_f.",)
+    for key in [k for k in t if k.startswith(final)]:
+        t[key] = t[key] * output_mult(c)
+    scale = attention_scale(c, c.head_dim)
+    if scale is not None:
+        q_factor = scale / c.head_dim**-0.5
+        for key in list(t):
+            if ".self_attn.q_proj." in key:
+                t[key] = t[key] * q_factor
+            elif key.endswith("attn.c_attn.weight"):  # Conv1D (in, 3d): the first d columns are q
+                t[key] = torch.cat([t[key][:, : c.d_model] * q_factor, t[key][:, c.d_model :]], dim=1)
+            elif key.endswith("attn.c_attn.bias"):
+                t[key] = torch.cat([t[key][: c.d_model] * q_factor, t[key][c.d_model :]])
+    return t
+
+
 def export_hf(
     model: nn.Module, out_dir: str | os.PathLike, eos_token_id: int | None = None, extra_vocab_rows: int = 0
 ) -> None:
@@ -161,7 +184,8 @@ def export_hf(
 
     extra_vocab_rows: ids past the model's vocabulary that a tokenizer may emit; they get zero embedding and output
     rows (add_vocab_rows), so every id is valid, and generation_config's suppress_tokens keeps generate from emitting
-    them. eos_token_id also serves as bos (an empty prompt starts from it) and pad.
+    them. eos_token_id also serves as bos (an empty prompt starts from it) and pad. A mup model exports with its
+    multipliers folded into the weights (HF configs have no place for them).
     """
     model = unwrap_model(model)
     if model.config.arch == "gptoss":
@@ -175,6 +199,8 @@ def export_hf(
         tensors, config = _gptoss_tensors(model), _gptoss_config(model)
     else:
         tensors, config = _gpt2_tensors(model), _gpt2_config(model)
+    if is_mup(model.config):
+        tensors = _fold_mup(model, tensors)
     tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in tensors.items()}
     # A default length for clients that give none, as `generate --max-tokens`; max_new_tokens rather than
     # max_length, so a client's own max_new_tokens replaces it without a warning about both being set.

@@ -13,6 +13,13 @@ from torch import nn
 from .attention import KVCache, causal_mask
 from .model_gptoss import require_positive
 from .output import linear_cross_entropy
+from .parametrization import (
+    attention_scale,
+    hidden_init_mult,
+    lr_multipliers,
+    output_mult,
+    validate_parametrization,
+)
 
 
 @dataclass
@@ -29,8 +36,13 @@ class GPT2Config:
     tie_embeddings: bool = True
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # Width parametrization (gptoss/parametrization.py): "mup" transfers the lr across d_model from mup_base_width.
+    parametrization: str = "standard"
+    mup_base_width: int = 128
+    mup_base_head_dim: int | None = None  # None: head_dim does not grow with width (heads are added instead)
 
     def __post_init__(self):
+        validate_parametrization(self)
         require_positive(self, "vocab_size", "n_layers", "d_model", "n_heads", "max_seq_len", "norm_eps")
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads must divide d_model={self.d_model}, got n_heads={self.n_heads}")
@@ -49,6 +61,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPT2Config):
         super().__init__()
         self.n_heads, self.head_dim, self.dropout = config.n_heads, config.head_dim, config.dropout
+        self.scale = attention_scale(config, config.head_dim)  # None: SDPA's default head_dim**-0.5
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -58,11 +71,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(C, dim=-1))
         dropout = self.dropout if self.training else 0.0
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=self.scale)
         else:
             k, v, k_pos = cache.update(layer_idx, k, v, positions, None)
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=causal_mask(positions, k_pos, None), dropout_p=dropout
+                q, k, v, attn_mask=causal_mask(positions, k_pos, None), dropout_p=dropout, scale=self.scale
             )
         return self.resid_dropout(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
@@ -102,6 +115,7 @@ class GPT2(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.output_mult = output_mult(config)
         self.reset_parameters()
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
@@ -112,21 +126,29 @@ class GPT2(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 * n_layers), zero biases, unit LayerNorms."""
+        """N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 * n_layers), zero biases, unit LayerNorms.
+        Under mup the matrices inside the blocks start at std / sqrt(width_mult) (gptoss/parametrization.py)."""
         std = self.config.init_std
+        hidden_std = std * hidden_init_mult(self.config)  # exactly std under standard
         for name, p in self.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(p)
             elif p.ndim == 1:  # LayerNorm weights
                 nn.init.ones_(p)
             elif name.endswith(("attn.out.weight", "mlp.proj.weight")):
-                nn.init.normal_(p, std=std / math.sqrt(2 * self.config.n_layers))
+                nn.init.normal_(p, std=hidden_std / math.sqrt(2 * self.config.n_layers))
+            elif name.startswith("blocks."):
+                nn.init.normal_(p, std=hidden_std)
             else:
                 nn.init.normal_(p, std=std)
 
     def decay_param_names(self) -> list[str]:
         """Weight matrices (the tied embedding once, under token_embedding.weight); no biases or LayerNorms."""
         return [name for name, p in self.named_parameters() if p.ndim >= 2]
+
+    def param_lr_multipliers(self) -> dict[str, float]:
+        """Factor on the base lr per parameter name (all 1.0 under standard; gptoss/parametrization.py)."""
+        return lr_multipliers(self, self.config)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """idx (B, T) -> logits (B, T, V); with targets (-100 = ignore) -> (None, mean CE): the training path fuses
@@ -143,6 +165,8 @@ class GPT2(nn.Module):
             cache.seen += T
         x = self.ln_f(x)
         self.last_aux_loss, self.last_expert_load = None, []
+        if self.output_mult != 1.0:  # mup's readout multiplier, on the d-wide side of the lm head
+            x = x * self.output_mult
         if targets is None:
             return self.lm_head(x)
         loss = linear_cross_entropy(x, self.lm_head.weight, targets, ignore_index=-100)

@@ -18,6 +18,13 @@ from .mlp import GeluMLP, SwiGLUMLP
 from .moe import MoEMLP
 from .norm import RMSNorm
 from .output import linear_cross_entropy
+from .parametrization import (
+    attention_scale,
+    hidden_init_mult,
+    lr_multipliers,
+    output_mult,
+    validate_parametrization,
+)
 from .rope import YarnRotaryEmbedding
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -70,8 +77,13 @@ class GptOssConfig:
     init_std: float = 0.02
     attn_impl: str = "sdpa"  # the default until bench/bench_gpu.py shows "flex" faster on a GPU
     expert_impl: str = "loop"  # the default until bench/bench_gpu.py shows "grouped" faster on a GPU
+    # Width parametrization (gptoss/parametrization.py): "mup" transfers the lr across d_model from mup_base_width.
+    parametrization: str = "standard"
+    mup_base_width: int = 128
+    mup_base_head_dim: int | None = None  # None: head_dim does not grow with width (heads are added instead)
 
     def __post_init__(self):
+        validate_parametrization(self)
         for name, allowed in (("positions", POSITIONS), ("norm", NORMS), ("mlp", MLPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -198,6 +210,7 @@ class Block(nn.Module):
             rope,
             config.sinks,
             config.attn_impl,
+            attention_scale(config, config.head_dim),
         )
         self.mlp_norm = make_norm(config)
         self.mlp = make_mlp(config)
@@ -242,6 +255,7 @@ class GptOss(nn.Module):
         self.last_aux_loss: torch.Tensor | None = None
         self.last_expert_load: list[torch.Tensor] = []
         self.last_ce_loss: torch.Tensor | None = None
+        self.output_mult = output_mult(config)
         self.reset_parameters()
         if config.tie_embeddings:
             self.unembedding.weight = self.embedding.weight
@@ -250,15 +264,17 @@ class GptOss(nn.Module):
     def reset_parameters(self) -> None:
         """GPT-2 style for every switch setting: N(0, 0.02) matrices (position table included), residual output
         projections (attn.out, the MLP's down/proj) scaled by 1/sqrt(2 * n_layers), zero biases and sinks, unit norm
-        weights. Called before tying, so a tied head is the N(0, 0.02) embedding."""
+        weights. Called before tying, so a tied head is the N(0, 0.02) embedding. Under mup the matrices inside the
+        blocks start at std / sqrt(width_mult) (gptoss/parametrization.py)."""
         std = self.config.init_std
-        residual_std = std / math.sqrt(2 * self.config.n_layers)
+        hidden_std = std * hidden_init_mult(self.config)  # exactly std under standard
+        residual_std = hidden_std / math.sqrt(2 * self.config.n_layers)
         nn.init.normal_(self.embedding.weight, std=std)
         nn.init.normal_(self.unembedding.weight, std=std)
         if self.config.positions == "learned":
             nn.init.normal_(self.position_embedding.weight, std=std)
         for block in self.blocks:
-            nn.init.normal_(block.attn.qkv.weight, std=std)
+            nn.init.normal_(block.attn.qkv.weight, std=hidden_std)
             nn.init.zeros_(block.attn.qkv.bias)
             if block.attn.sinks is not None:
                 nn.init.zeros_(block.attn.sinks)
@@ -266,15 +282,15 @@ class GptOss(nn.Module):
             nn.init.zeros_(block.attn.out.bias)
             mlp = block.mlp
             if isinstance(mlp, MoEMLP):
-                nn.init.normal_(mlp.router.weight, std=std)
+                nn.init.normal_(mlp.router.weight, std=hidden_std)
                 nn.init.zeros_(mlp.router.bias)
-                nn.init.normal_(mlp.gate_up, std=std)
+                nn.init.normal_(mlp.gate_up, std=hidden_std)
                 nn.init.zeros_(mlp.gate_up_bias)
                 nn.init.normal_(mlp.down, std=residual_std)
                 nn.init.zeros_(mlp.down_bias)
             else:
                 inner, outer = (mlp.gate_up, mlp.down) if isinstance(mlp, SwiGLUMLP) else (mlp.fc, mlp.proj)
-                nn.init.normal_(inner.weight, std=std)
+                nn.init.normal_(inner.weight, std=hidden_std)
                 nn.init.zeros_(inner.bias)
                 nn.init.normal_(outer.weight, std=residual_std)
                 nn.init.zeros_(outer.bias)
@@ -286,6 +302,10 @@ class GptOss(nn.Module):
         """Weight matrices (embeddings included, as nanoGPT). Not a plain ndim >= 2 rule: the stacked expert biases
         (E, n) are 2-D but are biases, so they stay undecayed with the other biases, norms and sinks."""
         return [name for name, p in self.named_parameters() if p.ndim >= 2 and not name.endswith("_bias")]
+
+    def param_lr_multipliers(self) -> dict[str, float]:
+        """Factor on the base lr per parameter name (all 1.0 under standard; gptoss/parametrization.py)."""
+        return lr_multipliers(self, self.config)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """idx (B, T) -> logits (B, T, V); with targets (-100 = ignore) -> (None, CE + aux_loss_coef * aux): the
@@ -323,6 +343,8 @@ class GptOss(nn.Module):
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         self.last_aux_loss = aux_loss.detach() if aux_losses else None
         self.last_expert_load = loads
+        if self.output_mult != 1.0:  # mup's readout multiplier, on the d-wide side of the unembedding
+            x = x * self.output_mult
         if targets is None:
             return self.unembedding(x)
         ce = linear_cross_entropy(x, self.unembedding.weight, targets, ignore_index=-100)

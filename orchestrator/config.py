@@ -15,15 +15,24 @@ _DEFAULT_LR = {"debug": 3e-3, "cpu": 1e-3, "seed": 3e-4}
 
 
 class ConfigError(ValueError):
-    """A setting that is wrong, naming its field; the CLI shows the field as its flag, a sweep file as its key."""
+    """A setting that is wrong. Its message marks every setting it names as <<field>>: str() shows field names (as a
+    sweep file spells them), and the CLI shows the same message with flags (`as_flags`)."""
+
+    _MARK = re.compile(r"<<(\w+)>>")
 
     def __init__(self, field_name: str, message: str):
         super().__init__(message)
-        self.field = field_name
+        self.field, self.marked = field_name, message
+
+    def __str__(self) -> str:
+        return self._MARK.sub(r"\1", self.marked)
+
+    def as_flags(self, flags: dict[str, str]) -> str:
+        return self._MARK.sub(lambda m: flags.get(m.group(1), m.group(1)), self.marked)
 
 
 def _bad(name: str, message: str) -> ConfigError:
-    return ConfigError(name, f"{name} {message}")
+    return ConfigError(name, f"<<{name}>> {message}")
 
 
 @functools.cache
@@ -122,7 +131,8 @@ class TrainConfig:
         if self.variant is not None:
             if self.arch != "gptoss":
                 raise ConfigError(
-                    "variant", f"variant {self.variant} is a gptoss variant; use it with arch gptoss, not {self.arch}"
+                    "variant",
+                    f"<<variant>> {self.variant} is a gptoss variant; use it with <<arch>> gptoss, not {self.arch}",
                 )
             self.variant = canonical_variant(self.variant)
         positive = dict(
@@ -143,7 +153,7 @@ class TrainConfig:
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise _bad(name, f"must be positive, got {value}")
         if self.max_steps is not None and self.max_tokens is not None:
-            raise ConfigError("max_tokens", "give max_steps or max_tokens, not both")
+            raise ConfigError("max_tokens", "give <<max_steps>> or <<max_tokens>>, not both")
         if self.lr is not None and not (0 < self.lr < 1):
             raise _bad("lr", f"must be in (0, 1), got {self.lr}")
         if self.min_lr is not None and self.min_lr < 0:
@@ -157,7 +167,7 @@ class TrainConfig:
         if self.max_failures < -1:
             raise _bad("max_failures", f"must be >= -1 (-1: retry forever), got {self.max_failures}")
         if self.cpu and self.gpu:
-            raise ConfigError("gpu", "cpu and gpu contradict each other; give one")
+            raise ConfigError("gpu", "<<cpu>> and <<gpu>> contradict each other; give one")
         if self.name is not None and not _NAME_RE.match(self.name):
             raise _bad("name", f"must be letters, digits, '.', '_' or '-' (at most 100), got {self.name!r}")
         allowed = model_overrides_allowed()
@@ -208,8 +218,8 @@ class TrainConfig:
         if self.schedule == "wsd" and warmup > self.cooldown_start(steps):
             raise ConfigError(
                 "warmup_steps",
-                f"schedule wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
-                f"inside the {warmup}-step warmup; lower warmup_steps or cooldown_frac",
+                f"<<schedule>> wsd: the cooldown of this {steps}-step run starts at step {self.cooldown_start(steps)}, "
+                f"inside the {warmup}-step warmup; lower <<warmup_steps>> or <<cooldown_frac>>",
             )
 
     def to_dict(self) -> dict:

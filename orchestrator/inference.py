@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from orchestrator.evaluation import evaluate_windows
 from orchestrator.run_dir import MANIFEST_FILE, TRAIN_STATE_FILE, local_checkpoint_dir
-from orchestrator.train_loop import evaluate_windows
 
 
 @dataclass

@@ -90,7 +90,7 @@ def device_lines(rows: list[dict], group_key: str = "budget") -> list[str]:
 
 
 def _budget_label(budget) -> str:
-    from orchestrator.scaling import fmt_tokens
+    from orchestrator.formatting import fmt_tokens
 
     return fmt_tokens(float(budget)) if budget else "-"
 

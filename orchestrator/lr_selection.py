@@ -28,6 +28,8 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
             f"(<storage>/<sweep name>) whose lr sweep has finished"
         )
     losses: dict[str, dict[float, list[float]]] = {}
+    seeds: dict[str, set] = {}
+    schedules: dict[str, dict] = {}
     for trial in sorted(storage.list_dirs(trials)):
         if ".old-" in trial.rsplit("/", 1)[-1]:
             continue  # a run moved aside when it was started over
@@ -40,6 +42,8 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
             continue
         model = saved["config"].get("variant") or saved["config"]["arch"]
         losses.setdefault(model, {}).setdefault(float(saved["lr"]), []).append(float(summary["final_val_loss"]))
+        seeds.setdefault(model, set()).add(saved["config"].get("seed"))
+        schedules.setdefault(model, dict(saved["config"], total_steps=saved.get("total_steps")))
     if not losses:
         raise ValueError(f"lr_from {sweep_dir}: no finished trial there yet; run (or resume) that sweep first")
     out = {}
@@ -47,7 +51,12 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
         means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
         best = min(means, key=means.get)
         out[model] = dict(
-            lr=best, val_loss=means[best], grid=sorted(means), edge=len(means) > 1 and best in (min(means), max(means))
+            lr=best,
+            val_loss=means[best],
+            grid=sorted(means),
+            edge=len(means) > 1 and best in (min(means), max(means)),
+            seeds=sorted(seeds[model], key=str),  # the seeds that chose it
+            schedule=schedules[model],  # one of its trials' settings: what the lr was tuned under
         )
     return out
 
@@ -78,6 +87,8 @@ def apply_lr_from(cfg: "SweepConfig", points: list["TrialPoint"]) -> dict[str, d
             f"warning: lr_from {cfg.lr_from}: the best lr of {', '.join(edge)} is at the edge of its grid, so a better "
             f"one may lie beyond it; extend that sweep's lr grid to be sure"
         )
+    for line in lr_from_warnings(cfg, chosen):
+        say(line)
     return chosen
 
 
@@ -119,3 +130,35 @@ def lr_sweep_schedule_mismatch(lr_sweep_config: dict, measured_config: dict) -> 
     A field neither config knows (a warmup with no step count on one side) is compared as given."""
     lr, measured = _schedule_values(lr_sweep_config), _schedule_values(measured_config)
     return [name for name in SCHEDULE_FIELDS if lr[name] != measured[name]]
+
+
+def measured_schedule(cfg: "SweepConfig") -> dict:
+    """The settings a sweep's runs train under, as lr_sweep_schedule_mismatch compares them: with budgets, the long
+    runs' (every budget shares their warmup and stable phase)."""
+    base = cfg.base.to_dict()
+    if cfg.budgets:
+        base.update(max_tokens=max(cfg.budgets), max_steps=None)
+    steps = type(cfg.base).from_dict(base).total_steps(cfg.workers_per_trial)
+    return dict(base, total_steps=steps)
+
+
+def lr_from_warnings(cfg: "SweepConfig", chosen: dict[str, dict]) -> list[str]:
+    """What makes an lr taken from another sweep a biased choice here, one line each: a different schedule than it
+    was tuned under, and measured seeds that also chose it (their losses lean toward the lr they picked)."""
+    lines = []
+    measured = measured_schedule(cfg)
+    differ = sorted({f for c in chosen.values() for f in lr_sweep_schedule_mismatch(c["schedule"], measured)})
+    if differ:
+        lines.append(
+            f"warning: lr_from {cfg.lr_from}: its lrs were tuned under another {', '.join(differ)} than this sweep "
+            f"trains with; rerun the lr sweep with this sweep's schedule, or set those to match"
+        )
+    measured_seeds = set(cfg.grid.get("seed", [cfg.base.seed]))
+    shared = sorted(measured_seeds & {s for c in chosen.values() for s in c["seeds"]}, key=str)
+    if shared:
+        lines.append(
+            f"warning: lr_from {cfg.lr_from}: seed(s) {', '.join(map(str, shared))} chose the lrs there and are "
+            f"measured here too, which biases each model's loss toward its own lr; measure on other seeds (e.g. "
+            f"--seeds {','.join(str(s + 100) for s in sorted(measured_seeds))})"
+        )
+    return lines

@@ -61,17 +61,40 @@ def predict(
         held = [r for r in rs if size_of(r) == size]
         train = [r for r in rs if size_of(r) != size]
         n = given_n.get(fam) or (params_of(held[0]) if held else None)
-        families[fam] = _predict_family(
-            fam,
-            train,
-            n,
-            tokens,
-            size,
-            effective_data=effective_data,
-            unique_tokens=unique_tokens,
-            compute=mode,
-            samples=samples,
+        entry = dict(
+            params_non_embedding=n,
+            tokens=tokens,
+            predicted_loss=None,
+            interval=None,
+            interval_method="",
+            fit_interval=None,
+            seed_std=None,
+            seeds=[],
+            fit=None,
+            fitted_on=None,
+            reason=None,
         )
+        families[fam] = entry
+        if n is None:
+            entry["reason"] = (
+                f"the non-embedding parameter count of {size} is unknown: give holdout params_non_embedding"
+            )
+            continue
+        fit = fit_family(
+            train, fam, effective_data=effective_data, unique_tokens=unique_tokens, compute=mode, samples=samples
+        )
+        entry["fitted_on"] = dict(points=fit.points, rows=fit.rows, sizes=fit.sizes, budgets=fit.budgets)
+        entry["seeds"] = fit.seeds
+        if fit.law is None:
+            entry["reason"] = fit.reason
+            continue
+        d = tokens
+        if effective_data:
+            u = unique_tokens or (float(train[0]["tokens"]) / epochs_of(train[0], unique_tokens))
+            d = effective_tokens(tokens, u)
+        entry.update(_predicted(fit, train, n, d, samples))
+        entry["fit"] = fit.law.as_dict()
+        entry["extrapolated_in_size"] = bool(n > max(fit.sizes) or n < min(fit.sizes))
     return dict(
         format=PREDICTIONS_FORMAT,
         version=PREDICTIONS_VERSION,
@@ -82,77 +105,31 @@ def predict(
     )
 
 
-def _predict_family(
-    fam: str,
-    train: list[dict],
-    n: Optional[float],
-    tokens: float,
-    size: str,
-    *,
-    effective_data: bool,
-    unique_tokens: Optional[float],
-    compute: str,
-    samples: int,
-) -> dict:
-    """One family's entry of predictions.json: its law fitted on `train` (every other size), the loss at N = n and
-    D = tokens, and the interval of a mean over the family's seeds."""
-    entry = dict(
-        params_non_embedding=n,
-        tokens=tokens,
-        predicted_loss=None,
-        interval=None,
-        interval_method="",
-        fit_interval=None,
-        seed_std=None,
-        seeds=[],
-        fit=None,
-        fitted_on=None,
-        reason=None,
-    )
-    if n is None:
-        entry["reason"] = f"the non-embedding parameter count of {size} is unknown: give holdout params_non_embedding"
-        return entry
-    fit = fit_family(
-        train, fam, effective_data=effective_data, unique_tokens=unique_tokens, compute=compute, samples=samples
-    )
-    entry["fitted_on"] = dict(points=fit.points, rows=fit.rows, sizes=fit.sizes, budgets=fit.budgets)
-    entry["seeds"] = fit.seeds
-    if fit.law is None:
-        entry["reason"] = fit.reason
-        return entry
-    d = tokens
-    if effective_data:
-        u = unique_tokens or (float(train[0]["tokens"]) / epochs_of(train[0], unique_tokens))
-        d = effective_tokens(tokens, u)
-    entry["predicted_loss"] = float(fit.law.loss(n, d))
+def _predicted(fit, train: list[dict], n: float, d: float, samples: int) -> dict:
+    """The law's loss at (n, d) and its interval: the fit's (seed resamples, widened to the jackknife), then widened
+    again by the seed noise of what will be measured, a mean over that many seeds."""
+    from orchestrator.ladder import t95
+
+    loss = float(fit.law.loss(n, d))
     good = [r for r in fit.resamples if r.law is not None]
     fit_interval = union_interval(
         weighted_interval([float(r.law.loss(n, d)) for r in good], [r.weight for r in good]),
-        jackknife_interval(
-            entry["predicted_loss"], [None if law is None else float(law.loss(n, d)) for law in fit.jackknife]
-        ),
+        jackknife_interval(loss, [None if law is None else float(law.loss(n, d)) for law in fit.jackknife]),
     )
-    # The measurement will be a mean over seeds, which has its own seed noise besides the law's: widen the
-    # fit's interval by the 95% t half-width of a mean of that many seeds.
     m, rel = len(fit.seeds), pooled_seed_std(train)
-    std = None if rel is None else rel * entry["predicted_loss"]
-    entry["fit_interval"] = list(fit_interval) if fit_interval else None
-    entry["seed_std"] = std
+    std = None if rel is None else rel * loss
+    out = dict(predicted_loss=loss, fit_interval=list(fit_interval) if fit_interval else None, seed_std=std)
     if fit_interval and std is not None:
-        from orchestrator.ladder import t95
-
         half = t95(m - 1) * std / math.sqrt(m)
-        entry["interval"] = [fit_interval[0] - half, fit_interval[1] + half]
-        entry["interval_method"] = (
+        out["interval"] = [fit_interval[0] - half, fit_interval[1] + half]
+        out["interval_method"] = (
             f"the law's interval ({interval_method(m, samples)}), then ±{half:.4f} nats for the noise of the "
             f"measurement, a mean of {m} seeds: the 95% t half-width with the seed std {std:.4f} nats "
             f"({100 * rel:.2f}% of the loss, pooled over the fitted points)"
         )
     else:
-        entry["interval_method"] = interval_method(m, samples)
-    entry["fit"] = fit.law.as_dict()
-    entry["extrapolated_in_size"] = bool(n > max(fit.sizes) or n < min(fit.sizes))
-    return entry
+        out["interval_method"] = interval_method(m, samples)
+    return out
 
 
 def pooled_seed_std(rows: list[dict]) -> Optional[float]:

@@ -7,11 +7,11 @@ import io
 import json
 from typing import Optional
 
+from orchestrator.budget_report import budget_section
 from orchestrator.report_markdown import render_markdown
 from orchestrator.report_plots import plot_curves, plot_loss_vs_compute, plot_loss_vs_params
 from orchestrator.report_sizes import SIZE_COLUMNS, add_size_fields, size_files
 from orchestrator.report_tables import best_lr_rows, model_label
-from orchestrator.scaling import budget_section
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"

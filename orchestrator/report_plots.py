@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import Optional
 
-from orchestrator.scaling import draw_references
+from orchestrator.formatting import draw_references
 
 
 def _fig_bytes(fig) -> bytes:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from orchestrator.formatting import fmt_tokens
 from orchestrator.ladder import device_of, mean_pm
-from orchestrator.scaling import fmt_tokens
 
 
 def loss_scope_line(rows: list[dict]) -> str:

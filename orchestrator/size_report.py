@@ -49,7 +49,7 @@ def _fmt_interval(iv, fmt=_fmt_g) -> str:
 
 
 def _count(n: float) -> str:
-    from orchestrator.scaling import fmt_tokens
+    from orchestrator.formatting import fmt_tokens
 
     return fmt_tokens(n)
 
@@ -282,7 +282,7 @@ def _pyplot():
 def plot_loss_vs_params(rows: list[dict], fits: dict[str, LawFit], references: Optional[list] = None) -> bytes:
     """Final val loss against N: one line per family per budget (colour = family, marker = budget), the fitted law
     at each budget dotted, the n-gram references as horizontal lines."""
-    from orchestrator.scaling import draw_references
+    from orchestrator.formatting import draw_references
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -324,7 +324,7 @@ def plot_loss_vs_params(rows: list[dict], fits: dict[str, LawFit], references: O
 def plot_frontiers(rows: list[dict], fits: dict[str, LawFit], references: Optional[list] = None) -> bytes:
     """Loss against training FLOPs: every measured point, and each fitted family's compute-optimal frontier (solid
     in its measured compute range, dashed beyond)."""
-    from orchestrator.scaling import draw_references
+    from orchestrator.formatting import draw_references
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))

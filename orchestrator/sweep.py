@@ -63,7 +63,7 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
         apply_lr_from(cfg, points)
     manifest = load_manifest(os.path.abspath(cfg.base.data))
     validate_points(cfg, points, int(manifest["vocab_size"]))
-    sweep_uri = open_storage(cfg.base.storage).uri_of(cfg.name)
+    sweep_uri = open_storage(cfg.base.storage, writable=False).uri_of(cfg.name)  # creates nothing yet
     phase1, phase2 = plan_trials(cfg, points, trial_base(cfg.base), f"{sweep_uri}/{TRIALS_DIR}")
     for spec in phase1 + phase2:
         spec.check(spec.total_steps)

@@ -14,10 +14,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from orchestrator.allocator import keep_freed_memory
-from orchestrator.config import TrainConfig, cooldown_start
+from orchestrator.config import TrainConfig
+from orchestrator.evaluation import eval_scope_fields, evaluate_windows
+from orchestrator.optimizer import build_optimizer, lr_at, set_lr
 from orchestrator.run_dir import (
     MANIFEST_FILE,
     OPTIMIZER_FILE,
@@ -90,82 +91,6 @@ def _worker_env(job: WorkerJob) -> WorkerEnv:
 
 # ----------------------------------------------------------------------------------------------
 # Pieces of the loop.
-
-
-def lr_at(
-    step: int, total: int, warmup: int, lr: float, min_lr: float, schedule: str = "cosine", cooldown_frac: float = 0.2
-) -> float:
-    """The lr of optimizer step `step` (0-based) of a `total`-step run: a pure function of the step.
-
-    All schedules warm up linearly to lr over `warmup` steps. Then cosine decays to min_lr (reached at step total);
-    constant stays at lr; wsd (warmup-stable-decay) stays at lr until cooldown_start(total) and then cools down to
-    min_lr over the remaining steps along 1 - sqrt(progress), reaching min_lr at the last step. 1-sqrt rather than
-    linear: it leaves the lr high for longer and then drops fast, which Hägele et al. 2024 ("Scaling Laws and
-    Compute-Optimal Training Beyond Fixed Training Durations") found to match a tuned cosine run where linear falls
-    short. The stable phase does not depend on `total`, so runs of different lengths share it step for step.
-    """
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if schedule == "constant":
-        return lr
-    if schedule == "wsd":
-        start = cooldown_start(total, cooldown_frac)
-        if step < start:
-            return lr
-        progress = min(1.0, (step - start + 1) / (total - start))
-        return min_lr + (1 - math.sqrt(progress)) * (lr - min_lr)
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (lr - min_lr)
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only; the model names them (stacked expert biases are 2-D but not
-    decayed)."""
-    decay_names = set(model.decay_param_names())
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if n in decay_names]
-    no_decay = [p for n, p in named if n not in decay_names]
-    groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    # The fused kernel (one pass over each parameter) also exists for the CPU: 4-5x faster steps than the foreach
-    # default on a cpu-tiny model, same updates within float rounding.
-    extra = {"fused": True} if device.type in ("cuda", "cpu") else {}
-    return torch.optim.AdamW(groups, lr=cfg.resolved_lr, betas=(cfg.beta1, cfg.beta2), **extra)
-
-
-@torch.no_grad()
-def evaluate_windows(model, batches, byte_lengths: torch.Tensor, device, autocast, world_size: int) -> dict:
-    """Sum of token losses, tokens, target bytes and windows over the given batches, summed across ranks (a rank may
-    have fewer batches than another: the sums meet in one all_reduce after the loop)."""
-    model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast:
-            logits = model(x)
-        nats = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
-        totals[0] += nats.double()
-        totals[1] += y.numel()
-        totals[2] += byte_lengths[y].sum().double()
-        totals[3] += y.size(0)
-    if world_size > 1:
-        dist.all_reduce(totals)
-    model.train()
-    nats, tokens, nbytes, windows = totals.tolist()
-    loss = nats / max(tokens, 1)
-    return dict(
-        loss=loss, tokens=int(tokens), bytes=int(nbytes), windows=int(windows), bpb=nats / max(nbytes, 1) / math.log(2)
-    )
-
-
-def eval_scope_fields(tokens: int, windows: int, split_targets: int, whole: bool) -> dict:
-    """What an evaluation's loss is over, for metrics records: val_tokens (target tokens scored), val_windows,
-    val_fraction (of the split's target tokens) and val_scope ("whole split" or "first N windows")."""
-    return dict(
-        val_tokens=tokens,
-        val_windows=windows,
-        val_fraction=tokens / max(1, split_targets),
-        val_scope="whole split" if whole else f"first {windows} windows",
-    )
 
 
 def peak_flops(device: torch.device) -> Optional[float]:
@@ -344,8 +269,7 @@ class Trainer:
         cfg = self.cfg
         lr = lr_at(step, self.job.total_steps, self.warmup, cfg.resolved_lr, cfg.resolved_min_lr, cfg.schedule,
                    cfg.cooldown_frac)  # fmt: skip
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
             x, y = self.train_windows.batch(step * cfg.grad_accum + micro, cfg.batch_size)

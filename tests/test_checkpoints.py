@@ -25,7 +25,8 @@ def _save(ckpt_dir, manifest: dict, step: int, val_loss: float) -> None:
     import torch
 
     from gptoss import build_model
-    from orchestrator.train_loop import build_optimizer, save_train_checkpoint
+    from orchestrator.optimizer import build_optimizer
+    from orchestrator.train_loop import save_train_checkpoint
 
     cfg = TrainConfig(data="unused", preset="debug")
     model = build_model("gptoss", "debug", vocab_size=manifest["vocab_size"])

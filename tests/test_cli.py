@@ -64,6 +64,8 @@ def _one_line_error(result, *fragments: str) -> None:
         (["--variant", "+swiglu", "--mlp", "relu"], ["mlp must be one of"]),
         (["--sinks", "--window", "-1"], ["sliding_window must be a positive number"]),
         (["--schedule", "linear"], ["--schedule must be one of"]),
+        (["--parametrization", "mu"], ["parametrization must be one of standard, mup, got 'mu'"]),
+        (["--parametrization", "mup", "--mup-base-width", "0"], ["mup_base_width must be a positive integer"]),
         (["--schedule", "wsd", "--max-steps", "10", "--warmup-steps", "9"], ["inside the 9-step warmup"]),
     ],
 )
@@ -80,7 +82,7 @@ def test_train_without_prepared_data_says_how_to_prepare(tmp_path):
 
 def test_evaluate_refuses_a_checkpoint_from_other_data(prepared_data, tmp_path):
     from gptoss import build_model, save_checkpoint
-    from orchestrator.train_loop import MANIFEST_FILE
+    from orchestrator.run_dir import MANIFEST_FILE
 
     manifest = json.loads((prepared_data / "manifest.json").read_text())
     ckpt = tmp_path / "ckpt"

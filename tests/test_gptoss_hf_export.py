@@ -131,3 +131,19 @@ def test_exported_gptoss_config_loads_without_a_rope_warning(tmp_path):
     rope = config.rope_parameters
     assert config.max_position_embeddings / rope["original_max_position_embeddings"] == rope["factor"] == 32.0
     assert not [r for r in records if "RoPE" in r.getMessage()], [r.getMessage() for r in records]
+
+
+@pytest.mark.parametrize("arch", ["gptoss", "gpt2"])
+def test_a_mup_model_exports_with_its_multipliers_folded_in(tmp_path, arch):
+    # d_model 64 from base 16: readout multiplier 1/4; base head dim 4 vs head_dim 16: attention scale halved.
+    torch.manual_seed(0)
+    model = randomise(build_model(arch, parametrization="mup", mup_base_width=16, mup_base_head_dim=4))
+    export_hf(model, tmp_path)
+    idx = torch.randint(0, 512, (2, 30))
+    theirs, _ = hf_logits(tmp_path, idx)
+    with torch.no_grad():
+        ours = model(idx)
+        assert (ours - theirs).abs().max().item() < 1e-4
+        # Not trivially equal: the same weights read as standard give other logits.
+        model.output_mult = 1.0
+        assert (model(idx) - theirs).abs().max().item() > 1e-2

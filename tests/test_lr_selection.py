@@ -21,3 +21,39 @@ def test_warmup_is_compared_as_trained():
     assert lr_sweep_schedule_mismatch(GRID, dict(GRID, max_steps=2048, warmup_steps=102)) == ["warmup"]
     assert lr_sweep_schedule_mismatch(GRID, dict(GRID, max_steps=2048, warmup_steps=25)) == []
     assert lr_sweep_schedule_mismatch(dict(GRID, warmup_steps=None), dict(GRID, max_steps=4000)) == ["warmup"]
+
+
+def _trial(root, name, variant, lr, seed, loss, **config):
+    import json
+
+    trial = root / "trials" / name
+    trial.mkdir(parents=True)
+    settings = dict(GRID, arch="gptoss", variant=variant, seed=seed, **config)
+    (trial / "config.json").write_text(json.dumps(dict(config=settings, lr=lr, total_steps=512)))
+    (trial / "summary.json").write_text(json.dumps(dict(steps=512, final_val_loss=loss)))
+
+
+def test_a_sweep_reading_lrs_is_told_when_its_schedule_or_its_seeds_bias_them(tmp_path, capfd):
+    from orchestrator.config import TrainConfig
+    from orchestrator.lr_selection import apply_lr_from
+    from orchestrator.sweep_plan import SweepConfig, expand_grid
+
+    for i, (lr, loss) in enumerate(((1e-3, 3.0), (2e-3, 2.9), (4e-3, 3.1))):
+        _trial(tmp_path, f"t{i}", "gpt2", lr, 0, loss)
+    base = dict(preset="debug", schedule="wsd", batch_size=16, seq_len=256)
+    same = SweepConfig(
+        base=TrainConfig(**base, max_steps=512), grid={"variant": ["gpt2"], "seed": [1, 2]}, lr_from=str(tmp_path)
+    )
+    capfd.readouterr()
+    assert apply_lr_from(same, expand_grid(same))["gpt2"]["lr"] == 2e-3
+    assert "warning" not in capfd.readouterr().out  # same schedule, disjoint seeds: nothing to say
+    budgets = SweepConfig(
+        base=TrainConfig(**base, warmup_steps=102),
+        grid={"variant": ["gpt2"], "seed": [0, 1]},
+        lr_from=str(tmp_path),
+        budgets=[2**20, 2**23],
+    )
+    apply_lr_from(budgets, expand_grid(budgets))
+    out = capfd.readouterr().out
+    assert "its lrs were tuned under another warmup than this sweep trains with" in out
+    assert "seed(s) 0 chose the lrs there and are measured here too" in out and "--seeds 100,101" in out

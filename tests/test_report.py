@@ -199,8 +199,8 @@ def test_lrs_are_chosen_per_budget_and_the_headline_has_a_row_per_budget():
 
 
 def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_moves():
+    from orchestrator.budget_report import budget_section
     from orchestrator.report_tables import model_label
-    from orchestrator.scaling import budget_section
 
     budgets = [2**20, 2**21, 2**22, 2**23]
     law = lambda d: 1.5 + 300 * d**-0.4  # noqa: E731
@@ -236,21 +236,21 @@ def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_move
 
 
 def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committed_results(tmp_path, monkeypatch):
-    # Issue 16's acceptance: `python cli.py report studies/<name>` regenerates RESULTS.md's tables byte for byte from
-    # the committed raw results alone (a copy of the sweep folder, as a clean clone has it: no checkpoints).
+    # `python cli.py report studies/<name>` regenerates RESULTS.md's tables byte for byte from the committed raw
+    # results alone (a copy of the sweep folder, as a clean clone has it: no checkpoints).
     import re
     import shutil
 
     from conftest import REPO
 
-    from orchestrator import ladder, report, scaling
+    from orchestrator import budget_report, ladder, report
     from orchestrator.report import write_report
 
     for module, name in (
         (report, "plot_curves"),
         (report, "plot_loss_vs_params"),
         (report, "plot_loss_vs_compute"),
-        (scaling, "plot_loss_vs_budget"),
+        (budget_report, "plot_loss_vs_budget"),
         (ladder, "plot_waterfall"),
     ):
         monkeypatch.setattr(module, name, lambda *a, **k: b"")  # the tables only: drawing is most of a report's time

@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from orchestrator.budget_report import extrapolation_note, interval_cell
 from orchestrator.ladder import t95
 from orchestrator.scaling import (
-    extrapolation_note,
     extrapolations,
     fit_power_law,
-    interval_cell,
     model_curves,
     multipliers,
     tokens_to_reach,

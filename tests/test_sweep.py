@@ -504,8 +504,8 @@ def _budget_sweep(budgets=(2**20, 2**21, 2**22), **base) -> SweepConfig:
 
 
 def test_budgets_make_one_long_run_per_point_and_branches_at_exact_cooldown_starts():
+    from orchestrator.optimizer import lr_at
     from orchestrator.sweep_plan import plan_trials
-    from orchestrator.train_loop import lr_at
 
     cfg = _budget_sweep()
     long_runs, branches = plan_trials(cfg, expand_grid(cfg), cfg.base, "/runs/b/trials")

@@ -1,4 +1,4 @@
-"""The worker loop without Ray: schedule, optimizer groups, and a local run that learns, checkpoints and resumes."""
+"""The worker loop without Ray: schedule checks, and a local run that learns, checkpoints, resumes and branches."""
 
 from __future__ import annotations
 
@@ -6,62 +6,13 @@ import json
 import math
 import os
 import shutil
-from contextlib import nullcontext
 
 import pytest
 import torch
 from conftest import TIKTOKEN_DIR
 
-from data_pipeline import TokenWindows
 from orchestrator.config import TrainConfig, cooldown_start
 from orchestrator.spec import BranchStart, RunSpec
-from orchestrator.train_loop import build_optimizer, lr_at
-
-
-def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    total, warmup, lr, min_lr = 100, 10, 1e-3, 1e-4
-    lrs = [lr_at(s, total, warmup, lr, min_lr) for s in range(total)]
-    assert lrs[0] == pytest.approx(lr / warmup)
-    assert lrs[warmup - 1] == pytest.approx(lr)
-    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))  # monotone decay after warmup
-    assert lr_at(total, total, warmup, lr, min_lr) == pytest.approx(min_lr)
-    assert lrs[-1] > min_lr
-
-
-def test_wsd_warms_up_holds_then_cools_down_along_1_minus_sqrt():
-    total, warmup, lr, min_lr = 100, 10, 1e-3, 1e-4
-    lrs = [lr_at(s, total, warmup, lr, min_lr, "wsd", 0.2) for s in range(total)]
-    assert lrs[:warmup] == pytest.approx([lr * (s + 1) / warmup for s in range(warmup)])
-    assert lrs[warmup:80] == [lr] * 70  # stable: exactly the peak, the last 20 steps cool down
-    assert lrs[80] < lr and lrs[-1] == pytest.approx(min_lr)
-    for s in range(80, 100):
-        assert lrs[s] == pytest.approx(min_lr + (lr - min_lr) * (1 - math.sqrt((s - 79) / 20)))
-    # The stable phase does not depend on the run's length: a shorter run is the long one until its own cooldown.
-    short = [lr_at(s, 40, warmup, lr, min_lr, "wsd", 0.2) for s in range(40)]
-    assert short[:32] == lrs[:32] and short[32] < lrs[32]
-    assert [lr_at(s, total, warmup, lr, min_lr, "constant") for s in range(warmup, total)] == [lr] * (total - warmup)
-
-
-@pytest.mark.parametrize(
-    "steps, frac, start",
-    [
-        (100, 0.2, 80),
-        (10, 0.2, 8),
-        (15, 0.2, 12),
-        (64, 0.2, 51),
-        (128, 0.2, 102),
-        (7, 0.5, 3),
-        (3, 0.1, 2),
-        (1, 0.2, 0),
-        (40, 1.0, 0),
-    ],
-)
-def test_cooldown_start_is_exact_integer_arithmetic(steps, frac, start):
-    assert cooldown_start(steps, frac) == start
-    # The lr agrees: the step before the cooldown start is at the peak, the cooldown start is below it.
-    if start > 0:
-        assert lr_at(start - 1, steps, 0, 1.0, 0.0, "wsd", frac) == 1.0
-    assert lr_at(start, steps, 0, 1.0, 0.0, "wsd", frac) < 1.0
 
 
 def test_schedule_settings_are_validated():
@@ -77,20 +28,6 @@ def test_schedule_settings_are_validated():
         RunSpec(TrainConfig(schedule="wsd"), branch=BranchStart("long", 5)).check(10)
     with pytest.raises(ValueError, match=r"branch points \[12\] lie beyond"):
         RunSpec(TrainConfig(schedule="wsd"), keep_states_at=(12,)).check(10)
-
-
-def test_weight_decay_only_on_matrices():
-    from gptoss import build_model
-
-    model = build_model("gptoss", "debug")
-    opt = build_optimizer(model, TrainConfig(arch="gptoss", preset="debug"), torch.device("cpu"))
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert all(p.dim() >= 2 for p in decay["params"])
-    assert not any("bias" in names[id(p)] or "norm" in names[id(p)] or "sink" in names[id(p)] for p in decay["params"])
-    assert any(p.dim() >= 2 for p in no_decay["params"]), "stacked expert biases are matrices that must not decay"
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 def _cfg(data, **kw) -> TrainConfig:
@@ -198,34 +135,6 @@ def test_compiled_local_run_matches_the_eager_one(prepared_data, tmp_path):
     assert runs[True][0]["val_loss"] == pytest.approx(runs[False][0]["val_loss"], abs=1e-4)
     assert runs[True][0]["train_loss"] == pytest.approx(runs[False][0]["train_loss"], abs=1e-4)
     assert "checkpoint_0000010" in os.listdir(tmp_path / "True")
-
-
-class _UniformModel(torch.nn.Module):
-    """Logits of zeros: every target costs log(vocab) nats, so the loss and the token count can be checked exactly."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.vocab = vocab
-
-    def forward(self, x):
-        return torch.zeros(*x.shape, self.vocab)
-
-
-def test_evaluation_counts_every_target_token_and_window(tmp_path):
-    from test_reader import make_prepared
-
-    from orchestrator.train_loop import eval_scope_fields, evaluate_windows
-
-    d, total = make_prepared(tmp_path, sizes=(1000, 540))  # 24 full windows and a tail of 3 targets
-    w = TokenWindows(d, "train", 64)
-    args = (torch.ones(60000, dtype=torch.int64), torch.device("cpu"), nullcontext(), 1)
-    ev = evaluate_windows(_UniformModel(60000), w.eval_batches(7), *args)
-    assert ev["tokens"] == total - 1 and ev["windows"] == w.num_windows + 1  # the tail window too
-    assert ev["loss"] == pytest.approx(math.log(60000))
-    part = evaluate_windows(_UniformModel(60000), w.eval_batches(7, 5), *args)
-    assert (part["tokens"], part["windows"]) == (5 * 64, 5)
-    fields = eval_scope_fields(part["tokens"], part["windows"], total - 1, whole=False)
-    assert fields == dict(val_tokens=320, val_windows=5, val_fraction=320 / (total - 1), val_scope="first 5 windows")
 
 
 @pytest.mark.slow

@@ -602,6 +602,17 @@ def sweep(
             ),
         ),
     ] = None,
+    sizes: Annotated[
+        Optional[str],
+        Opt(
+            "--sizes",
+            help=(
+                "Comma list of model shapes, each applied whole and crossed with the other axes, written as "
+                "trial-name abbreviations: L4-d64-h4-hd16,L4-d128-h8-hd16 (L n_layers, d d_model, h n_heads, "
+                "hd head_dim, kv n_kv_heads, i intermediate_size, E num_experts, k experts_per_token)."
+            ),
+        ),
+    ] = None,
     baseline: Annotated[
         Optional[str],
         Opt(
@@ -652,6 +663,7 @@ def sweep(
         lr_by_arch=_lr_by_arch(lr_by_arch),
         lr_by_variant=_lr_by_arch(lr_by_variant, "--lr-by-variant", "gpt2=1.5e-3,+rope=2e-3"),
         budgets=_comma_list("--budgets", budgets, int),
+        sizes=_comma_list("--sizes", sizes, str),
         baseline=baseline,
         lr_from=lr_from,
     )
@@ -680,10 +692,25 @@ def report(
             ),
         ),
     ] = None,
+    predict: Annotated[
+        Optional[str],
+        Opt(
+            "--predict",
+            help=(
+                "SIZE,BUDGET (a size label of the sweep and a token budget, e.g. L4-d256-h4,4194304): fit every "
+                "other size and write <sweep>/predictions.json before that size's trials run; the report then "
+                "checks it once they have."
+            ),
+        ),
+    ] = None,
 ):
     """(Re)write a sweep's results.csv/json, REPORT.md and plots from its trial runs."""
     from orchestrator.report import write_report
 
+    if predict is not None:
+        from orchestrator.holdout import parse_predict, write_predictions
+
+        write_predictions(sweep_dir, parse_predict(predict), typer.echo)
     result = write_report(sweep_dir, baseline)
     for name, why in result.get("skipped", []):
         typer.echo(f"warning: trial {name} left out of the report: {why}", err=True)

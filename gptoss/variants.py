@@ -1,4 +1,5 @@
-"""Named model variants between GPT-2 and GPT-OSS: the cumulative component ladder and gptoss's leave-one-outs.
+"""Named model variants between GPT-2 and GPT-OSS: the cumulative component ladder, gptoss's leave-one-outs and
+GPT-2's one-factor swaps (gpt2-rope).
 
 A variant is a dict of GptOssConfig overrides applied on top of a gptoss preset (and under any explicit override),
 so every variant of a preset shares its width, depth, heads, vocabulary and init scheme. Defined here only.
@@ -61,6 +62,13 @@ _LEAVE_ONE_OUT: dict[str, dict[str, Any]] = {
 }
 
 
+# GPT-2 with one GPT-OSS component swapped in, the mirror of a leave-one-out: with it the effect of that component is
+# measured from both ends (added to gpt2, removed from gptoss) at every size.
+_ONE_FACTOR: dict[str, dict[str, Any]] = {
+    "gpt2-rope": {**{k: v for k, v in GPT2_SETTINGS.items() if k != "max_seq_len"}, "positions": "rope"},
+}
+
+
 def _build() -> dict[str, dict[str, Any]]:
     variants, current = {}, dict(GPT2_SETTINGS)
     for name, restored, changed in _RUNGS:
@@ -71,12 +79,14 @@ def _build() -> dict[str, dict[str, Any]]:
     assert variants.pop("+moe") == {}, "the last rung must be gptoss itself"
     variants["gptoss"] = {}
     variants.update(_LEAVE_ONE_OUT)
+    variants.update(_ONE_FACTOR)
     return variants
 
 
 VARIANTS: dict[str, dict[str, Any]] = _build()
 LADDER: tuple[str, ...] = tuple(name for name, _, _ in _RUNGS[:-1]) + ("gptoss",)  # "+moe" is gptoss
 LEAVE_ONE_OUT: tuple[str, ...] = tuple(_LEAVE_ONE_OUT)
+ONE_FACTOR: tuple[str, ...] = tuple(_ONE_FACTOR)
 # Shorthands accepted where a list of variants is given; "+moe" (the ladder's last step) is another name of gptoss.
 GROUPS = {"ladder": LADDER, "leave-one-out": ("gptoss",) + LEAVE_ONE_OUT}
 ALIASES = {"+moe": "gptoss"}

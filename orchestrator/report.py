@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
-from collections import defaultdict
 from typing import Optional
 
 from orchestrator.budget_report import budget_section
-from orchestrator.formatting import draw_references, fmt_tokens
-from orchestrator.ladder import device_lines, device_of, mean_pm
+from orchestrator.report_markdown import render_markdown
+from orchestrator.report_plots import plot_curves, plot_loss_vs_compute, plot_loss_vs_params
+from orchestrator.report_sizes import SIZE_COLUMNS, add_size_fields, size_files
+from orchestrator.report_tables import best_lr_rows, model_label
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"
@@ -109,10 +109,10 @@ def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[di
 
 
 def collect_rows(
-    storage: Storage, sweep_path: str, skipped: Optional[list] = None
+    storage: Storage, sweep_path: str, skipped: Optional[list] = None, configs: Optional[dict] = None
 ) -> tuple[list[dict], dict[str, list[dict]]]:
     """One row per finished trial (a trial run with a summary), and each trial's eval curve. A trial whose files are
-    damaged is left out; (trial, why) goes to `skipped` when given."""
+    damaged is left out; (trial, why) goes to `skipped` when given; each trial's config.json to `configs`."""
     rows, curves = [], {}
     for trial_path in storage.list_dirs(f"{sweep_path}/{TRIALS_DIR}"):
         name = trial_path.rsplit("/", 1)[-1]
@@ -124,6 +124,8 @@ def collect_rows(
             if skipped is not None:
                 skipped.append((name, str(exc)))
             continue
+        if configs is not None:
+            configs[name] = config
         cfg, model, params = config["config"], config.get("model_config", {}), summary["params"]
         evals = [r for r in records if r.get("kind") == "eval"]
         curves[name] = [dict(tokens=r["tokens"], val_loss=r["val_loss"]) for r in evals]
@@ -205,346 +207,6 @@ def final_eval_scope(record: dict, cfg: dict) -> dict:
     return dict(val_tokens=tokens, val_windows=windows, val_fraction=None, val_scope=scope)
 
 
-def loss_scope_line(rows: list[dict]) -> str:
-    """One sentence: the validation tokens every final val loss of `rows` is over (grouped when they differ)."""
-    groups: dict = defaultdict(int)
-    for r in rows:
-        groups[(r.get("val_scope") or "unknown", r.get("val_tokens"), r.get("val_windows"), r.get("val_fraction"))] += 1
-    parts = []
-    for (scope, tokens, windows, fraction), n in sorted(groups.items(), key=lambda kv: (-kv[1], str(kv[0]))):
-        if tokens is None:
-            parts.append(f"{n} trial(s): not recorded")
-            continue
-        share = f", {fraction:.2%} of the split's target tokens" if fraction is not None else ""
-        parts.append(f"{n} trial(s): {tokens:,} target tokens, {windows} windows, {scope}{share}")
-    return "Tokens these losses are over (each trial's final evaluation): " + "; ".join(parts) + "."
-
-
-def _millions(n) -> str:
-    return f"{n / 1e6:.2f}M"
-
-
-def _model_key(r: dict) -> tuple:
-    """What makes two trials the same model: arch, depth, width, heads, experts, top-k, variant, tied head and dropout
-    (not seed, not lr, not budget)."""
-    return (
-        r["arch"],
-        r["n_layers"],
-        r["d_model"],
-        r["n_heads"],
-        str(r["num_experts"]),
-        str(r["experts_per_token"]),
-        r.get("variant") or "",
-        bool(r.get("tied", r["arch"] == "gpt2")),
-        float(r.get("dropout") or 0.0),
-    )
-
-
-def model_label(r: dict) -> str:
-    """A model's name in the budget tables and plots, built from _model_key: gptoss-L4-E4k2-d128-h4, gpt2-untied-L4-...,
-    v-+rope-L4-... for a variant, -do0.1 for dropout."""
-    arch, layers, width, heads, experts, top_k, variant, tied, dropout = _model_key(r)
-    head = f"v-{variant}" if variant else arch
-    if tied != (arch == "gpt2") and not variant:
-        head += "-tied" if tied else "-untied"
-    parts = [head, f"L{layers}"] + ([f"E{experts}k{top_k}"] if arch == "gptoss" and not variant else [])
-    return "-".join(parts + [f"d{width}", f"h{heads}"] + ([f"do{dropout:g}"] if dropout else []))
-
-
-def _budget_text(tokens) -> str:
-    return fmt_tokens(tokens) if tokens else "-"
-
-
-def _by_model_and_lr(rows: list[dict]) -> dict:
-    """(model key + budget) -> lr -> rows: lrs are compared among trials of the same model and budget."""
-    groups: dict = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        groups[_model_key(r) + (r.get("budget"),)][r["lr"]].append(r)
-    return groups
-
-
-def _best_lr(by_lr: dict) -> float:
-    return min(by_lr, key=lambda lr: statistics.fmean(r["final_val_loss"] for r in by_lr[lr]))
-
-
-def best_lr_rows(rows: list[dict]) -> list[dict]:
-    """Where a model was trained at several learning rates, keep only the trials of the lr with the lowest mean final
-    val loss over seeds: architectures are compared each at its own best lr."""
-    kept = {id(r) for by_lr in _by_model_and_lr(rows).values() for r in by_lr[_best_lr(by_lr)]}
-    return [r for r in rows if id(r) in kept]
-
-
-def _routed(r: dict) -> bool:
-    """A gptoss row whose MLP is the mixture of experts (rows from before the mlp column are)."""
-    return r["arch"] == "gptoss" and r.get("mlp", "moe") == "moe"
-
-
-def lr_table(rows: list[dict]) -> list[str]:
-    """Models trained at more than one lr: one row each, the mean final val loss (± std over seeds) at every lr of the
-    sweep, the best in bold, and whether the best is at the edge of that model's grid (then it is not yet known to be
-    the best: extend the grid)."""
-    groups = {k: v for k, v in _by_model_and_lr(rows).items() if len(v) > 1}
-    if not groups:
-        return []
-    grid = sorted({lr for by_lr in groups.values() for lr in by_lr})
-    lines = [
-        "| model | layers | experts (top-k) | budget | "
-        + " | ".join(f"lr {lr:g}" for lr in grid)
-        + " | best lr | seeds |",
-        "|---|---:|---:|---:|" + "---:|" * len(grid) + "---:|---:|",
-    ]
-    for key in sorted(groups, key=str):
-        by_lr = groups[key]
-        experts = f"{key[4]} ({key[5]})" if _routed(next(iter(by_lr.values()))[0]) else "-"
-        arch = f"{key[0]} ({key[6]})" if key[6] else key[0]
-        best = _best_lr(by_lr)
-        cells = []
-        for lr in grid:
-            cell = mean_pm([r["final_val_loss"] for r in by_lr[lr]]) if lr in by_lr else ""
-            cells.append(f"**{cell}**" if lr == best else cell)
-        edge = " (edge)" if best in (min(by_lr), max(by_lr)) else ""
-        seeds = sorted({len(v) for v in by_lr.values()})
-        lines.append(
-            f"| {arch} | {key[1]} | {experts} | {_budget_text(key[-1])} | {' | '.join(cells)} | {best:g}{edge} | "
-            f"{'/'.join(map(str, seeds))} |"
-        )
-    return lines
-
-
-def _improvement(oss: list[dict], gpt2: list[dict], key: str = "final_val_loss", percent: bool = True) -> str:
-    """GPT-2 - GPT-OSS of `key`: relative in % (percent=True), else absolute (nats, or bits/byte). With seeds on both
-    sides the pairs share a seed (same data order, same validation windows), so the spread is that of the paired
-    differences."""
-
-    def diff(g: float, o: float) -> float:
-        return (g - o) / g * 100 if percent else g - o
-
-    g, o = statistics.fmean(r[key] for r in gpt2), statistics.fmean(r[key] for r in oss)
-    text = f"{diff(g, o):+.1f}%" if percent else f"{diff(g, o):+.4f}"
-    by_seed = {(r["seed"], device_of(r)): r[key] for r in gpt2}  # same seed and device type only
-    paired = [diff(by_seed[(r["seed"], device_of(r))], r[key]) for r in oss if (r["seed"], device_of(r)) in by_seed]
-    if len(paired) > 1:
-        text += f" ± {statistics.stdev(paired):.1f}" if percent else f" ± {statistics.stdev(paired):.4f}"
-    return text
-
-
-def headline_table(rows: list[dict]) -> list[str]:
-    """Per budget and depth (and expert count): GPT-OSS vs GPT-2 val loss over seeds, and the improvement in %,
-    in nats per token and in bits per byte."""
-    by_depth: dict = defaultdict(lambda: defaultdict(list))
-    for r in best_lr_rows(rows):
-        if r["arch"] == "gpt2" and (not r.get("tied", True) or r.get("dropout")):
-            # GPT-2 as the seed defines it (tied head, no dropout) is the reference; other GPT-2s: budget tables
-            continue
-        key = ("gpt2", "") if r["arch"] == "gpt2" else ("gptoss", r["num_experts"])
-        by_depth[(r.get("budget") or 0, r["n_layers"])][key].append(r)
-    lines = [
-        "| budget (tokens) | layers | experts | GPT-OSS val loss | GPT-2 val loss | improvement | improvement (nats) | "
-        "improvement (bits/byte) | GPT-OSS bits/byte | GPT-2 bits/byte | seeds |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for budget, depth in sorted(by_depth):
-        groups = by_depth[(budget, depth)]
-        gpt2 = groups.get(("gpt2", ""), [])
-        for key in sorted(k for k in groups if k[0] == "gptoss"):
-            oss = groups[key]
-            oss_loss = [r["final_val_loss"] for r in oss]
-            gpt2_loss = [r["final_val_loss"] for r in gpt2]
-            gains = (
-                [
-                    _improvement(oss, gpt2),
-                    _improvement(oss, gpt2, percent=False),
-                    _improvement(oss, gpt2, "val_bpb", percent=False),
-                ]
-                if gpt2
-                else ["n/a"] * 3
-            )
-            lines.append(
-                f"| {_budget_text(budget)} | {depth} | {key[1]} | {mean_pm(oss_loss)} | "
-                f"{mean_pm(gpt2_loss) if gpt2_loss else 'n/a'} | "
-                f"{' | '.join(gains)} | "
-                f"{mean_pm([r['val_bpb'] for r in oss])} | "
-                f"{mean_pm([r['val_bpb'] for r in gpt2]) if gpt2 else 'n/a'} | "
-                f"{len(oss)} / {len(gpt2)} |"
-            )
-        if not any(k[0] == "gptoss" for k in groups) and gpt2:
-            lines.append(
-                f"| {_budget_text(budget)} | {depth} | | n/a | {mean_pm([r['final_val_loss'] for r in gpt2])} | "
-                "n/a | n/a | n/a | "
-                f"n/a | {mean_pm([r['val_bpb'] for r in gpt2])} | 0 / {len(gpt2)} |"
-            )
-    return lines
-
-
-def architecture_table(rows: list[dict]) -> list[str]:
-    seen, lines = (
-        set(),
-        [
-            "| arch | experts (top-k) | layers | hidden | heads | total params | active params | non-embedding | "
-            "FLOPs/token | "
-            "size bf16 | checkpoint on disk | tokens/s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ],
-    )
-    for r in rows:
-        key = _model_key(r)
-        if key in seen:
-            continue
-        seen.add(key)
-        same = [x for x in rows if _model_key(x) == key]
-        tps = [x["tokens_per_s"] for x in same if x["tokens_per_s"]]
-        experts = f"{r['num_experts']} ({r['experts_per_token']})" if _routed(r) else "-"
-        fpt = f"{r['flops_per_token'] / 1e6:.1f}M" if r.get("flops_per_token") else "n/a"
-        speed = f"{statistics.fmean(tps):,.0f}" if tps else "n/a"
-        on_disk = f"{r['checkpoint_bytes'] / 2**20:.1f} MiB" if r.get("checkpoint_bytes") else "n/a"
-        arch = f"{r['arch']} ({r['variant']})" if r.get("variant") else r["arch"]
-        lines.append(
-            f"| {arch} | {experts} | {r['n_layers']} | {r['d_model']} | {r['n_heads']} | "
-            f"{_millions(r['total_params'])} | "
-            f"{_millions(r['active_params'])} | {_millions(r['non_embedding_params'])} | {fpt} | "
-            f"{r['bytes_bf16'] / 2**20:.1f} MiB | "
-            f"{on_disk} | {speed} |"
-        )
-    return lines
-
-
-def speed_note(rows: list[dict], sweep: dict) -> str:
-    """Where the tokens/s column was measured: the device, and how many trials shared the machine."""
-    devices = sorted({"GPU" if r.get("use_gpu") else "CPU" for r in rows})
-    shared = sweep.get("concurrent")
-    return (
-        "FLOPs/token: forward and backward, attention included (gptoss/accounting.py). tokens/s: steady-state "
-        f"training throughput of one trial, mean over the model's trials, on {' and '.join(devices)}"
-        + (f" with {shared} trials sharing the machine" if shared else "")
-        + ": a measure of that setting, not of "
-        "either architecture's best speed."
-    )
-
-
-def params_table(rows: list[dict]) -> list[str]:
-    lines = ["| trial | active params | total params | train FLOPs | final val loss |", "|---|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: r["active_params"]):
-        flops = f"{r['train_flops']:.3g}" if r.get("train_flops") else "n/a"
-        lines.append(
-            f"| {r['trial']} | {_millions(r['active_params'])} | {_millions(r['total_params'])} | {flops} | "
-            f"{r['final_val_loss']:.4f} |"
-        )
-    return lines
-
-
-def best_experts_table(rows: list[dict]) -> list[str]:
-    lines = ["| layers | best expert count | mean val loss | all counts (mean val loss) |", "|---:|---:|---:|---|"]
-    by_depth: dict = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["arch"] == "gptoss":
-            by_depth[r["n_layers"]][r["num_experts"]].append(r["final_val_loss"])
-    for depth in sorted(by_depth):
-        means = {e: statistics.fmean(v) for e, v in by_depth[depth].items()}
-        best = min(means, key=means.get)
-        others = ", ".join(f"{e}: {m:.4f}" for e, m in sorted(means.items()))
-        lines.append(f"| {depth} | {best} | {means[best]:.4f} | {others} |")
-    return lines
-
-
-def _fig_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def plot_curves(rows: list[dict], curves: dict, references: Optional[list] = None) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"gptoss": "tab:orange", "gpt2": "tab:blue"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    labelled = set()
-    for r in rows:
-        pts = curves.get(r["trial"], [])
-        if not pts:
-            continue
-        label = r["arch"] if r["arch"] not in labelled else None
-        labelled.add(r["arch"])
-        ax.plot(
-            [p["tokens"] for p in pts],
-            [p["val_loss"] for p in pts],
-            color=colors.get(r["arch"], "gray"),
-            alpha=0.75,
-            marker=".",
-            label=label,
-        )
-    draw_references(ax, references or [])
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Validation loss during training, every trial")
-    ax.grid(alpha=0.3)
-    ax.legend(title="architecture")
-    fig.tight_layout()
-    data = _fig_bytes(fig)
-    plt.close(fig)
-    return data
-
-
-def _scatter_panels(rows: list[dict], panels: list[tuple[str, float, str]], references: Optional[list] = None) -> bytes:
-    """Final val loss against one quantity per panel: (row key, divisor, axis label); one point per trial."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"gptoss": "tab:orange", "gpt2": "tab:blue"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), sharey=True, squeeze=False)
-    for ax, (key, scale, label) in zip(axes[0], panels):
-        for arch in ("gpt2", "gptoss"):
-            pts = [r for r in rows if r["arch"] == arch and r.get(key)]
-            if pts:
-                ax.scatter(
-                    [r[key] / scale for r in pts], [r["final_val_loss"] for r in pts], color=colors[arch], label=arch
-                )
-                for r in pts:
-                    tag = f"L{r['n_layers']}" + (f"E{r['num_experts']}" if arch == "gptoss" else "")
-                    ax.annotate(
-                        tag,
-                        (r[key] / scale, r["final_val_loss"]),
-                        fontsize=7,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
-        draw_references(ax, references or [])
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final validation loss (nats/token)")
-    axes[0][0].legend(title="architecture")
-    fig.tight_layout()
-    data = _fig_bytes(fig)
-    plt.close(fig)
-    return data
-
-
-def plot_loss_vs_params(rows: list[dict], references: Optional[list] = None) -> bytes:
-    return _scatter_panels(
-        rows,
-        [
-            ("active_params", 1e6, "active parameters per token (millions)"),
-            ("total_params", 1e6, "total parameters (millions)"),
-        ],
-        references,
-    )
-
-
-def plot_loss_vs_compute(rows: list[dict], references: Optional[list] = None) -> bytes:
-    return _scatter_panels(
-        rows,
-        [
-            ("train_flops", 1e12, "training compute (TFLOPs, forward + backward)"),
-            ("train_s", 1, "training time (s in training steps, this machine)"),
-        ],
-        references,
-    )
-
-
 def ngram_references(
     data_dir: Optional[str], storage: Optional[Storage] = None, root: Optional[str] = None
 ) -> tuple[list[tuple[str, float, float]], list[str], Optional[int]]:
@@ -580,169 +242,6 @@ def ngram_references(
     return refs, table, (split[0] if split else None)
 
 
-def _largest_budget(rows: list[dict]) -> list[dict]:
-    top = max((r.get("budget") or 0 for r in rows), default=0)
-    return [r for r in rows if (r.get("budget") or 0) == top]
-
-
-def render_markdown(
-    rows: list[dict],
-    sweep: dict,
-    budget: Optional[dict] = None,
-    reference_table: Optional[list] = None,
-    baseline: str = "gpt2",
-) -> str:
-    base = sweep.get("base", {})
-    settings = {
-        k: base.get(k)
-        for k in (
-            "data",
-            "preset",
-            "seq_len",
-            "batch_size",
-            "grad_accum",
-            "max_steps",
-            "max_tokens",
-            "lr",
-            "min_lr",
-            "warmup_steps",
-            "schedule",
-            "cooldown_frac",
-            "weight_decay",
-            "eval_every",
-            "eval_windows",
-        )
-        if k in base
-    }
-    if sweep.get("budgets"):
-        settings["budgets"] = sweep["budgets"]
-    lrs = lr_table(rows)
-    scope = loss_scope_line(rows)
-    lr_section = (
-        [
-            "Models trained at several learning rates are compared at their best lr (lowest mean final val loss, "
-            "in bold); a best lr at the edge of the model's grid is marked:",
-            "",
-            *lrs,
-            "",
-            scope,
-            "",
-        ]
-        if lrs
-        else []
-    )
-    # Variants (the component ladder) get their own section; the GPT-OSS vs GPT-2 tables keep the plain trials.
-    plain = [r for r in rows if not r.get("variant")]
-    ladder_part = []
-    if len(plain) < len(rows):
-        from orchestrator.ladder import ladder_section
-
-        ladder_part = [
-            "## Component ladder: where the difference comes from",
-            "",
-            *ladder_section(best_lr_rows(rows)),
-            "",
-            scope,
-            "",
-        ]
-    experts = best_experts_table(_largest_budget(plain))
-    headline = headline_table(plain) if plain else ["(every trial ran a named variant: see the component ladder)"]
-    out = [
-        f"# Sweep report: {sweep.get('name', '?')}",
-        "",
-        f"{len(rows)} finished trials. Improvement = (GPT-2 loss - GPT-OSS loss) / GPT-2 loss: "
-        "positive means GPT-OSS is better. "
-        "Losses are final validation losses in nats per token on the same fixed validation windows; ± is the standard "
-        "deviation over seeds; on the improvement it is that of the per-seed differences "
-        "(trials with the same seed see the same batches in the same order).",
-        "",
-        *device_lines(rows),
-        *ladder_part,
-        "## 1. GPT-OSS vs GPT-2 per depth",
-        "",
-        *headline,
-        "",
-        scope,
-        "",
-        *lr_section,
-        "## 2. Architectures",
-        "",
-        *architecture_table(rows),
-        "",
-        speed_note(rows, sweep),
-        "",
-        "## 3. Validation loss against parameters and compute",
-        "",
-        "Judge 'better per parameter' on both counts: "
-        "an MoE model has more total parameters than it activates per token.",
-        "",
-        *params_table(rows),
-        "",
-        scope,
-        "",
-        "![final val loss vs params](loss_vs_params.png)",
-        "",
-        "![final val loss vs compute](loss_vs_compute.png)",
-        "",
-        "![val loss curves](loss_curves.png)",
-        "",
-        *(
-            [
-                "## 4. Best expert count per depth",
-                "",
-                *(["At the largest budget.", ""] if len({r.get("budget") for r in plain}) > 1 else []),
-                *experts,
-                "",
-            ]
-            if len(experts) > 2
-            else []
-        ),
-        *(
-            [
-                f"## 4b. Loss against budget ({baseline.split(',')[0]} as the baseline)",
-                "",
-                *device_lines(rows),
-                *budget["lines"],
-                "",
-                scope,
-                "",
-            ]
-            if budget
-            else []
-        ),
-        *(
-            [
-                "## 4c. Count-based reference models (horizontal lines on every loss plot)",
-                "",
-                "Fitted on the sweep's training tokens and scored on the whole validation split "
-                "by `python cli.py baseline`. "
-                "A model above the trigram line has not yet learned more than local word statistics.",
-                "",
-                *reference_table,
-                "",
-            ]
-            if reference_table
-            else []
-        ),
-        "## 5. Settings",
-        "",
-        "```json",
-        json.dumps(
-            dict(
-                settings=settings,
-                grid=sweep.get("grid", {}),
-                lr_by_arch=sweep.get("lr_by_arch", {}),
-                lr_by_variant=sweep.get("lr_by_variant", {}),
-                workers_per_trial=sweep.get("workers_per_trial"),
-            ),
-            indent=1,
-        ),
-        "```",
-        "",
-    ]
-    return "\n".join(out)
-
-
 def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
     """(Re)build every report file of a sweep from its trial runs; returns where they are. `baseline` (an arch, a
     variant or a model label as in the budget tables; several comma-separated) is what the data and compute
@@ -751,7 +250,8 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
     root = storage.root
     sweep = json.loads(storage.read_text(f"{root}/sweep.json")) if storage.exists(f"{root}/sweep.json") else {}
     skipped: list = []
-    rows, curves = collect_rows(storage, root, skipped)
+    configs: dict = {}
+    rows, curves = collect_rows(storage, root, skipped, configs)
     if not rows:
         damaged = f" ({len(skipped)} damaged: {skipped[0][1]})" if skipped else ""
         raise ValueError(
@@ -760,8 +260,9 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
         )
     baseline = baseline or sweep.get("baseline") or "gpt2"
     missing = unfinished_points(sweep, rows)
+    sized = add_size_fields(rows, configs, sweep.get("sizes") or [])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + (SIZE_COLUMNS if sized else []), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())
@@ -776,10 +277,12 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
         from orchestrator.ladder import plot_waterfall
 
         storage.write_bytes(f"{root}/ladder.png", plot_waterfall(best_lr_rows(rows)))
+    size_lines = size_files(storage, root, rows, baseline, references) if sized else None
     status = status_lines(sweep, rows, missing, skipped)
     storage.write_text(
         f"{root}/REPORT.md",
-        "".join(line + "\n" for line in status) + render_markdown(rows, sweep, budget, reference_table, baseline),
+        "".join(line + "\n" for line in status)
+        + render_markdown(rows, sweep, budget, reference_table, baseline, size_lines),
     )
     return dict(
         trials=len(rows),

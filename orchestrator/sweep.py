@@ -152,7 +152,7 @@ def _run_sweep_locked(cfg: SweepConfig, plan: SweepPlan, executor: Executor, sho
             if not plan.phase2
             else f"{len(plan.phase1)} long runs to {max(cfg.budgets):,} tokens, "
             f"then {len(plan.phase2)} cooldown branches"
-        )
+        ) + (f"; size {cfg.holdout['size']} held out until predictions.json is written" if cfg.holdout else "")
         say(
             f"sweep {cfg.name}: {what}, {concurrent} at a time, {cfg.workers_per_trial} worker(s) "
             f"per trial{'' if use_gpu else f' x {threads} thread(s)'} -> {plan.sweep_uri}"
@@ -163,20 +163,54 @@ def _run_sweep_locked(cfg: SweepConfig, plan: SweepPlan, executor: Executor, sho
 
 
 def _run_phases(cfg: SweepConfig, plan: SweepPlan, executor: Executor, concurrent: int, show_progress: bool):
-    """Phase 1 (every point, or the long runs), then phase 2 (the branches of the long runs that did not fail)."""
+    """Phase 1 (every point, or the long runs), then phase 2 (the branches of the long runs that did not fail). With
+    a holdout, both phases run for every other size first; then predictions.json is written from their results, and
+    only then do phases 1 and 2 run for the held-out size (phase 3)."""
     from raysetup import quiet_tune
 
     quiet_tune(cfg.base.verbose)
+    stages = [(plan.phase1, plan.phase2)]
+    if cfg.holdout:
+        from orchestrator.holdout import held_out_points, is_held_out
+
+        held = {p.name for p in held_out_points(cfg, cfg.holdout["size"])}
+
+        def part(specs: list[RunSpec], held_out: bool) -> list[RunSpec]:
+            return [s for s in specs if is_held_out(s.name, held) == held_out]
+
+        stages = [
+            (part(plan.phase1, False), part(plan.phase2, False)),
+            (part(plan.phase1, True), part(plan.phase2, True)),
+        ]
+    errors: list = []
     try:
-        todo = unfinished(plan.phase1)
-        errors = executor.run_trials(todo, concurrent, "tune", plan.sweep_uri, show_progress, cfg.asha) if todo else []
-        failed_long = {name for name, _ in errors}
-        branches = [s for s in unfinished(plan.phase2) if s.branch is None or s.branch.run not in failed_long]
-        if branches:
-            errors += executor.run_trials(branches, concurrent, "tune-branches", plan.sweep_uri, show_progress)
+        for i, (long_runs, branches) in enumerate(stages):
+            if i:
+                _predict_before_holdout(cfg, plan, show_progress)
+            todo = unfinished(long_runs)
+            errs = (
+                executor.run_trials(todo, concurrent, "tune", plan.sweep_uri, show_progress, cfg.asha) if todo else []
+            )
+            failed_long = {name for name, _ in errs}
+            todo = [s for s in unfinished(branches) if s.branch is None or s.branch.run not in failed_long]
+            if todo:
+                errs += executor.run_trials(todo, concurrent, "tune-branches", plan.sweep_uri, show_progress)
+            errors += errs
     except KeyboardInterrupt:
         raise SweepInterrupted(_interruption(cfg.name, plan.specs, plan.sweep_uri)) from None
     return errors
+
+
+def _predict_before_holdout(cfg: SweepConfig, plan: SweepPlan, show_progress: bool) -> None:
+    """predictions.json from every size but the held-out one, before any held-out trial runs; a rerun of a sweep whose
+    held-out trials have started keeps the file it has (it records what was predicted first)."""
+    from orchestrator.holdout import write_predictions
+
+    try:
+        write_predictions(plan.sweep_uri, cfg.holdout, say if show_progress else None)
+    except ValueError as exc:
+        if show_progress:
+            say(f"sweep {cfg.name}: no new predictions ({exc})")
 
 
 def _report(cfg: SweepConfig, plan: SweepPlan, errors: list, wall_s: float, show_progress: bool) -> dict:

@@ -52,6 +52,14 @@ def load_sweep_yaml(path: str) -> dict:
     return data
 
 
+def _fields_of_sizes(sizes) -> set[str]:
+    from orchestrator.sizes import parse_compact
+
+    if not isinstance(sizes, list):
+        return set()
+    return {k for s in sizes for k in (parse_compact(s) if isinstance(s, str) else s if isinstance(s, dict) else {})}
+
+
 DEFAULT_GRID = {"arch": ["gptoss", "gpt2"], "n_layers": [6, 8, 12], "num_experts": [4, 8, 16]}  # the seed's grid
 
 
@@ -78,8 +86,10 @@ def build_sweep_config(
         grid["variant"] = variants
     grid.update({k: v for k, v in grid_flags.items() if v is not None})
     if not config_path and "variant" not in grid:
+        shaped = _fields_of_sizes(sweep_flags.get("sizes") or settings.get("sizes") or [])
         for axis, default in DEFAULT_GRID.items():
-            grid.setdefault(axis, default)
+            if axis not in shaped:  # a size's own fields are not also a default axis
+                grid.setdefault(axis, default)
     sweep_keys = {f.name for f in fields(SweepConfig)} - {"base", "grid"}
     sweep_settings = {k: settings.pop(k) for k in list(settings) if k in sweep_keys}
     if "budget_tokens" in settings:

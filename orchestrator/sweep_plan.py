@@ -80,6 +80,8 @@ class SweepConfig:
     budgets: list[int] = field(default_factory=list)  # token budgets: one wsd run per point, cooldowns branched off
     baseline: str = "gpt2"  # the report's multipliers are measured against this arch or model
     lr_from: Optional[str] = None  # a finished lr sweep: each variant (or arch) trains at its best lr there
+    sizes: list = field(default_factory=list)  # model shapes, each applied whole (orchestrator/sizes.py)
+    holdout: Optional[dict] = None  # {size, budget}: trained last, after predictions.json is written
 
     def __post_init__(self):
         from gptoss import ARCHS
@@ -147,6 +149,16 @@ class SweepConfig:
                     "--asha stops trials early, which would cut the long runs the budgets branch from; "
                     "drop --asha or budgets"
                 )
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        from orchestrator.sizes import check_sizes, resolve_holdout
+
+        if self.sizes:
+            allowed = set(model_overrides_allowed())
+            self.sizes = check_sizes(self.sizes, self.grid, allowed, {f: axis_type(f) for f in allowed})
+        if self.holdout is not None:
+            self.holdout = resolve_holdout(self.holdout, self.sizes, self.budgets, self.base.max_tokens)
 
     def to_dict(self) -> dict:
         return dict(
@@ -161,6 +173,8 @@ class SweepConfig:
             budgets=self.budgets,
             baseline=self.baseline,
             lr_from=self.lr_from,
+            sizes=self.sizes,
+            holdout=self.holdout,
         )
 
 
@@ -169,6 +183,7 @@ class TrialPoint:
     name: str
     arch: str
     params: tuple  # sorted (field, value) pairs of this point
+    size: Optional[str] = None  # the label of its shape, in a sweep with sizes
 
     def train_config(
         self,
@@ -189,6 +204,15 @@ class TrialPoint:
         overrides.update({k: v for k, v in values.items() if k not in TRAIN_AXES})
         for key in dropped_for(self.arch):
             overrides.pop(key, None)
+        if (
+            self.size is not None
+            and self.arch == "gptoss"
+            and "d_model" in values
+            and "intermediate_size" not in values
+        ):
+            # The preset's MLP width is its own width's sizing rule; a shape of another width takes the rule at its
+            # own width (mlp_intermediate_size), as every dense variant already does, unless someone set it.
+            overrides.setdefault("intermediate_size", None)
         data = base.to_dict()
         data.update(
             arch=self.arch,
@@ -206,20 +230,29 @@ class TrialPoint:
 
 
 def expand_grid(cfg: SweepConfig) -> list[TrialPoint]:
-    """Every distinct point; axes that do not apply to an architecture are dropped, so gpt2 runs once per depth."""
+    """Every distinct point; axes that do not apply to an architecture are dropped, so gpt2 runs once per depth. Each
+    size (a shape of model fields) is one more axis whose fields apply together; its fields join the point's values,
+    so they are named like grid axes (a sweep without sizes names its trials as before)."""
+    from orchestrator.sizes import fields_of, shape_label
+
     grid = dict(cfg.grid)
     grid.setdefault("arch", [cfg.base.arch])
     axes = sorted(grid, key=lambda a: (a != "arch", a))
+    shapes = cfg.sizes or [None]
     points, seen = [], set()
     for combo in itertools.product(*(grid[a] for a in axes)):
-        values = dict(zip(axes, combo))
-        arch = values.pop("arch")
-        drop = dropped_for(arch)
-        params = tuple(sorted(((k, v) for k, v in values.items() if k not in drop), key=lambda kv: _axis_rank(kv[0])))
-        if (arch, params) in seen:
-            continue
-        seen.add((arch, params))
-        points.append(TrialPoint(_point_name(arch, params), arch, params))
+        for shape in shapes:
+            values = dict(zip(axes, combo), **(fields_of(shape) if shape else {}))
+            arch = values.pop("arch")
+            drop = dropped_for(arch)
+            params = tuple(
+                sorted(((k, v) for k, v in values.items() if k not in drop), key=lambda kv: _axis_rank(kv[0]))
+            )
+            if (arch, params) in seen:
+                continue
+            seen.add((arch, params))
+            size = shape_label(shape) if shape else None
+            points.append(TrialPoint(_point_name(arch, params), arch, params, size))
     return points
 
 

@@ -9,6 +9,7 @@ from gptoss import build_config
 from gptoss.variants import (
     LADDER,
     LEAVE_ONE_OUT,
+    ONE_FACTOR,
     VARIANTS,
     canonical_variant,
     expand_variants,
@@ -60,6 +61,15 @@ def test_each_leave_one_out_differs_from_gptoss_in_one_component():
         changed = [s for s in SWITCHES if _switches(name)[s] != full[s]]
         assert len(changed) == 1, (name, changed)
     assert _switches("gptoss-no-yarn")["positions"] == "rope" and _switches("gptoss-no-rope")["positions"] == "learned"
+
+
+def test_gpt2_rope_differs_from_gpt2_in_positions_only():
+    assert ONE_FACTOR == ("gpt2-rope",)
+    gpt2, rope = _switches("gpt2"), _switches("gpt2-rope")
+    assert [s for s in SWITCHES if gpt2[s] != rope[s]] == ["positions"] and rope["positions"] == "rope"
+    plain, swapped = (build_config("gptoss", "cpu-tiny", **variant_overrides(v)) for v in ("gpt2", "gpt2-rope"))
+    assert swapped.intermediate_size == plain.intermediate_size == 512  # the same dense GELU MLP
+    assert swapped.max_seq_len == 4096  # no position table to bound it
 
 
 def test_groups_tokens_and_errors():

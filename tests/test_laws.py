@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 
 from orchestrator.frontiers import compute_multiplier, frontier, multipliers_along
+from orchestrator.law_intervals import distinct_resamples, interval_method, jackknife_interval, weighted_interval
 from orchestrator.laws import (
     ComputeModel,
     Law,
     LawFit,
     compute_model,
-    distinct_resamples,
     effective_tokens,
     fit_families,
     fit_family,
-    interval_method,
-    jackknife_interval,
-    weighted_interval,
 )
 from orchestrator.predictions import load_predictions, predict, prediction_check, predictions_json
 from orchestrator.size_report import size_plots, size_section

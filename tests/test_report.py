@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.report import WEIGHTS_NAME, best_lr_rows, headline_table, lr_table
+from orchestrator.report import WEIGHTS_NAME
+from orchestrator.report_tables import best_lr_rows, headline_table, lr_table
 
 
 def _row(arch, lr, seed, loss, layers=4, experts=4, budget=1048576):
@@ -199,7 +200,7 @@ def test_lrs_are_chosen_per_budget_and_the_headline_has_a_row_per_budget():
 
 def test_the_budget_section_fits_compares_and_says_which_way_the_multiplier_moves():
     from orchestrator.budget_report import budget_section
-    from orchestrator.report import model_label
+    from orchestrator.report_tables import model_label
 
     budgets = [2**20, 2**21, 2**22, 2**23]
     law = lambda d: 1.5 + 300 * d**-0.4  # noqa: E731
@@ -279,7 +280,8 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
 
 
 def test_every_loss_says_which_tokens_it_is_over():
-    from orchestrator.report import final_eval_scope, loss_scope_line
+    from orchestrator.report import final_eval_scope
+    from orchestrator.report_tables import loss_scope_line
 
     new = dict(val_tokens=122763, val_windows=480, val_fraction=1.0, val_scope="whole split")
     assert final_eval_scope(dict(new, val_loss=3.1), {"seq_len": 256}) == new

@@ -858,3 +858,64 @@ def test_the_seed_scale_files_run_the_same_protocol_on_gpus():
         )
     long_runs, branches = plan_trials(budgets, expand_grid(budgets), budgets.base, "s")
     assert len(long_runs) == 8 and len(branches) == 24
+
+
+def test_sizes_sweep_fits_predicts_before_the_holdout_and_checks_after(prepared_data, tmp_path):
+    """A tiny sizes sweep without Ray: 4 widths x 3 wsd budgets x 2 seeds of one family, the widest held out. The
+    report has the Size section and its plots, and predictions.json predates the held-out trials' first records."""
+    from data_pipeline.ngram import fit_baselines
+    from orchestrator.size_report import PLOT_FILES
+    from orchestrator.sweep import run_sweep
+
+    fit_baselines(prepared_data)
+    base = TrainConfig(
+        data=str(prepared_data),
+        arch="gpt2",
+        preset="debug",
+        storage=str(tmp_path),
+        seq_len=32,
+        batch_size=4,
+        schedule="wsd",
+        eval_every=1000,
+        eval_windows=8,
+        sample_tokens=0,
+        lr=4e-3,
+        tokenizer_dir=str(TIKTOKEN_DIR),
+    )
+    sizes = [{"d_model": d, "n_layers": 1, "n_heads": d // 16} for d in (16, 32, 48, 64)]
+    cfg = SweepConfig(
+        base=base,
+        grid={"seed": [0, 1]},
+        sizes=sizes,
+        name="sizes",
+        budgets=[1280, 2560, 5120],
+        holdout={"size": "L1-d64-h4", "budget": 5120},
+    )
+    run_sweep(cfg, show_progress=False, local=True)
+    sweep_dir = tmp_path / "sizes"
+    predictions = json.loads((sweep_dir / "predictions.json").read_text())
+    family = predictions["families"]["gpt2"]
+    assert family["fitted_on"]["sizes"] and len(family["fitted_on"]["sizes"]) == 3
+    assert (
+        family["params_non_embedding"]
+        == json.loads((sweep_dir / "trials" / "gpt2-L1-d64-h4-s0-D5120" / "config.json").read_text())["params"][
+            "non_embedding"
+        ]
+    )
+    written = (sweep_dir / "predictions.json").stat().st_mtime
+    for trial in ("gpt2-L1-d64-h4-s0-D5120", "gpt2-L1-d64-h4-s1-D2560"):
+        first = json.loads((sweep_dir / "trials" / trial / "metrics.jsonl").read_text().splitlines()[0])
+        assert first["time"] > written, trial
+    rows = _rows(sweep_dir / "results.csv")
+    assert {r["size"] for r in rows} == {"L1-d16-h1", "L1-d32-h2", "L1-d48-h3", "L1-d64-h4"}
+    assert all(float(r["epochs"]) > 0 and r["family"] == "gpt2" and int(r["params_non_embedding"]) > 0 for r in rows)
+    report = (sweep_dir / "REPORT.md").read_text()
+    assert "## Size" in report and "### Prediction check" in report
+    check = [line for line in report.splitlines() if line.startswith("| gpt2 |") and "±" in line]
+    assert check, "the check table has no measured row for gpt2"
+    for name in PLOT_FILES.values():
+        assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="held-out trial .* has started"):
+        from orchestrator.holdout import write_predictions
+
+        write_predictions(str(sweep_dir), {"size": "L1-d64-h4", "budget": 5120})

@@ -1,0 +1,39 @@
+"""The report's size fields: added only when the rows span more than one size, with N, family and epochs."""
+
+from __future__ import annotations
+
+from orchestrator.report_sizes import SIZE_COLUMNS, add_size_fields
+
+
+def _row(trial, d, arch="gptoss", experts=4, variant=""):
+    return dict(
+        trial=trial, arch=arch, variant=variant, n_layers=2, d_model=d, n_heads=4, num_experts=experts,
+        total_params=1000 + d, active_params=900 + d, non_embedding_params=10 * d, tokens=500,
+    )  # fmt: skip
+
+
+def _configs(rows, data=None):
+    return {
+        r["trial"]: dict(model_config=dict(n_layers=2, d_model=r["d_model"], n_heads=4), config=dict(data=data))
+        for r in rows
+    }
+
+
+def test_one_size_leaves_rows_as_they_were():
+    rows = [_row("a", 64), _row("b", 64, experts=8)]
+    before = [dict(r) for r in rows]
+    assert add_size_fields(rows, _configs(rows), []) is False and rows == before
+
+
+def test_several_sizes_give_size_family_n_and_epochs(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"splits": {"train": {"tokens": 250}}}')
+    rows = [_row("a", 64), _row("b", 128, experts=8), _row("c", 128, variant="gpt2")]
+    sizes = [{"name": "small", "d_model": 64}, {"d_model": 128, "n_layers": 2}]
+    assert add_size_fields(rows, _configs(rows, str(tmp_path)), sizes) is True
+    assert [r["size"] for r in rows] == ["small", "L2-d128", "L2-d128"]
+    assert [r["family"] for r in rows] == ["gptoss-E4", "gptoss-E8", "gpt2"]
+    assert [r["params_non_embedding"] for r in rows] == [640, 1280, 1280]
+    assert all(r["epochs"] == 2.0 for r in rows) and all(set(SIZE_COLUMNS) <= set(r) for r in rows)
+    no_data = [_row("a", 64), _row("b", 128)]
+    add_size_fields(no_data, _configs(no_data, str(tmp_path / "gone")), [])
+    assert "epochs" not in no_data[0] and no_data[1]["size"] == "L2-d128-h4"

@@ -572,79 +572,72 @@ def _lr_by_arch(
         raise ValueError(f"{flag} {text!r} must give a number after each '='") from None
 
 
+# Help of the sweep-only options (the training options' help is in TRAIN_OPTIONS).
+_SWEEP_HELP = {
+    "config": "Sweep YAML: train settings at the top level and a `grid:` of axis -> list.",
+    "name": "Sweep name (default 'sweep'); the same name resumes.",
+    "lr_by_arch": "Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis).",
+    "lr_by_variant": "Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).",
+    "budgets": (
+        "Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): one run per point "
+        "to the largest, each smaller budget's cooldown branched off it."
+    ),
+    "sizes": (
+        "Comma list of model shapes, each applied whole and crossed with the other axes, written as trial-"
+        "name abbreviations: L4-d64-h4-hd16,L4-d128-h8-hd16 (L n_layers, d d_model, h n_heads, hd head_dim, "
+        "kv n_kv_heads, i intermediate_size, E num_experts, k experts_per_token)."
+    ),
+    "baseline": (
+        "The report's multipliers are measured against this arch, variant or model; several comma-separated, "
+        "the first also for the per-budget differences (default gpt2)."
+    ),
+    "lr_from": (
+        "A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis)."
+    ),
+    "max_concurrent": "Trials at once (default: what the cluster fits).",
+    "local": (
+        "Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files."
+    ),
+}
+
+
 @app.command()
 @_user_errors
 @with_train_options(for_sweep=True)
 def sweep(
     config: Annotated[
         Optional[str],
-        Opt("--config", help="Sweep YAML: train settings at the top level and a `grid:` of axis -> list."),
+        Opt("--config", help=_SWEEP_HELP["config"]),
     ] = None,
-    name: Annotated[Optional[str], Opt("--name", help="Sweep name (default 'sweep'); the same name resumes.")] = None,
+    name: Annotated[Optional[str], Opt("--name", help=_SWEEP_HELP["name"])] = None,
     lr_by_arch: Annotated[
         Optional[str],
-        Opt("--lr-by-arch", help="Each arch's own lr, e.g. gptoss=1e-3,gpt2=2e-3 (without an --lr axis)."),
+        Opt("--lr-by-arch", help=_SWEEP_HELP["lr_by_arch"]),
     ] = None,
     lr_by_variant: Annotated[
         Optional[str],
-        Opt(
-            "--lr-by-variant",
-            help="Each variant's own lr, e.g. gpt2=1.5e-3,+rope=2e-3 (before --lr-by-arch; without an --lr axis).",
-        ),
+        Opt("--lr-by-variant", help=_SWEEP_HELP["lr_by_variant"]),
     ] = None,
     budgets: Annotated[
         Optional[str],
-        Opt(
-            "--budgets",
-            help=(
-                "Comma list of token budgets, e.g. 1048576,2097152,4194304 (with --schedule wsd): "
-                "one run per point to the largest, each smaller budget's cooldown branched off it."
-            ),
-        ),
+        Opt("--budgets", help=_SWEEP_HELP["budgets"]),
     ] = None,
     sizes: Annotated[
         Optional[str],
-        Opt(
-            "--sizes",
-            help=(
-                "Comma list of model shapes, each applied whole and crossed with the other axes, written as "
-                "trial-name abbreviations: L4-d64-h4-hd16,L4-d128-h8-hd16 (L n_layers, d d_model, h n_heads, "
-                "hd head_dim, kv n_kv_heads, i intermediate_size, E num_experts, k experts_per_token)."
-            ),
-        ),
+        Opt("--sizes", help=_SWEEP_HELP["sizes"]),
     ] = None,
     baseline: Annotated[
         Optional[str],
-        Opt(
-            "--baseline",
-            help=(
-                "The report's multipliers are measured against this arch, variant or model; "
-                "several comma-separated, the first also for the per-budget differences (default gpt2)."
-            ),
-        ),
+        Opt("--baseline", help=_SWEEP_HELP["baseline"]),
     ] = None,
     lr_from: Annotated[
         Optional[str],
-        Opt(
-            "--lr-from",
-            help=(
-                "A finished lr sweep's directory: "
-                "each variant (or arch) trains at its best lr there (without an --lr axis)."
-            ),
-        ),
+        Opt("--lr-from", help=_SWEEP_HELP["lr_from"]),
     ] = None,
-    max_concurrent: Annotated[
-        Optional[int], Opt("--max-concurrent", help="Trials at once (default: what the cluster fits).")
-    ] = None,
+    max_concurrent: Annotated[Optional[int], Opt("--max-concurrent", help=_SWEEP_HELP["max_concurrent"])] = None,
     local: Annotated[
         bool,
-        Opt(
-            "--local",
-            help=(
-                "Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); "
-                "same plan and files."
-            ),
-        ),
+        Opt("--local", help=_SWEEP_HELP["local"]),
     ] = False,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
     options: Optional[dict] = None,

@@ -25,6 +25,19 @@ Failure = tuple[str, str]  # (trial name, one-line reason)
 
 
 @dataclass(frozen=True)
+class Phase:
+    """A set of a sweep's trials to run together: `concurrent` at a time, as the experiment `experiment` of the sweep
+    at `sweep_uri` (Tune's folder name there; ignored by the local pool)."""
+
+    specs: list
+    concurrent: int
+    experiment: str
+    sweep_uri: str
+    show_progress: bool
+    asha: bool = False
+
+
+@dataclass(frozen=True)
 class Placement:
     workers: int
     use_gpu: bool
@@ -73,8 +86,7 @@ def _error_line(exc: BaseException) -> str:
 
 class Executor:
     """How runs are launched. `place` decides workers and devices before anything is written; `fit` trains one
-    planned run; `run_trials` runs a sweep's specs `concurrent` at a time (as the experiment `experiment` of the
-    sweep at `sweep_uri`) and returns their failures."""
+    planned run; `run_trials` runs one Phase of a sweep's trials and returns their failures."""
 
     def place(self, cfg, storage: Storage) -> Placement:
         raise NotImplementedError
@@ -86,15 +98,7 @@ class Executor:
     def fit(self, plan: "RunPlan", run: RunDir, on_event: Callable[[dict], None], invocation: int) -> None:
         raise NotImplementedError
 
-    def run_trials(
-        self,
-        specs: list[RunSpec],
-        concurrent: int,
-        experiment: str,
-        sweep_uri: str,
-        show_progress: bool,
-        asha: bool = False,
-    ) -> list[Failure]:
+    def run_trials(self, phase: "Phase") -> list[Failure]:
         raise NotImplementedError
 
     def report_reused(self, summary: dict) -> None:
@@ -142,20 +146,12 @@ class LocalExecutor(Executor):
             error.full_text = traceback.format_exc()
             raise error from None
 
-    def run_trials(
-        self,
-        specs: list[RunSpec],
-        concurrent: int,
-        experiment: str,
-        sweep_uri: str,
-        show_progress: bool,
-        asha: bool = False,
-    ) -> list[Failure]:
+    def run_trials(self, phase: "Phase") -> list[Failure]:
         """`concurrent` child processes at a time (spawned: CUDA cannot be forked), this machine's GPUs dealt
         round-robin."""
         from orchestrator.local_pool import run_in_processes
 
-        return run_in_processes(specs, concurrent, experiment, show_progress)
+        return run_in_processes(phase.specs, phase.concurrent, phase.experiment, phase.show_progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,18 +270,10 @@ class RayExecutor(Executor):
             }
         )
 
-    def run_trials(
-        self,
-        specs: list[RunSpec],
-        concurrent: int,
-        experiment: str,
-        sweep_uri: str,
-        show_progress: bool,
-        asha: bool = False,
-    ) -> list[Failure]:
+    def run_trials(self, phase: "Phase") -> list[Failure]:
         from orchestrator.tune_runner import run_with_tune
 
-        return run_with_tune(specs, concurrent, experiment, sweep_uri, show_progress, asha)
+        return run_with_tune(phase)
 
 
 def _fit_with_progress(trainer, queue, on_event: Callable[[dict], None]) -> None:

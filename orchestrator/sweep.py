@@ -13,7 +13,7 @@ from typing import Optional
 
 from orchestrator.config import TrainConfig
 from orchestrator.console import say
-from orchestrator.executors import Executor, LocalExecutor, RayExecutor
+from orchestrator.executors import Executor, LocalExecutor, Phase, RayExecutor
 from orchestrator.report import TRIALS_DIR
 from orchestrator.run_dir import RunDir, one_writer
 from orchestrator.spec import RunSpec
@@ -189,12 +189,14 @@ def _run_phases(cfg: SweepConfig, plan: SweepPlan, executor: Executor, concurren
                 _predict_before_holdout(cfg, plan, show_progress)
             todo = unfinished(long_runs)
             errs = (
-                executor.run_trials(todo, concurrent, "tune", plan.sweep_uri, show_progress, cfg.asha) if todo else []
+                executor.run_trials(Phase(todo, concurrent, "tune", plan.sweep_uri, show_progress, cfg.asha))
+                if todo
+                else []
             )
             failed_long = {name for name, _ in errs}
             todo = [s for s in unfinished(branches) if s.branch is None or s.branch.run not in failed_long]
             if todo:
-                errs += executor.run_trials(todo, concurrent, "tune-branches", plan.sweep_uri, show_progress)
+                errs += executor.run_trials(Phase(todo, concurrent, "tune-branches", plan.sweep_uri, show_progress))
             errors += errs
     except KeyboardInterrupt:
         raise SweepInterrupted(_interruption(cfg.name, plan.specs, plan.sweep_uri)) from None

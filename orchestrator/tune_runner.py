@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.executors import TRIAL_CPU, Failure, RayExecutor, run_trial
+from orchestrator.executors import TRIAL_CPU, Failure, Phase, RayExecutor, run_trial
 from orchestrator.failures import failure_reason
 from orchestrator.spec import RunSpec
 
@@ -11,17 +11,16 @@ def _tune_trial(params: dict) -> None:
     run_trial(RunSpec.from_dict(params["trial"]), RayExecutor(in_trial=True))
 
 
-def run_with_tune(
-    specs: list[RunSpec], concurrent: int, experiment: str, sweep_uri: str, show_progress: bool, asha: bool
-) -> list[Failure]:
-    """One Tune experiment over the specs; returns the failures as (trial name, one-line reason)."""
+def run_with_tune(phase: Phase) -> list[Failure]:
+    """One Tune experiment over the phase's specs; returns the failures as (trial name, one-line reason)."""
     from ray import tune
 
     from orchestrator.tune_console import SweepConsole
 
+    specs, concurrent = phase.specs, phase.concurrent
     total_steps = max(s.total_steps for s in specs)
     scheduler = None
-    if asha:
+    if phase.asha:
         from ray.tune.schedulers import ASHAScheduler
 
         eval_every = specs[0].train.eval_every
@@ -29,7 +28,7 @@ def run_with_tune(
         scheduler = ASHAScheduler(
             time_attr="step", max_t=total_steps, grace_period=max(1, evals // 4) * eval_every, reduction_factor=2
         )
-    console = SweepConsole(show_progress, len(specs))
+    console = SweepConsole(phase.show_progress, len(specs))
     tuner = tune.Tuner(
         tune.with_resources(_tune_trial, {"CPU": TRIAL_CPU}),
         param_space={"trial": tune.grid_search([dict(s.to_dict(), name=s.name) for s in specs])},
@@ -42,8 +41,8 @@ def run_with_tune(
             trial_dirname_creator=lambda t: t.config["trial"]["name"],
         ),
         run_config=tune.RunConfig(
-            name=experiment,
-            storage_path=sweep_uri,
+            name=phase.experiment,
+            storage_path=phase.sweep_uri,
             verbose=0,
             callbacks=[console],
             failure_config=tune.FailureConfig(max_failures=0),

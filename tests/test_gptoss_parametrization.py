@@ -8,20 +8,11 @@ import torch
 
 from gptoss import build_model, load_checkpoint, save_checkpoint
 from gptoss.parametrization import lr_multipliers
+from gptoss.variants import GPT2_SETTINGS
 from orchestrator.config import TrainConfig
 from orchestrator.optimizer import build_optimizer, set_lr
 
-GPT2_SWITCHES = dict(
-    tie_embeddings=True,
-    positions="learned",
-    max_seq_len=1024,
-    norm="layernorm",
-    mlp="gelu",
-    intermediate_size=None,
-    n_kv_heads=None,
-    sinks=False,
-    sliding_window=None,
-)
+GPT2_SWITCHES = GPT2_SETTINGS  # gptoss with every switch at GPT-2's setting
 # sha256 prefixes of (logits, params after 3 AdamW steps), computed with main's code before the switch existed
 # (6a826f0, torch on this repo's venv, one CPU thread). A change of torch or BLAS may move them; the equality of
 # standard with mup at its base width below does not depend on that.

@@ -12,10 +12,10 @@ from orchestrator.report_markdown import render_markdown
 from orchestrator.report_plots import plot_curves, plot_loss_vs_compute, plot_loss_vs_params
 from orchestrator.report_sizes import SIZE_COLUMNS, add_size_fields, size_files
 from orchestrator.report_tables import best_lr_rows, model_label
+from orchestrator.run_dir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, WEIGHTS_FILE
 from orchestrator.storage import Storage, open_storage
 
 TRIALS_DIR = "trials"
-WEIGHTS_NAME = "model.safetensors"  # as gptoss.checkpoint writes it; not imported, to keep torch out of `report`
 COLUMNS = [
     "trial",
     "arch",
@@ -86,7 +86,7 @@ def _require(data: dict, keys: tuple, path: str, what: str = "") -> None:
 
 def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[dict]]:
     """(summary, config, metrics records) of one trial, checked for what the report reads."""
-    summary_path, config_path = f"{trial_path}/summary.json", f"{trial_path}/config.json"
+    summary_path, config_path = f"{trial_path}/{SUMMARY_FILE}", f"{trial_path}/{CONFIG_FILE}"
     summary = _read_json_file(storage, summary_path)
     _require(summary, _SUMMARY_KEYS, summary_path)
     if summary["final_val_loss"] is None:
@@ -99,7 +99,7 @@ def _trial_files(storage: Storage, trial_path: str) -> tuple[dict, dict, list[di
         raise DamagedTrial(f"{config_path} lacks config")
     _require(config["config"], _CONFIG_KEYS, config_path, "config.")
     records = []
-    metrics_path = f"{trial_path}/metrics.jsonl"
+    metrics_path = f"{trial_path}/{METRICS_FILE}"
     if storage.exists(metrics_path):
         try:
             records = [json.loads(line) for line in storage.read_text(metrics_path).splitlines() if line.strip()]
@@ -116,7 +116,7 @@ def collect_rows(
     rows, curves = [], {}
     for trial_path in storage.list_dirs(f"{sweep_path}/{TRIALS_DIR}"):
         name = trial_path.rsplit("/", 1)[-1]
-        if ".old-" in name or not storage.exists(f"{trial_path}/summary.json"):
+        if ".old-" in name or not storage.exists(f"{trial_path}/{SUMMARY_FILE}"):
             continue
         try:
             summary, config, records = _trial_files(storage, trial_path)
@@ -158,7 +158,7 @@ def collect_rows(
                 active_params=params["active"],
                 non_embedding_params=params.get("non_embedding", params["total"] - params["embedding"]),
                 bytes_bf16=params.get("bytes_bf16", 2 * params["total"]),
-                checkpoint_bytes=storage.size(f"{checkpoint}/{WEIGHTS_NAME}") if checkpoint else 0,
+                checkpoint_bytes=storage.size(f"{checkpoint}/{WEIGHTS_FILE}") if checkpoint else 0,
                 flops_per_token=fpt,
                 train_flops=fpt * summary["tokens"] if fpt else None,
                 tokens_per_s=tps,

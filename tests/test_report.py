@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.report import WEIGHTS_NAME
 from orchestrator.report_tables import best_lr_rows, headline_table, lr_table
+from orchestrator.run_dir import WEIGHTS_FILE as WEIGHTS_NAME
 
 
 def _row(arch, lr, seed, loss, layers=4, experts=4, budget=1048576):

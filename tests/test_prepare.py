@@ -182,8 +182,7 @@ def test_manifest_carries_the_vocabulary_and_shard_checksums(compact_run, tmp_pa
     check_shards(copy, old)
 
 
-def test_a_prepare_without_a_validation_split_is_refused_before_anything_is_written(tmp_path):
-    from conftest import TIKTOKEN_DIR
+def test_a_prepare_without_a_validation_split_is_refused_before_anything_is_written(tmp_path, tiktoken_dir):
     from typer.testing import CliRunner
 
     import cli
@@ -192,7 +191,7 @@ def test_a_prepare_without_a_validation_split_is_refused_before_anything_is_writ
     out = CliRunner().invoke(
         cli.app,
         ["prepare", "--source", str(tmp_path / "stories.txt"), "--out", str(tmp_path / "o"), "--val-fraction", "0"]
-        + ["--tokenizer-dir", str(TIKTOKEN_DIR)],
+        + ["--tokenizer-dir", str(tiktoken_dir)],
     )
     assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
     assert "no validation split (--val-fraction 0 and no validation file)" in out.output

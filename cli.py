@@ -317,6 +317,13 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption(
         "eval_windows", ("--eval-windows",), int, "Fixed validation windows per evaluation (0: the whole split)."
     ),
+    TrainOption(
+        "train_eval_windows",
+        ("--train-eval-windows",),
+        int,
+        "Training windows the last evaluation also scores, spread over the split (default: as many as of "
+        "validation; 0: none).",
+    ),
     TrainOption("seed", ("--seed",), int, "Seed for init and data order.", axis=True, sweep_aliases=("--seeds",)),
     # Where and how it runs.
     TrainOption(

@@ -97,6 +97,7 @@ def size_files(storage: Storage, root: str, rows: list[dict], baseline: str, ref
     """Write the Size section's plots into the sweep directory; return the section's lines (with the prediction
     check when predictions.json is there)."""
     from orchestrator.laws import fit_families
+    from orchestrator.report_contrasts import contrast_lines
     from orchestrator.size_report import size_plots, size_section
 
     family = baseline.split(",")[0]
@@ -104,4 +105,4 @@ def size_files(storage: Storage, root: str, rows: list[dict], baseline: str, ref
     for name, data in size_plots(rows, family, references, fits=fits).items():
         storage.write_bytes(f"{root}/{name}", data)
     lines = size_section(rows, family, read_predictions(storage, root), fits=fits)
-    return [*lines[:4], LAW_PARAMS_TEXT + ".", "", *lines[4:]]
+    return [*lines[:4], LAW_PARAMS_TEXT + ".", "", *lines[4:], "", *contrast_lines(rows, family)]

@@ -158,13 +158,15 @@ def frontier_table(fits: dict[str, LawFit], baseline: str) -> list[str]:
 
 def check_table(checks: list[dict], predictions: dict) -> list[str]:
     h = predictions["holdout"]
+    budgets = sorted({c["budget"] for c in checks})
+    where = f"at {_count(h['budget'])} tokens" if len(budgets) < 2 else f"at {', '.join(map(_count, budgets))} tokens"
     lines = [
-        f"Held out: size {h['size']} at {_count(h['budget'])} tokens, fitted on every other size "
+        f"Held out: size {h['size']} {where}, fitted on every other size "
         f"({predictions.get('loss', 'validation loss as recorded')}).",
         "",
-        "| family | predicted (nats) | interval | measured (nats) | seeds | error = measured − predicted (nats) | "
-        "inside the interval |",
-        "|---|---:|---|---:|---:|---:|---|",
+        "| family | budget | predicted (nats) | interval | measured (nats) | seeds | error = measured − predicted "
+        "(nats) | inside the interval |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
     ]
     methods: list[str] = []
     for c in checks:
@@ -177,8 +179,8 @@ def check_table(checks: list[dict], predictions: dict) -> list[str]:
         inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "**no**")
         err = f"{c['error_nats']:+.4f}" if c["error_nats"] is not None else (c["reason"] or "-")
         lines.append(
-            f"| {c['family']} | {_fmt(c['predicted'])} | {iv} | {_fmt(c['measured'])}{std} | {c['seeds']} | "
-            f"{err} | {inside} |"
+            f"| {c['family']} | {_count(c['budget'])} | {_fmt(c['predicted'])} | {iv} | {_fmt(c['measured'])}{std} | "
+            f"{c['seeds']} | {err} | {inside} |"
         )
     return lines + ["", *(f"({i + 1}) Interval: {m}." for i, m in enumerate(methods))]
 

@@ -37,3 +37,19 @@ def test_several_sizes_give_size_family_n_and_epochs(tmp_path):
     no_data = [_row("a", 64), _row("b", 128)]
     add_size_fields(no_data, _configs(no_data, str(tmp_path / "gone")), [])
     assert "epochs" not in no_data[0] and no_data[1]["size"] == "L2-d128-h4"
+
+
+def test_the_size_section_reads_each_model_at_its_best_lr_only():
+    from orchestrator.report_sizes import _at_best_lr
+
+    rows = []
+    for d in (64, 128):
+        for lr, loss in ((1e-3, 3.0), (2e-3, 2.9)):
+            for seed in (0, 1):
+                r = _row(f"t{d}-{lr}-{seed}", d, experts=4)
+                rows.append(dict(r, experts_per_token=2, lr=lr, seed=seed, budget=500, final_val_loss=loss + d / 1e4))
+    best, note = _at_best_lr(rows)
+    assert {r["lr"] for r in best} == {2e-3} and len(best) == 4
+    assert "4 of 8 trials" in note[0]
+    one_lr = [r for r in rows if r["lr"] == 2e-3]
+    assert _at_best_lr(one_lr) == (one_lr, [])

@@ -53,3 +53,17 @@ def test_the_size_section_reads_each_model_at_its_best_lr_only():
     assert "4 of 8 trials" in note[0]
     one_lr = [r for r in rows if r["lr"] == 2e-3]
     assert _at_best_lr(one_lr) == (one_lr, [])
+
+
+def test_the_prediction_check_states_the_predicted_and_measured_gap_at_the_held_out_size():
+    from orchestrator.size_report import check_table
+
+    def check(fam, budget, predicted, measured):
+        empty = dict(interval=None, interval_method="", measured_std=None, error_nats=None, inside=None, reason=None)
+        return dict(empty, family=fam, budget=budget, predicted=predicted, measured=measured, seeds=2)
+
+    checks = [check("gpt2", 1e6, 3.0, 3.1), check("gptoss", 1e6, 2.7, 2.75), check("gptoss", 2e6, 2.5, None)]
+    text = "\n".join(check_table(checks, dict(holdout=dict(size="L4-d192", budget=2e6)), "gpt2"))
+    assert "- gptoss - gpt2 at 1M: predicted -0.3000 nats, measured -0.3500" in text
+    assert "at 2M" not in text.split("The gap at the held-out size")[1]  # no gpt2 prediction at 2M: no gap
+    assert "The gap" not in "\n".join(check_table(checks[1:], dict(holdout=dict(size="x", budget=2e6)), "gpt2"))

@@ -69,11 +69,17 @@ def rates_by_group(costs: list[TrialCost]) -> dict[tuple[str, str], float]:
 
 def cost_rows(costs: list[TrialCost], flop_rate: Optional[float] = None) -> list[dict]:
     """Per (family, size): trials (finished of all), tokens, FLOPs, and the hours the unfinished ones need at one
-    trial at a time: at the measured tokens/s of the group's finished trials, else at flop_rate FLOP/s, else None."""
+    trial at a time: at the measured tokens/s of the group's finished trials, else at flop_rate FLOP/s, else at the
+    mean FLOP/s the measured groups reached, else None."""
     rates = rates_by_group(costs)
     groups = defaultdict(list)
     for c in costs:
         groups[(c.family, c.size)].append(c)
+    if not flop_rate and rates:  # groups not measured yet: at the mean FLOP rate of those that were
+        measured = [rates[k] * groups[k][0].flops_per_token for k in rates]
+        flop_rate, flop_source = sum(measured) / len(measured), "measured FLOP/s"
+    else:
+        flop_source = "flop rate"
     rows = []
     for (family, size), cs in groups.items():
         left = [c for c in cs if not c.finished]
@@ -81,7 +87,7 @@ def cost_rows(costs: list[TrialCost], flop_rate: Optional[float] = None) -> list
         if rate:
             hours, source = sum(c.train_tokens + EVAL_COST * c.eval_tokens for c in left) / rate / 3600, "measured"
         elif flop_rate:
-            hours, source = sum(c.flops for c in left) / flop_rate / 3600, "flop rate"
+            hours, source = sum(c.flops for c in left) / flop_rate / 3600, flop_source
         else:
             hours, source = None, "-"
         rows.append(

@@ -47,6 +47,9 @@ def test_hours_left_come_from_the_groups_measured_rate_else_the_flop_rate():
     rows = {r["family"]: r for r in cost_rows(costs, flop_rate=1e6)}
     assert rows["gpt2"]["hours_left"] == pytest.approx(2 * 3600 / 2.0 / 3600) and rows["gpt2"]["source"] == "measured"
     assert rows["gptoss"]["hours_left"] == pytest.approx(3600 * 1e6 / 1e6 / 3600) and rows["gptoss"]["finished"] == 0
-    assert cost_rows(costs)[1]["hours_left"] is None
+    # Without a flop rate, an unmeasured group is timed at the FLOP/s the measured ones reached (2 tokens/s x 1e6).
+    implied = {r["family"]: r for r in cost_rows(costs)}["gptoss"]
+    assert implied["hours_left"] == pytest.approx(3600 * 1e6 / 2e6 / 3600) and implied["source"] == "measured FLOP/s"
+    assert cost_rows([cost("b", "gpt2")])[0]["hours_left"] is None
     text = "\n".join(cost_lines(cost_rows(costs, flop_rate=1e6), concurrent=2))
     assert "4 trials" in text and "2.0 trial-hours left, about 1.0 h of wall time at 2 at once" in text

@@ -317,6 +317,13 @@ TRAIN_OPTIONS: tuple[TrainOption, ...] = (
     TrainOption(
         "eval_windows", ("--eval-windows",), int, "Fixed validation windows per evaluation (0: the whole split)."
     ),
+    TrainOption(
+        "train_eval_windows",
+        ("--train-eval-windows",),
+        int,
+        "Training windows the last evaluation also scores, spread over the split (default: as many as of "
+        "validation; 0: none).",
+    ),
     TrainOption("seed", ("--seed",), int, "Seed for init and data order.", axis=True, sweep_aliases=("--seeds",)),
     # Where and how it runs.
     TrainOption(
@@ -595,6 +602,11 @@ _SWEEP_HELP = {
         "A finished lr sweep's directory: each variant (or arch) trains at its best lr there (without an --lr axis)."
     ),
     "max_concurrent": "Trials at once (default: what the cluster fits).",
+    "cost": (
+        "Print what the sweep costs (trials, tokens, FLOPs, and hours left at the tokens/s its finished trials "
+        "measured) and run nothing."
+    ),
+    "cost_flop_rate": "With --cost: FLOP/s per trial to time the groups with no finished trial (e.g. 5e10 on a CPU).",
     "local": (
         "Run the trials as processes on this machine without Ray (e.g. a GPU machine without Ray); same plan and files."
     ),
@@ -640,6 +652,8 @@ def sweep(
         Opt("--local", help=_SWEEP_HELP["local"]),
     ] = False,
     asha: Annotated[Optional[bool], Opt("--asha/--no-asha", help="Stop weak trials early on val loss (ASHA).")] = None,
+    cost: Annotated[bool, Opt("--cost", help=_SWEEP_HELP["cost"])] = False,
+    cost_flop_rate: Annotated[Optional[float], Opt("--cost-flop-rate", help=_SWEEP_HELP["cost_flop_rate"])] = None,
     options: Optional[dict] = None,
 ):
     """Sweep a grid of training runs with Ray Tune (default: the seed's depth x architecture x experts grid), then
@@ -668,7 +682,15 @@ def sweep(
             sweep_flags[opt.sweep_dest] = value
         else:
             train_flags[opt.dest] = value
-    run_sweep(build_sweep_config(config, grid, sweep_flags, train_flags), local=local)
+    cfg = build_sweep_config(config, grid, sweep_flags, train_flags)
+    if cost_flop_rate is not None and (not cost or cost_flop_rate <= 0):
+        raise ValueError("--cost-flop-rate needs --cost and a positive FLOP/s, e.g. --cost --cost-flop-rate 5e10")
+    if cost:
+        from orchestrator.sweep import estimate_sweep
+
+        print("\n".join(estimate_sweep(cfg, cost_flop_rate)))
+        return
+    run_sweep(cfg, local=local)
 
 
 @app.command()

@@ -138,6 +138,25 @@ class TokenWindows:
         targets = max(1, self.total_tokens - 1)
         return dict(windows=n + tail, full_windows=n, tail_window=bool(tail), tokens=tokens, fraction=tokens / targets)
 
+    def sample_windows(self, count: int) -> np.ndarray:
+        """`count` full windows spread evenly over the split (at most every window), the same on every rank: a fixed
+        sample of a split too large to score whole, such as the training split scored beside validation."""
+        if count < 1 or self.num_windows < 1:
+            return np.zeros(0, dtype=np.int64)
+        count = min(count, self.num_windows)
+        return np.unique(np.linspace(0, self.num_windows - 1, count).round().astype(np.int64))
+
+    def sample_batches(self, batch_size: int, count: int):
+        """This rank's share (every world_size-th) of sample_windows(count), batch_size windows at a time; the
+        sample is truncated to a multiple of world_size so that ranks score equal shares and none scores twice."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sample = self.sample_windows(count)
+        sample = sample[: len(sample) - len(sample) % self.world_size]
+        mine = sample[self.rank :: self.world_size]
+        for b in range(0, len(mine), batch_size):
+            yield self._xy(mine[b : b + batch_size])
+
     def eval_batches(self, batch_size: int, max_windows: int | None = None):
         """Fixed evaluation windows, this rank's share. max_windows=None (or at least every window): the whole split,
         every target token once: all full windows, rank r taking windows r, r+world, ..., then the shorter tail

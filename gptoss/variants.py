@@ -92,6 +92,14 @@ GROUPS = {"ladder": LADDER, "leave-one-out": ("gptoss",) + LEAVE_ONE_OUT}
 ALIASES = {"+moe": "gptoss"}
 
 
+def component_pairs() -> list[tuple[str, str, str]]:
+    """(component, variant without it, variant with it) for every one-factor change defined here: a GPT-2 swap
+    (gpt2 -> gpt2-rope: "rope" added to GPT-2) and a leave-one-out (gptoss-no-rope -> gptoss: "rope" in GPT-OSS).
+    A component with both measures its effect from both ends."""
+    pairs = [(name.removeprefix("gpt2-"), "gpt2", name) for name in ONE_FACTOR]
+    return pairs + [(name.removeprefix("gptoss-no-"), name, "gptoss") for name in LEAVE_ONE_OUT]
+
+
 def canonical_variant(name: str) -> str:
     """The variant's own name (aliases resolved); ValueError naming the allowed ones if it is unknown."""
     name = ALIASES.get(name, name)

@@ -100,6 +100,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_windows: int = 128  # fixed validation windows per eval (0: the whole split)
+    # Training windows the run's last evaluation also scores, spread over the train split, so that train - val says
+    # what repetition does (None: as many as it scores of validation; 0: none).
+    train_eval_windows: Optional[int] = None
     log_every: int = 10
     workers: Optional[int] = None  # None: one per GPU, else 1
     cpu: bool = False  # force CPU workers even when GPUs exist
@@ -164,6 +167,8 @@ class TrainConfig:
             raise _bad("cooldown_frac", f"must be in (0, 1], got {self.cooldown_frac}")
         if self.eval_windows < 0:
             raise _bad("eval_windows", f"must be >= 0, got {self.eval_windows}")
+        if self.train_eval_windows is not None and self.train_eval_windows < 0:
+            raise _bad("train_eval_windows", f"must be >= 0 (0: none), got {self.train_eval_windows}")
         if self.max_failures < -1:
             raise _bad("max_failures", f"must be >= -1 (-1: retry forever), got {self.max_failures}")
         if self.cpu and self.gpu:

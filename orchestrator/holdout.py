@@ -76,7 +76,7 @@ def write_predictions(sweep_dir: str, holdout: dict, show: Optional[callable] = 
     """Fit every size but the held-out one and write <sweep>/predictions.json (atomically); returns the predictions.
     Refuses, in one line, to replace a predictions.json once a held-out trial has started: that file is the evidence
     that the prediction came first."""
-    from orchestrator.predictions import predict, predictions_json
+    from orchestrator.predictions import predict, predictions_json, with_other_budgets
     from orchestrator.report import _existing_local
 
     storage = open_storage(sweep_dir) if "://" in sweep_dir else _existing_local(sweep_dir)
@@ -104,11 +104,16 @@ def write_predictions(sweep_dir: str, holdout: dict, show: Optional[callable] = 
         raise ValueError(f"{sweep_dir} has no finished trials outside the held-out size {holdout['size']}")
     vocab = int(next(iter(configs.values())).get("vocab_size") or 0)
     base = cfg.base
-    steps = type(base).from_dict({**base.to_dict(), "max_tokens": holdout["budget"], "max_steps": None})
-    tokens = steps.total_steps(cfg.workers_per_trial) * base.tokens_per_step(cfg.workers_per_trial)
-    predictions = predict(
-        rows, dict(holdout, tokens=tokens, params_non_embedding=held_out_params(cfg, holdout["size"], vocab))
-    )
+    params = held_out_params(cfg, holdout["size"], vocab)
+
+    def at(budget: int) -> dict:
+        steps = type(base).from_dict({**base.to_dict(), "max_tokens": budget, "max_steps": None})
+        tokens = steps.total_steps(cfg.workers_per_trial) * base.tokens_per_step(cfg.workers_per_trial)
+        return predict(rows, dict(holdout, budget=budget, tokens=tokens, params_non_embedding=params))
+
+    # The held-out size trains every budget of the sweep: each is predicted, the holdout's own one first.
+    others = [b for b in cfg.budgets if b != holdout["budget"]]
+    predictions = with_other_budgets(at(holdout["budget"]), {b: at(b) for b in others})
     storage.write_text(f"{root}/{PREDICTIONS_FILE}", predictions_json(predictions))
     if show:
         show(f"predictions for {holdout['size']} at {holdout['budget']:,} tokens -> {storage.uri_of(PREDICTIONS_FILE)}")

@@ -168,9 +168,28 @@ def load_predictions(text: str, where: str = "predictions.json") -> dict:
     return data
 
 
+def with_other_budgets(main: dict, others: dict[float, dict]) -> dict:
+    """predictions.json's content with the held-out size's other budgets too: `by_budget` maps each budget (its
+    tokens as a string, the main one included) to its families' predictions, made from the same rows."""
+    by_budget = {float(main["holdout"]["budget"]): main["families"]}
+    by_budget.update({float(b): p["families"] for b, p in others.items()})
+    return dict(main, by_budget={f"{b:.0f}": fams for b, fams in sorted(by_budget.items())})
+
+
 def prediction_check(predictions: dict, rows: list[dict]) -> list[dict]:
-    """Per family: the predicted loss and interval against the measured mean over seeds at the held-out size and
-    budget, the error (measured - predicted, nats), and whether the measurement falls inside the interval."""
+    """Per family (and per budget, where predictions.json has by_budget): the predicted loss and interval against
+    the measured mean over seeds at the held-out size and that budget, the error (measured - predicted, nats), and
+    whether the measurement falls inside the interval."""
+    if predictions.get("by_budget"):
+        out = []
+        for budget, families in sorted(predictions["by_budget"].items(), key=lambda kv: float(kv[0])):
+            one = dict(predictions, holdout=dict(predictions["holdout"], budget=float(budget)), families=families)
+            out += [dict(c, budget=float(budget)) for c in _check_one_budget(one, rows)]
+        return out
+    return [dict(c, budget=float(predictions["holdout"]["budget"])) for c in _check_one_budget(predictions, rows)]
+
+
+def _check_one_budget(predictions: dict, rows: list[dict]) -> list[dict]:
     size, budget = predictions["holdout"]["size"], float(predictions["holdout"]["budget"])
     out = []
     for fam, p in sorted(predictions["families"].items()):

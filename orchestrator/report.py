@@ -54,6 +54,8 @@ COLUMNS = [
     "val_fraction",
     "val_scope",
 ]
+# Only runs whose last evaluation also scored a sample of the training split have these (final_train_fields).
+TRAIN_COLUMNS = ["train_eval_loss", "train_eval_tokens", "final_train_loss"]
 
 
 class DamagedTrial(ValueError):
@@ -168,6 +170,7 @@ def collect_rows(
                 use_gpu=bool(config.get("use_gpu")),
                 device="cuda" if config.get("use_gpu") else "cpu",
                 **final_eval_scope(evals[-1] if evals else {}, cfg),
+                **final_train_fields(evals[-1] if evals else {}),
             )
         )
     rows.sort(
@@ -182,6 +185,18 @@ def collect_rows(
         )
     )
     return rows, curves
+
+
+def final_train_fields(record: dict) -> dict:
+    """The final model's loss on the training split's sample and the last training window's mean loss, for runs
+    whose last evaluation scored the sample (TRAIN_COLUMNS); {} for the others, whose rows stay as they were."""
+    if record.get("train_eval_loss") is None:
+        return {}
+    return dict(
+        train_eval_loss=record["train_eval_loss"],
+        train_eval_tokens=record.get("train_eval_tokens"),
+        final_train_loss=record.get("train_loss"),
+    )
 
 
 def final_eval_scope(record: dict, cfg: dict) -> dict:
@@ -262,7 +277,10 @@ def write_report(sweep_dir: str, baseline: Optional[str] = None) -> dict:
     missing = unfinished_points(sweep, rows)
     sized = add_size_fields(rows, configs, sweep.get("sizes") or [])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS + (SIZE_COLUMNS if sized else []), lineterminator="\n")
+    trained = TRAIN_COLUMNS if any("train_eval_loss" in r for r in rows) else []
+    writer = csv.DictWriter(
+        buf, fieldnames=COLUMNS + trained + (SIZE_COLUMNS if sized else []), restval="", lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     storage.write_text(f"{root}/results.csv", buf.getvalue())

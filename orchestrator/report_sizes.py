@@ -97,11 +97,28 @@ def size_files(storage: Storage, root: str, rows: list[dict], baseline: str, ref
     """Write the Size section's plots into the sweep directory; return the section's lines (with the prediction
     check when predictions.json is there)."""
     from orchestrator.laws import fit_families
+    from orchestrator.report_contrasts import contrast_lines
     from orchestrator.size_report import size_plots, size_section
 
     family = baseline.split(",")[0]
+    rows, note = _at_best_lr(rows)
     fits = fit_families(rows)
     for name, data in size_plots(rows, family, references, fits=fits).items():
         storage.write_bytes(f"{root}/{name}", data)
     lines = size_section(rows, family, read_predictions(storage, root), fits=fits)
-    return [*lines[:4], LAW_PARAMS_TEXT + ".", "", *lines[4:]]
+    return [*lines[:4], LAW_PARAMS_TEXT + ".", "", *note, *lines[4:], "", *contrast_lines(rows, family)]
+
+
+def _at_best_lr(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """The rows the Size section reads: where a model trained at several lrs, only its best lr's trials at each
+    budget (report_tables.best_lr_rows), so that a fit and a pairing never mix lrs; and a line saying so."""
+    from orchestrator.report_tables import best_lr_rows
+
+    best = best_lr_rows(rows)
+    if len(best) == len(rows):
+        return rows, []
+    return best, [
+        f"Models trained at several learning rates enter this section at their best lr at each budget only "
+        f"({len(best)} of {len(rows)} trials; the lr table above has them all).",
+        "",
+    ]

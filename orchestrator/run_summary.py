@@ -76,7 +76,8 @@ def summarize(
 def _final_scope(last_eval: dict) -> dict:
     """Which tokens the final validation loss is over (the last eval's record; absent in runs from before)."""
     keys = dict(val_tokens="final_val_tokens", val_windows="final_val_windows", val_fraction="final_val_fraction",
-                val_scope="final_val_scope")  # fmt: skip
+                val_scope="final_val_scope", train_loss="final_train_loss", train_eval_loss="final_train_eval_loss",
+                train_eval_tokens="final_train_eval_tokens")  # fmt: skip
     return {name: last_eval[key] for key, name in keys.items() if key in last_eval}
 
 
@@ -129,6 +130,12 @@ def summary_lines(summary: dict) -> list[str]:
             f"  val loss final {summary['final_val_loss']:.4f}{scope_words(summary)}  "
             f"best {summary['best_val_loss']:.4f}  bits/byte {summary['final_val_bpb']:.4f}"
         )
+        if summary.get("final_train_eval_loss") is not None:
+            gap = summary["final_train_eval_loss"] - summary["final_val_loss"]
+            lines.append(
+                f"  train split loss {summary['final_train_eval_loss']:.4f} on "
+                f"{summary.get('final_train_eval_tokens', 0):,} tokens spread over it: train - val {gap:+.4f}"
+            )
     else:
         lines.append("  no evaluation ran")
     lines += [

@@ -156,15 +156,17 @@ def frontier_table(fits: dict[str, LawFit], baseline: str) -> list[str]:
     return lines
 
 
-def check_table(checks: list[dict], predictions: dict) -> list[str]:
+def check_table(checks: list[dict], predictions: dict, baseline: Optional[str] = None) -> list[str]:
     h = predictions["holdout"]
+    budgets = sorted({c["budget"] for c in checks})
+    where = f"at {_count(h['budget'])} tokens" if len(budgets) < 2 else f"at {', '.join(map(_count, budgets))} tokens"
     lines = [
-        f"Held out: size {h['size']} at {_count(h['budget'])} tokens, fitted on every other size "
+        f"Held out: size {h['size']} {where}, fitted on every other size "
         f"({predictions.get('loss', 'validation loss as recorded')}).",
         "",
-        "| family | predicted (nats) | interval | measured (nats) | seeds | error = measured − predicted (nats) | "
-        "inside the interval |",
-        "|---|---:|---|---:|---:|---:|---|",
+        "| family | budget | predicted (nats) | interval | measured (nats) | seeds | error = measured − predicted "
+        "(nats) | inside the interval |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
     ]
     methods: list[str] = []
     for c in checks:
@@ -177,10 +179,31 @@ def check_table(checks: list[dict], predictions: dict) -> list[str]:
         inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "**no**")
         err = f"{c['error_nats']:+.4f}" if c["error_nats"] is not None else (c["reason"] or "-")
         lines.append(
-            f"| {c['family']} | {_fmt(c['predicted'])} | {iv} | {_fmt(c['measured'])}{std} | {c['seeds']} | "
-            f"{err} | {inside} |"
+            f"| {c['family']} | {_count(c['budget'])} | {_fmt(c['predicted'])} | {iv} | {_fmt(c['measured'])}{std} | "
+            f"{c['seeds']} | {err} | {inside} |"
         )
-    return lines + ["", *(f"({i + 1}) Interval: {m}." for i, m in enumerate(methods))]
+    return lines + ["", *(f"({i + 1}) Interval: {m}." for i, m in enumerate(methods)), *_gap_lines(checks, baseline)]
+
+
+def _gap_lines(checks: list[dict], baseline: Optional[str]) -> list[str]:
+    """Each family's predicted and measured difference from the baseline at the held-out size, per budget: what the
+    laws say about the gap at a size they never saw."""
+    by = {(c["family"], c["budget"]): c for c in checks}
+    out = []
+    for (fam, budget), c in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        base = by.get((baseline, budget))
+        if fam == baseline or base is None or c["predicted"] is None or base["predicted"] is None:
+            continue
+        text = f"{fam} - {baseline} at {_count(budget)}: predicted {c['predicted'] - base['predicted']:+.4f} nats"
+        if c["measured"] is not None and base["measured"] is not None:
+            text += f", measured {c['measured'] - base['measured']:+.4f}"
+        out.append(f"- {text}")
+    return (
+        ["", "The gap at the held-out size (differences of the predictions above, and of the measured means):", ""]
+        + out
+        if out
+        else []
+    )
 
 
 def size_section(
@@ -253,7 +276,12 @@ def size_section(
             lines += [f"![multiplier]({PLOT_FILES['multiplier']})", ""]
         lines += frontier_table(fits, baseline)
     if predictions is not None:
-        lines += ["", "### Prediction check", "", *check_table(prediction_check(predictions, rows), predictions)]
+        lines += [
+            "",
+            "### Prediction check",
+            "",
+            *check_table(prediction_check(predictions, rows), predictions, baseline),
+        ]
     return lines
 
 

@@ -272,3 +272,36 @@ def _interruption(name: str, points: list, sweep_uri: str) -> str:
     except ValueError:
         finished = []  # no trial finished: no report to write
     return interruption_line(name, points, finished, sweep_uri)
+
+
+def estimate_sweep(cfg: SweepConfig, flop_rate: Optional[float] = None) -> list[str]:
+    """The cost table of the planned sweep (sweep_cost), without running anything: each trial's tokens from its
+    spec, FLOPs/token from one meta-device model per family and size, and the time left at the tokens/s the sweep's
+    finished trials measured (or at flop_rate FLOP/s)."""
+    from data_pipeline import TokenWindows
+    from orchestrator.sizes import size_of_model
+    from orchestrator.sweep_cost import cost_lines, cost_rows, trial_cost
+    from orchestrator.trainer import plan_run
+
+    plan = plan_sweep(cfg)
+    base = cfg.base
+    val = TokenWindows(os.path.abspath(base.data), "validation", base.seq_len)
+    val_tokens = val.eval_plan()["tokens"]
+    windows = base.train_eval_windows if base.train_eval_windows is not None else val.eval_plan()["windows"]
+    plans: dict = {}
+    costs = []
+    for spec in plan.specs:
+        key = (spec.train.arch, spec.train.variant, json.dumps(spec.train.model_overrides, sort_keys=True))
+        if key not in plans:
+            plans[key] = plan_run(spec, workers=cfg.workers_per_trial, verify_data=False)
+        run_plan = plans[key]
+        run_plan = dataclasses.replace(run_plan, spec=spec)
+        family = spec.train.variant or spec.train.arch
+        size = size_of_model(run_plan.model_config, cfg.sizes) if cfg.sizes else "-"
+        cost = trial_cost(spec, run_plan, family, size or "-", val_tokens, windows * base.seq_len)
+        done = _trial_dir(spec).finished_summary(spec.total_steps) if spec.train.resume else None
+        if done is not None:
+            cost.finished, cost.tokens_per_s = True, done.get("tokens_per_s")
+        costs.append(cost)
+    concurrent = cfg.max_concurrent or os.cpu_count() or 1  # CPU trials take one thread each by default
+    return [f"sweep {cfg.name}: {len(costs)} trials planned", "", *cost_lines(cost_rows(costs, flop_rate), concurrent)]

@@ -330,11 +330,25 @@ class Trainer:
         metrics.update(eval_scope_fields(ev["tokens"], ev["windows"], split_targets, whole))
         if final:
             metrics["final_eval"] = metrics["val_scope"]
+            metrics.update(self.evaluate_train_sample(ev["windows"]))
         metrics.update(_replica_report(self.model, env.world_size))
         state.best_val = min(state.best_val, ev["loss"])
         metrics["best_val_loss"] = state.best_val
         self.checkpoint(state, ev["loss"], metrics)
         return metrics
+
+    def evaluate_train_sample(self, val_windows: int) -> dict:
+        """The final model's loss on a fixed sample of training windows spread over the split (as many as validation
+        scored, unless train_eval_windows says otherwise), scored exactly as validation is: train_eval_loss minus
+        val_loss is what the model learned of the windows it trained on beyond what carries to new text."""
+        count = self.cfg.train_eval_windows if self.cfg.train_eval_windows is not None else val_windows
+        if not count:
+            return {}
+        batches = self.train_windows.sample_batches(self.cfg.batch_size, count)
+        ev = evaluate_windows(self.model, batches, self.byte_lengths, self.device, self.autocast, self.env.world_size)
+        if not ev["tokens"]:
+            return {}
+        return dict(train_eval_loss=ev["loss"], train_eval_tokens=ev["tokens"], train_eval_windows=ev["windows"])
 
     def run(self) -> None:
         from gptoss import compile_model, count_params

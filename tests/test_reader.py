@@ -154,3 +154,22 @@ def test_load_manifest_errors(tmp_path):
     with pytest.raises(ValueError, match="train-00001.arrow is missing"):
         load_manifest(d)
     assert sha256_of(d / "train-00000.arrow")
+
+
+def test_a_split_sample_spreads_over_it_and_ranks_score_disjoint_equal_shares(tmp_path):
+    import torch
+
+    d, total = make_prepared(tmp_path, sizes=(1000, 537, 2000))
+    w = TokenWindows(d, "train", 64)
+    sample = w.sample_windows(10)
+    assert len(sample) == 10 and sample[0] == 0 and sample[-1] == w.num_windows - 1
+    assert np.all(np.diff(sample) >= (w.num_windows - 1) // 10)  # spread evenly, not the split's head
+    assert list(w.sample_windows(10**6)) == list(range(w.num_windows)) and len(w.sample_windows(0)) == 0
+    starts = []
+    for rank in range(3):
+        r = TokenWindows(d, "train", 64, rank=rank, world_size=3)
+        for x, y in r.sample_batches(4, 10):
+            assert torch.equal(x[:, 1:], y[:, :-1])
+            starts += [int(v) for v in x[:, 0]]
+    # 10 windows truncated to 9 for 3 ranks; each window once, its first token its start (ids are consecutive).
+    assert sorted(starts) == sorted(int(s * 64) % 60000 for s in sample[:9])

@@ -902,6 +902,11 @@ def test_sizes_sweep_fits_predicts_before_the_holdout_and_checks_after(prepared_
             "non_embedding"
         ]
     )
+    # Every budget the held-out size trains is predicted from the same fit, the holdout's own one as `families`.
+    assert sorted(predictions["by_budget"], key=float) == ["1280", "2560", "5120"]
+    assert predictions["by_budget"]["5120"] == predictions["families"]
+    small = predictions["by_budget"]["1280"]["gpt2"]["predicted_loss"]
+    assert small > family["predicted_loss"], "a smaller budget should be predicted a higher loss"
     written = (sweep_dir / "predictions.json").stat().st_mtime
     for trial in ("gpt2-L1-d64-h4-s0-D5120", "gpt2-L1-d64-h4-s1-D2560"):
         first = json.loads((sweep_dir / "trials" / trial / "metrics.jsonl").read_text().splitlines()[0])
@@ -912,7 +917,7 @@ def test_sizes_sweep_fits_predicts_before_the_holdout_and_checks_after(prepared_
     report = (sweep_dir / "REPORT.md").read_text()
     assert "## Size" in report and "### Prediction check" in report
     check = [line for line in report.splitlines() if line.startswith("| gpt2 |") and "±" in line]
-    assert check, "the check table has no measured row for gpt2"
+    assert len(check) == 3, "the check table needs a measured row for gpt2 at each budget"
     for name in PLOT_FILES.values():
         assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="held-out trial .* has started"):

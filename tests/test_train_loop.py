@@ -20,6 +20,8 @@ def test_schedule_settings_are_validated():
         TrainConfig(schedule="linear")
     with pytest.raises(ValueError, match="cooldown_frac must be in"):
         TrainConfig(cooldown_frac=0)
+    with pytest.raises(ValueError, match="train_eval_windows must be >= 0"):
+        TrainConfig(train_eval_windows=-1)
     with pytest.raises(ValueError, match="branch start step must be a positive"):
         BranchStart("long", 0)
     with pytest.raises(ValueError, match="inside the 30-step warmup"):
@@ -147,3 +149,6 @@ def test_the_last_evaluation_of_a_run_scores_the_whole_split(prepared_data, tmp_
     last = evals[-1]
     assert last["val_tokens"] == split - 1 and last["val_fraction"] == 1.0
     assert last["final_eval"] == last["val_scope"] == "whole split"
+    # ... and as many training windows, spread over the train split, scored the same way: train - val.
+    assert last["train_eval_windows"] == last["val_windows"] and last["train_eval_tokens"] == 64 * last["val_windows"]
+    assert 0 < last["train_eval_loss"] < evals[0]["val_loss"] and "train_eval_loss" not in evals[0]

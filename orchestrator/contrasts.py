@@ -36,14 +36,14 @@ class Contrast:
 
 
 def contrasts_for(families: set[str], baseline: str) -> list[Contrast]:
-    """Every family against the baseline, then every one-factor pair whose two families are both present."""
+    """Every family against the baseline, then every one-factor pair whose two families are both present. A family
+    one component away from the baseline appears once, as that component's pair (the same differences, named)."""
     from gptoss.variants import component_pairs
 
-    out = [Contrast(baseline, f) for f in sorted(families) if f != baseline and baseline in families]
-    for component, without, with_ in component_pairs():
-        if without in families and with_ in families:
-            out.append(Contrast(without, with_, component))
-    return out
+    pairs = [Contrast(w, c, comp) for comp, w, c in component_pairs() if w in families and c in families]
+    named = {(p.reference, p.changed) for p in pairs}
+    against = [Contrast(baseline, f) for f in sorted(families) if f != baseline and baseline in families]
+    return [c for c in against if (c.reference, c.changed) not in named] + pairs
 
 
 def _cells(rows: list[dict]) -> dict[tuple, list[dict]]:

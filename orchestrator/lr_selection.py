@@ -14,10 +14,18 @@ if TYPE_CHECKING:
     from orchestrator.sweep_plan import SweepConfig, TrialPoint
 
 
+def _shape_of(config: dict) -> str:
+    return f"L{config.get('n_layers')}-d{config.get('d_model')}-h{config.get('n_heads')}"
+
+
 def best_lrs(sweep_dir: str) -> dict[str, dict]:
     """Each model's best lr in a finished sweep (a local directory or a storage URI): model (variant, else arch) ->
-    {lr, val_loss (mean over seeds), grid (the lrs tried), edge (the best is the smallest or largest tried)}. Only
-    trials that ran all their steps count."""
+    {lr, val_loss (mean over seeds), grid (the lrs tried), edge (the best is the smallest or largest tried), shape,
+    other_shapes}. Only trials that ran all their steps count.
+
+    Lrs are compared within one shape only: a model tried at several shapes (a transfer check beside the grid) takes
+    its lr from the shape with the widest lr grid (then the most trials, then the widest model), and other_shapes
+    lists the rest with their own best lrs, so that a loss at one width never averages with a loss at another."""
     from orchestrator.storage import open_storage
 
     storage = open_storage(sweep_dir, writable=False)
@@ -27,9 +35,10 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
             f"lr_from {sweep_dir}: no {TRIALS_DIR}/ folder there; name a sweep directory "
             f"(<storage>/<sweep name>) whose lr sweep has finished"
         )
-    losses: dict[str, dict[float, list[float]]] = {}
-    seeds: dict[str, set] = {}
-    schedules: dict[str, dict] = {}
+    losses: dict[tuple[str, str], dict[float, list[float]]] = {}
+    seeds: dict[tuple[str, str], set] = {}
+    schedules: dict[tuple[str, str], dict] = {}
+    widths: dict[str, int] = {}
     for trial in sorted(storage.list_dirs(trials)):
         if ".old-" in trial.rsplit("/", 1)[-1]:
             continue  # a run moved aside when it was started over
@@ -40,23 +49,37 @@ def best_lrs(sweep_dir: str) -> dict[str, dict]:
             continue  # unfinished or damaged: not a measurement
         if summary.get("final_val_loss") is None or summary.get("steps") != saved.get("total_steps"):
             continue
-        model = saved["config"].get("variant") or saved["config"]["arch"]
-        losses.setdefault(model, {}).setdefault(float(saved["lr"]), []).append(float(summary["final_val_loss"]))
-        seeds.setdefault(model, set()).add(saved["config"].get("seed"))
-        schedules.setdefault(model, dict(saved["config"], total_steps=saved.get("total_steps")))
+        config = saved["config"]
+        key = (config.get("variant") or config["arch"], _shape_of(config))
+        widths[key[1]] = int(config.get("d_model") or 0)
+        losses.setdefault(key, {}).setdefault(float(saved["lr"]), []).append(float(summary["final_val_loss"]))
+        seeds.setdefault(key, set()).add(config.get("seed"))
+        schedules.setdefault(key, dict(config, total_steps=saved.get("total_steps")))
     if not losses:
         raise ValueError(f"lr_from {sweep_dir}: no finished trial there yet; run (or resume) that sweep first")
-    out = {}
-    for model, by_lr in losses.items():
+    per_shape = {}
+    for key, by_lr in losses.items():
         means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
         best = min(means, key=means.get)
-        out[model] = dict(
+        per_shape[key] = dict(
             lr=best,
             val_loss=means[best],
             grid=sorted(means),
             edge=len(means) > 1 and best in (min(means), max(means)),
-            seeds=sorted(seeds[model], key=str),  # the seeds that chose it
-            schedule=schedules[model],  # one of its trials' settings: what the lr was tuned under
+            seeds=sorted(seeds[key], key=str),  # the seeds that chose it
+            schedule=schedules[key],  # one of its trials' settings: what the lr was tuned under
+            shape=key[1],
+        )
+    out = {}
+    for model in sorted({m for m, _ in per_shape}):
+        shapes = [s for m, s in per_shape if m == model]
+        tuned = max(
+            shapes,
+            key=lambda s: (len(losses[model, s]), sum(map(len, losses[model, s].values())), widths[s], s),
+        )
+        out[model] = dict(
+            per_shape[model, tuned],
+            other_shapes={s: per_shape[model, s]["lr"] for s in sorted(shapes) if s != tuned},
         )
     return out
 
@@ -81,6 +104,12 @@ def apply_lr_from(cfg: "SweepConfig", points: list["TrialPoint"]) -> dict[str, d
         for m in models
         if m in found and (cfg.lr_by_variant.get(m) or cfg.lr_by_arch.get(m)) == found[m]["lr"]
     }
+    several = [f"{m} at {c['shape']}" for m, c in chosen.items() if c["other_shapes"]]
+    if several:
+        say(
+            f"lr_from {cfg.lr_from}: lrs compared within one shape; taken for {', '.join(several)}, where each "
+            f"was tried at the most lrs"
+        )
     edge = [f"{m} ({c['lr']:g})" for m, c in chosen.items() if c["edge"]]
     if edge:
         say(

@@ -58,7 +58,8 @@ def summarize(
         tokens=evals[-1]["tokens"] if evals else 0,
         final_val_loss=evals[-1]["val_loss"] if evals else None,
         final_val_bpb=evals[-1]["val_bpb"] if evals else None,
-        best_val_loss=min((e["val_loss"] for e in evals), default=None),
+        # over the windows every eval scored (the final eval's whole-split loss is not comparable with the others')
+        best_val_loss=min((e.get("shared_val_loss", e["val_loss"]) for e in evals), default=None),
         **_final_scope(evals[-1] if evals else {}),
         tokens_per_s=rate["tokens_per_s"],  # steady state, training steps only, whole run
         train_s=rate["train_s"],  # seconds in training steps, whole run (evals and start-up excluded)

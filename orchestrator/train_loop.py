@@ -328,13 +328,22 @@ class Trainer:
         whole = self.val_windows.eval_plan(scope_max)["fraction"] == 1.0
         split_targets = self.val_windows.total_tokens - 1
         metrics.update(eval_scope_fields(ev["tokens"], ev["windows"], split_targets, whole))
+        shared = ev["loss"]
         if final:
             metrics["final_eval"] = metrics["val_scope"]
             metrics.update(self.evaluate_train_sample(ev["windows"]))
+            if self.cfg.eval_windows and self.val_windows.eval_plan(self.cfg.eval_windows)["fraction"] < 1.0:
+                # Earlier evals scored only the first eval_windows windows: rank the final model on those too, so
+                # best_val_loss and the best checkpoint compare losses over the same tokens.
+                sampled = self.val_windows.eval_batches(self.cfg.batch_size, self.cfg.eval_windows)
+                shared = evaluate_windows(
+                    self.model, sampled, self.byte_lengths, self.device, self.autocast, env.world_size
+                )["loss"]
+                metrics["shared_val_loss"] = shared
         metrics.update(_replica_report(self.model, env.world_size))
-        state.best_val = min(state.best_val, ev["loss"])
+        state.best_val = min(state.best_val, shared)
         metrics["best_val_loss"] = state.best_val
-        self.checkpoint(state, ev["loss"], metrics)
+        self.checkpoint(state, shared, metrics)
         return metrics
 
     def evaluate_train_sample(self, val_windows: int) -> dict:

@@ -55,8 +55,7 @@ def _rows(seeds=(1, 2, 3), gap_slope=-0.02, device_of_seed=None) -> list[dict]:
 
 def test_the_contrasts_are_each_family_against_the_baseline_then_every_one_factor_pair_present():
     got = [(c.reference, c.changed, c.component) for c in contrasts_for(set(EFFECT), "gpt2")]
-    assert got == [
-        ("gpt2", "gpt2-rope", None),
+    assert got == [  # gpt2-rope against gpt2 is the rope pair: one table, not two
         ("gpt2", "gptoss", None),
         ("gpt2", "gptoss-no-rope", None),
         ("gpt2", "gpt2-rope", "rope"),

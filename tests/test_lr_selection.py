@@ -1,4 +1,5 @@
-"""orchestrator/lr_selection.py: which schedule fields an lr sweep and the sweep that reads its lrs disagree on."""
+"""orchestrator/lr_selection.py: each model's best lr in an lr sweep, and which schedule fields that sweep and the sweep
+that reads its lrs disagree on."""
 
 from __future__ import annotations
 
@@ -57,3 +58,18 @@ def test_a_sweep_reading_lrs_is_told_when_its_schedule_or_its_seeds_bias_them(tm
     out = capfd.readouterr().out
     assert "its lrs were tuned under another warmup than this sweep trains with" in out
     assert "seed(s) 0 chose the lrs there and are measured here too" in out and "--seeds 100,101" in out
+
+
+def test_lrs_are_compared_within_one_shape_not_averaged_over_a_transfer_check_beside_the_grid(tmp_path):
+    # study-lr-check's gpt2: a 3-lr grid at d128 and a 2-lr transfer check at d64 (final val losses as measured).
+    # Averaged over both shapes, 8e-3 (tried at d128 only) would look best; within d128, 4e-3 is.
+    from orchestrator.lr_selection import best_lrs
+
+    d128, d64 = dict(n_layers=4, d_model=128, n_heads=4), dict(n_layers=4, d_model=64, n_heads=2)
+    for lr, loss in ((2e-3, 2.8416), (4e-3, 2.7436), (8e-3, 2.8096)):
+        _trial(tmp_path, f"a{lr}", "gpt2", lr, 0, loss, **d128)
+    for lr, loss in ((2e-3, 2.9828), (4e-3, 2.9411)):
+        _trial(tmp_path, f"b{lr}", "gpt2", lr, 0, loss, **d64)
+    got = best_lrs(str(tmp_path))["gpt2"]
+    assert (got["lr"], got["shape"], got["grid"]) == (4e-3, "L4-d128-h4", [2e-3, 4e-3, 8e-3])
+    assert got["val_loss"] == 2.7436 and not got["edge"] and got["other_shapes"] == {"L4-d64-h2": 4e-3}

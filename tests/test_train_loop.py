@@ -152,3 +152,10 @@ def test_the_last_evaluation_of_a_run_scores_the_whole_split(prepared_data, tmp_
     # ... and as many training windows, spread over the train split, scored the same way: train - val.
     assert last["train_eval_windows"] == last["val_windows"] and last["train_eval_tokens"] == 64 * last["val_windows"]
     assert 0 < last["train_eval_loss"] < evals[0]["val_loss"] and "train_eval_loss" not in evals[0]
+    # The best checkpoint and best_val_loss rank the final model on the windows the earlier evals scored.
+    from orchestrator.run_dir import RunDir
+
+    assert "shared_val_loss" not in evals[0] and last["shared_val_loss"] != last["val_loss"]
+    assert last["best_val_loss"] == min(evals[0]["val_loss"], last["shared_val_loss"])
+    run = RunDir.at(str(tmp_path / "run"))
+    assert run.checkpoint_val_loss(run.latest_checkpoint()) == last["shared_val_loss"]

@@ -144,7 +144,8 @@ def multiplier_lines(curves: dict[str, ModelCurve], fits: dict[str, Optional[dic
         base = pick_baseline(curves, c, baseline)
         if base is None:
             trends.append(
-                f"- {name}: no {baseline} curve to compare with (none, or several without one of the same depth)"
+                f"- {name}: no {baseline} curve to compare with "
+                "(none, or several without one of the same shape or depth)"
             )
             continue
         if base is c:

@@ -33,6 +33,7 @@ class ModelCurve:
     bpb: np.ndarray
     seed_loss: dict[int, np.ndarray] = field(default_factory=dict)  # seed -> loss per budget (nan where missing)
     variant: str = ""  # the named gptoss variant (gptoss/variants.py), if the model is one
+    shape: tuple = ()  # (n_layers, d_model, n_heads) where the rows carry them: a baseline is matched on it
 
     @property
     def flops_per_token(self) -> float:
@@ -68,6 +69,7 @@ def model_curves(rows: list[dict]) -> dict[str, ModelCurve]:
             bpb=np.array([_mean([r["val_bpb"] for r in by_budget[b]]) for b in budgets]),
             seed_loss=seed_loss,
             variant=first.get("variant") or "",
+            shape=tuple(first.get(k) for k in ("n_layers", "d_model", "n_heads")),
         )
     return curves
 
@@ -289,7 +291,7 @@ def trend(values: list[float]) -> str:
 def pick_baseline(curves: dict[str, ModelCurve], model: ModelCurve, baseline: str) -> Optional[ModelCurve]:
     """The baseline curve for `model`: the model labelled `baseline`, or else the models of variant `baseline` (a
     variant sweep: gpt2 is the ladder's GPT-2 endpoint), or else of arch `baseline`, and among several of those the
-    one of the same depth."""
+    one of the same shape (layers, width, heads: a size sweep), else the one of the same depth."""
     if baseline in curves:
         return curves[baseline]
     candidates = [c for c in curves.values() if c.variant == baseline] or [
@@ -297,5 +299,8 @@ def pick_baseline(curves: dict[str, ModelCurve], model: ModelCurve, baseline: st
     ]
     if len(candidates) == 1:
         return candidates[0]
+    same_shape = [c for c in candidates if c.shape and None not in c.shape and c.shape == model.shape]
+    if len(same_shape) == 1:
+        return same_shape[0]
     same_depth = [c for c in candidates if c.n_layers == model.n_layers]
     return same_depth[0] if len(same_depth) == 1 else None

@@ -14,6 +14,7 @@ from orchestrator.scaling import (
     fit_power_law,
     model_curves,
     multipliers,
+    pick_baseline,
     tokens_to_reach,
     trend,
 )
@@ -54,6 +55,21 @@ def _rows(model, arch, losses_by_seed, budgets, fpt=1e6, layers=4):
         for seed, losses in losses_by_seed.items()
         for b, loss in zip(budgets, losses)
     ]
+
+
+def test_in_a_size_sweep_each_model_is_measured_against_the_baseline_of_its_own_shape():
+    # Three gpt2 sizes at one depth: each gptoss size reads its multiplier on the gpt2 curve of its width, not on
+    # none (ambiguous by depth) and not on another width's.
+    rows = []
+    for width, shift in ((64, 0.3), (128, 0.2), (192, 0.1)):
+        for model, arch, extra in ((f"gpt2-d{width}", "gpt2", 0.0), (f"gptoss-d{width}", "gptoss", -0.2)):
+            for r in _rows(model, arch, {0: [4.0 + shift + extra, 3.0 + shift + extra]}, BUDGETS[:2]):
+                rows.append(dict(r, d_model=width, n_heads=width // 32))
+    curves = model_curves(rows)
+    for width in (64, 128, 192):
+        assert pick_baseline(curves, curves[f"gptoss-d{width}"], "gpt2").model == f"gpt2-d{width}"
+    no_width = model_curves([{k: v for k, v in r.items() if k != "d_model"} for r in rows if "d64" not in r["model"]])
+    assert pick_baseline(no_width, no_width["gptoss-d128"], "gpt2") is None  # two at one depth, no shape: ambiguous
 
 
 def test_interpolation_in_log_log_and_extrapolation_is_marked():

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole study (RESULTS.md) on one GPU machine, without Ray, in the order its steps depend on each other:
+# SUPERSEDED: the d128 study of studies/superseded/RESULTS-2026-11-budgets.md; the current one is study-sizes.yaml.
+# The whole d128 study on one GPU machine, without Ray, in the order its steps depend on each other:
 #   bash sweeps/study-gpu.sh [seconds]        (default 560; then it stops the sweeps and keeps what finished)
 # study-budgets, study-ladder and study-lr-edge side by side (each model at its best lr of study-lr, written into
 # their files), then study-lr itself (every ladder and leave-one-out variant x 4 lrs: the raw results behind those

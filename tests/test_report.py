@@ -243,7 +243,7 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
 
     from conftest import REPO
 
-    from orchestrator import budget_report, ladder, report
+    from orchestrator import budget_report, ladder, report, size_report
     from orchestrator.report import write_report
 
     for module, name in (
@@ -252,17 +252,18 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
         (report, "plot_loss_vs_compute"),
         (budget_report, "plot_loss_vs_budget"),
         (ladder, "plot_waterfall"),
+        (size_report, "plot_loss_vs_params"),
+        (size_report, "plot_frontiers"),
+        (size_report, "plot_multipliers"),
     ):
         monkeypatch.setattr(module, name, lambda *a, **k: b"")  # the tables only: drawing is most of a report's time
 
     text = (REPO / "RESULTS.md").read_text()
     blocks = re.findall(r"<!-- from: (\S+)/REPORT\.md -->\n(.*?)<!-- end -->", text, re.S)
     assert {source for source, _ in blocks} == {
-        "studies/study-budgets",
-        "studies/study-lr",
-        "studies/study-lr-edge",
-        "studies/study-ladder",
-        "studies/tinystories-lr",
+        "studies/study-sizes",
+        "studies/study-lr-check",
+        "studies/study-lr-transfer-d64",
     }
     rebuilt = {}
     for source, block in blocks:

@@ -6,8 +6,9 @@ so every variant of a preset shares its width, depth, heads, vocabulary and init
 
 The ladder starts from GPT-2 (every switch at its GPT-2 setting: the same logits as model_gpt2.GPT2 given the same
 weights) and turns one GPT-OSS component on per rung until it is `gptoss` (the preset as it is). The order:
-  untied head first (cheap, known to matter: studies/superseded/RESULTS-2026-11-1M.md, appendix D), then positions (plain RoPE, then YaRN as its
-  own rung: its concentration multiplies every attention logit by about 1.81 even at short context), the norm,
+  untied head first (cheap, known to matter: studies/superseded/RESULTS-2026-11-1M.md, appendix D), then
+  positions (plain RoPE, then YaRN as its own rung: its concentration multiplies every attention logit by about
+  1.81 even at short context), the norm,
   the MLP activation as a DENSE SwiGLU (so the activation is measured apart from sparsity), the attention changes
   (GQA shrinks the k/v projections, sinks, the sliding window on even layers), and the MoE last, so that every
   earlier rung is a dense model with GPT-2's active MLP size (see model_gptoss.mlp_intermediate_size).

@@ -264,6 +264,7 @@ def test_the_tables_results_md_quotes_are_what_report_rebuilds_from_the_committe
         "studies/study-sizes",
         "studies/study-lr-check",
         "studies/study-lr-transfer-d64",
+        "studies/study-lr-transfer-d192",
     }
     rebuilt = {}
     for source, block in blocks:

@@ -3,7 +3,11 @@ meta-device accounting (equal to the count of the real model)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
+from conftest import REPO
 
 from orchestrator.config import TrainConfig
 from orchestrator.holdout import held_out_params, is_held_out, parse_predict, sweep_config_of
@@ -42,10 +46,6 @@ def test_held_out_params_match_the_built_model_and_the_sweep_json_round_trips():
 
 
 def _git(*args: str) -> str:
-    import subprocess
-
-    from conftest import REPO
-
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -53,11 +53,6 @@ def test_the_size_study_committed_its_predictions_before_any_held_out_trial():
     # The prediction is only a test of the law if it was on record before the held-out size was seen: in git history,
     # predictions.json is committed once and never changed, and every held-out trial's files come in later commits
     # descending from it, their first recorded training step timed after that commit.
-    import json
-    import subprocess
-
-    from conftest import REPO
-
     study = "studies/study-sizes"
     try:
         shallow = _git("rev-parse", "--is-shallow-repository")
